@@ -1,0 +1,114 @@
+//! The one door to external programs: every tool this crate runs goes
+//! through [`Cmd`], which logs the full command line and puts the tail of
+//! stderr into the error.
+
+use std::ffi::OsStr;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// How much of a failing program's stderr goes into the error.
+const STDERR_TAIL: usize = 2000;
+
+pub struct Cmd {
+    program: String,
+    inner: Command,
+}
+
+impl Cmd {
+    pub fn new(program: &str) -> Self {
+        let mut inner = Command::new(program);
+        inner.stdin(Stdio::null());
+        Cmd {
+            program: program.to_string(),
+            inner,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.inner.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.inner.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.inner.env(key, value);
+        self
+    }
+
+    fn describe(&self) -> String {
+        let args: Vec<String> = self
+            .inner
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        format!("{} {}", self.program, args.join(" "))
+    }
+
+    /// Runs to completion; returns stdout on success.
+    pub fn output(mut self) -> Result<Vec<u8>> {
+        let line = self.describe();
+        tracing::debug!(command = %line, "running");
+        let out = self
+            .inner
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| Error::tool(&self.program, format!("could not start `{line}`: {e}")))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail_start = stderr.len().saturating_sub(STDERR_TAIL);
+        let tail = stderr.get(tail_start..).unwrap_or(&stderr).trim();
+        Err(Error::tool(
+            &self.program,
+            format!("`{line}` exited with {}: {tail}", out.status),
+        ))
+    }
+
+    /// Runs to completion and parses stdout as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(self) -> Result<T> {
+        let program = self.program.clone();
+        let out = self.output()?;
+        serde_json::from_slice(&out).map_err(|e| {
+            Error::tool(
+                program,
+                format!("unexpected output (not the JSON expected): {e}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_carries_stderr_tail() {
+        let err = Cmd::new("sh")
+            .args(["-c", "echo boom >&2; exit 3"])
+            .output()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("boom") && text.contains("exit status: 3"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), 7);
+    }
+
+    #[test]
+    fn missing_program_is_a_tool_error() {
+        let err = Cmd::new("owui-no-such-program").output().unwrap_err();
+        assert!(err.to_string().contains("could not start"));
+    }
+}

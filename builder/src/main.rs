@@ -1,1 +1,77 @@
-fn main() {}
+//! owui-builder: signed images and offline bundles for owui-appliance.
+
+mod bundles;
+mod cli;
+mod keys;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use owui_bundle::outcome::{finish, init_logging};
+use owui_bundle::progress;
+
+use cli::{BundleCommand, Cli, Command, KeyCommand};
+
+fn main() -> ExitCode {
+    init_logging();
+    match Cli::parse().command {
+        Command::Key(KeyCommand::Generate { out, force, output }) => {
+            finish(keys::generate(&out, force), output.json, |g| {
+                println!(
+                    "key {} written: {} (secret, 0600), {}",
+                    g.key_id,
+                    g.secret_key.display(),
+                    g.public_key.display()
+                )
+            })
+        }
+        Command::Key(KeyCommand::Rotate {
+            key,
+            sequence,
+            add,
+            revoke,
+            out,
+            output,
+        }) => finish(
+            keys::rotate(&key, sequence, &add, &revoke, &out),
+            output.json,
+            |s| {
+                println!(
+                    "rotation statement {} (sequence {}) written: adds {}, revokes {}",
+                    out.display(),
+                    s.sequence,
+                    s.add.len(),
+                    s.revoke.len()
+                )
+            },
+        ),
+        Command::Bundle(BundleCommand::Create {
+            spec,
+            key,
+            out,
+            have,
+            output,
+        }) => {
+            let progress = progress::for_stderr(output.quiet || output.json);
+            finish(
+                bundles::run_create(&spec, &key, &out, have.as_deref(), progress.as_ref()),
+                output.json,
+                |c| {
+                    println!(
+                    "{}: bundle {} channel {} sequence {}: {} blobs ({} compressed, {} left out as held by the site), {} bytes",
+                    c.file.display(), c.bundle, c.channel, c.sequence, c.blobs, c.blobs_compressed, c.blobs_omitted, c.file_bytes
+                )
+                },
+            )
+        }
+        Command::Bundle(BundleCommand::Inspect {
+            file,
+            extract,
+            output,
+        }) => finish(
+            bundles::run_inspect(&file, extract.as_deref()),
+            output.json,
+            bundles::print_inspected,
+        ),
+    }
+}

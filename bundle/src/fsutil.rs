@@ -31,3 +31,44 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .at("renaming into", path)?;
     fsync_dir(dir)
 }
+
+/// The path from directory `from` to `to`, both absolute, as `../..`-style
+/// relative path, so a symlink keeps working when the tree is mounted
+/// elsewhere (`--root`) or booted.
+pub fn relative_path(from: &Path, to: &Path) -> std::path::PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to_c: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to_c).take_while(|(a, b)| a == b).count();
+    let mut out = std::path::PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to_c[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative_path(
+                Path::new("/r/var/lib/ollama"),
+                Path::new("/r/var/lib/owui/bundles/current/ollama")
+            ),
+            Path::new("../owui/bundles/current/ollama")
+        );
+        assert_eq!(
+            relative_path(Path::new("/r/srv"), Path::new("/r/var/lib/x")),
+            Path::new("../var/lib/x")
+        );
+        assert_eq!(
+            relative_path(Path::new("/a"), Path::new("/a/b")),
+            Path::new("b")
+        );
+    }
+}

@@ -1,17 +1,30 @@
 //! Signed content for owui-appliance: the one format both `owui-builder` and
 //! `owui-agent` speak. See docs/bundles.md for the file format.
 
+pub mod apply;
+pub mod archive;
 pub mod command;
+pub mod crash;
+pub mod create;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+pub mod generation;
+pub mod have;
 pub mod huggingface;
 pub mod items;
+pub mod manifest;
 pub mod oci;
 pub mod ollama;
+pub mod outcome;
+pub mod parallel;
+pub mod progress;
 pub mod role;
+pub mod sign;
 pub mod spec;
 pub mod store;
+pub mod trust;
+pub mod verify;
 
 pub use digest::Sha256Digest;
 pub use error::{Error, Result};

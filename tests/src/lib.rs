@@ -1,1 +1,180 @@
 //! Helpers shared by the end-to-end tests.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Writes `data` as a blob of the layout at `dir`; returns `sha256:<hex>`.
+fn put_blob(dir: &Path, data: &[u8]) -> io::Result<String> {
+    let hex = hex::encode(Sha256::digest(data));
+    let blobs = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs)?;
+    fs::write(blobs.join(&hex), data)?;
+    Ok(format!("sha256:{hex}"))
+}
+
+/// A tar with fixed owners, modes and times, so its bytes depend only on
+/// the files in it.
+fn deterministic_tar(files: &[(&str, &[u8])]) -> io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_ustar();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_mtime(0);
+    dir.set_uid(0);
+    dir.set_gid(0);
+    dir.set_size(0);
+    tar.append_data(&mut dir, "etc/", io::empty())?;
+    for (path, data) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(data.len() as u64);
+        tar.append_data(&mut header, path, *data)?;
+    }
+    tar.into_inner()
+}
+
+/// Adds a tiny image named `reference` to the OCI image layout in `dir`
+/// (creating the layout if needed, replacing an image of the same name)
+/// and returns its manifest digest, `sha256:<hex>`.
+///
+/// The image has one uncompressed layer holding `/etc/owui-test-image`,
+/// whose text is the reference: the same reference always gives the same
+/// bytes and digest, and different references give different images. It
+/// has no binaries, so it can be stored, listed and removed but not run.
+pub fn build_test_oci_layout(dir: &Path, reference: &str) -> io::Result<String> {
+    let content = format!("{reference}\n");
+    let layer = deterministic_tar(&[("etc/owui-test-image", content.as_bytes())])?;
+    let layer_digest = put_blob(dir, &layer)?;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": { "Labels": { "org.opencontainers.image.title": reference } },
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+    }))?;
+    let config_digest = put_blob(dir, &config)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len(),
+        }],
+    }))?;
+    let manifest_digest = put_blob(dir, &manifest)?;
+
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index_path = dir.join("index.json");
+    let mut manifests = match fs::read(&index_path) {
+        Ok(data) => {
+            let index: serde_json::Value = serde_json::from_slice(&data)?;
+            index["manifests"].as_array().cloned().unwrap_or_default()
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    manifests.retain(|m| m["annotations"][REF_NAME] != reference);
+    manifests.push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest_digest,
+        "size": manifest.len(),
+        "annotations": { REF_NAME: reference },
+    }));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    fs::write(&index_path, serde_json::to_vec_pretty(&index)?)?;
+    Ok(manifest_digest)
+}
+
+/// Writes a containers.conf with the podman settings that work on the test
+/// machines (runc: crun fails on their cgroup layout; cgroupfs: no systemd
+/// as PID 1; ulimits within what they allow). Point `CONTAINERS_CONF` at
+/// the returned path for podman commands that run containers.
+pub fn write_podman_containers_conf(dir: &Path) -> io::Result<PathBuf> {
+    let path = dir.join("containers.conf");
+    fs::write(
+        &path,
+        concat!(
+            "[containers]\n",
+            "default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+            "\n",
+            "[engine]\n",
+            "runtime = \"runc\"\n",
+            "cgroup_manager = \"cgroupfs\"\n",
+            "events_logger = \"file\"\n",
+        ),
+    )?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_image_is_deterministic_and_layouts_accumulate() {
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        let a = build_test_oci_layout(one.path(), "registry.example/owui/a:v1").unwrap();
+        assert_eq!(
+            build_test_oci_layout(two.path(), "registry.example/owui/a:v1").unwrap(),
+            a
+        );
+        let manifest = fs::read(one.path().join("blobs/sha256").join(&a[7..])).unwrap();
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&manifest))),
+            a
+        );
+
+        let b = build_test_oci_layout(one.path(), "registry.example/owui/b:v1").unwrap();
+        assert_ne!(a, b);
+        // Building a name again replaces its entry instead of adding one.
+        build_test_oci_layout(one.path(), "registry.example/owui/a:v1").unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(one.path().join("index.json")).unwrap()).unwrap();
+        let names: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["annotations"][REF_NAME].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["registry.example/owui/b:v1", "registry.example/owui/a:v1"]
+        );
+    }
+
+    #[test]
+    fn the_bundle_packer_accepts_the_test_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let reference = "registry.example/owui/hello:v1";
+        let digest = build_test_oci_layout(dir.path(), reference).unwrap();
+        build_test_oci_layout(dir.path(), "registry.example/owui/other:v1").unwrap();
+        let spec = owui_bundle::spec::OciSpec {
+            reference: reference.to_string(),
+            source: dir.path().to_path_buf(),
+        };
+        let (image, blobs) = owui_bundle::oci::pack(&spec, scratch.path()).unwrap();
+        assert_eq!(image.manifest.to_string(), digest);
+        assert_eq!(blobs.len(), 3);
+    }
+}

@@ -1,0 +1,100 @@
+//! The `owui-agent` command line. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The owui-appliance node agent.
+///
+/// Exit codes: 0 ok, 1 I/O or internal error, 2 usage, 3 invalid input,
+/// 4 signature or digest failure, 5 refused by policy (role, downgrade),
+/// 6 not enough space, 7 an external tool failed (docs/exit-codes.md).
+#[derive(Debug, Parser)]
+#[command(name = "owui-agent", version)]
+pub struct Cli {
+    /// Take every host path (config, trust store, state, model dirs) under DIR.
+    #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Offline bundles: verify, apply, list, have, gc, check.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// The keys this node trusts.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Check a bundle without changing anything: signature against the trust
+    /// store, role, channel sequence, and every blob's size and digest.
+    Verify {
+        file: PathBuf,
+        /// Accept an older or equal sequence (logged).
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Verify and apply a bundle: blobs into the content store, then one
+    /// atomic switch to a new generation. Safe to re-run after a crash.
+    Apply {
+        file: PathBuf,
+        /// Accept an older or equal sequence (logged and recorded).
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Generations on this node and what each holds.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the digests this node holds (JSON), for `owui-builder bundle
+    /// create --have` to make a delta bundle.
+    Have,
+    /// Drop old generations and every blob no kept generation uses.
+    Gc {
+        /// Generations to keep, the current one included.
+        #[arg(long, default_value_t = 2)]
+        keep: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash the content store and check every generation's blobs are there.
+    Check {
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trusted and revoked keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a signed key-rotation statement (FILE and FILE.minisig).
+    Apply {
+        statement: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print the outcome as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

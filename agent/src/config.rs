@@ -1,0 +1,187 @@
+//! The node seed (`etc/owui/seed.toml`: who this node is) and the agent
+//! config (`etc/owui/agent.toml`: where things live). Unknown keys are
+//! errors naming file, line and key.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use owui_bundle::apply::Node;
+use owui_bundle::error::IoContext;
+use owui_bundle::items::Owner;
+use owui_bundle::oci::PodmanStore;
+use owui_bundle::{Error, Result, Role};
+use serde::Deserialize;
+
+use crate::layout::Root;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// The node's name (its hostname in the cluster).
+    pub node: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub bundles: BundlesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundlesConfig {
+    pub content_dir: PathBuf,
+    pub bundles_dir: PathBuf,
+    /// Ollama's OLLAMA_MODELS directory.
+    pub ollama_models: PathBuf,
+    /// The Hugging Face hub cache (HF_HUB_CACHE) vLLM reads.
+    pub huggingface_cache: PathBuf,
+    /// User (name from the node's /etc/passwd, or "uid:gid") that owns the
+    /// model trees.
+    pub owner: Option<String>,
+    pub podman: Option<PodmanStore>,
+}
+
+impl Default for BundlesConfig {
+    fn default() -> Self {
+        BundlesConfig {
+            content_dir: "/var/lib/owui/content".into(),
+            bundles_dir: "/var/lib/owui/bundles".into(),
+            ollama_models: "/var/lib/ollama/models".into(),
+            huggingface_cache: "/var/lib/owui/huggingface/hub".into(),
+            owner: None,
+            podman: Some(PodmanStore {
+                driver: "overlay".into(),
+                graph_root: "/var/lib/containers/storage".into(),
+                run_root: "/run/containers/storage".into(),
+            }),
+        }
+    }
+}
+
+fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).at("reading", path)?;
+    toml::from_str(&text)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string().trim_end()))
+}
+
+pub fn load_seed(root: &Root) -> Result<Seed> {
+    let path = root.seed();
+    if !path.exists() {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            "missing: the node seed names this node and its role",
+        ));
+    }
+    load_toml(&path)
+}
+
+pub fn load_agent_config(root: &Root) -> Result<AgentConfig> {
+    let path = root.agent_config();
+    if path.exists() {
+        load_toml(&path)
+    } else {
+        Ok(AgentConfig::default())
+    }
+}
+
+/// Resolves "uid:gid" or a user name from the node's passwd file.
+fn resolve_owner(root: &Root, spec: &str) -> Result<Owner> {
+    let bad = |detail: String| {
+        Error::invalid(
+            format!("{}: bundles.owner", root.agent_config().display()),
+            detail,
+        )
+    };
+    if let Some((u, g)) = spec.split_once(':') {
+        let uid = u.parse().map_err(|_| bad(format!("{u:?} is not a uid")))?;
+        let gid = g.parse().map_err(|_| bad(format!("{g:?} is not a gid")))?;
+        return Ok(Owner { uid, gid });
+    }
+    let passwd = root.passwd();
+    let text = fs::read_to_string(&passwd).at("reading", &passwd)?;
+    text.lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() >= 4 && f[0] == spec).then(|| {
+                Some(Owner {
+                    uid: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                })
+            })
+        })
+        .flatten()
+        .ok_or_else(|| bad(format!("user {spec:?} is not in {}", passwd.display())))
+}
+
+/// The node as bundle apply sees it: role and every path under the root.
+pub fn node(root: &Root) -> Result<(Seed, Node)> {
+    let seed = load_seed(root)?;
+    let cfg = load_agent_config(root)?.bundles;
+    let owner = cfg
+        .owner
+        .as_deref()
+        .map(|o| resolve_owner(root, o))
+        .transpose()?;
+    let podman = cfg.podman.map(|p| PodmanStore {
+        driver: p.driver,
+        graph_root: root.host(&p.graph_root),
+        run_root: root.host(&p.run_root),
+    });
+    let node = Node {
+        role: seed.role,
+        content_dir: root.host(&cfg.content_dir),
+        bundles_dir: root.host(&cfg.bundles_dir),
+        ollama_dir: root.host(&cfg.ollama_models),
+        huggingface_dir: root.host(&cfg.huggingface_cache),
+        podman,
+        owner,
+    };
+    Ok((seed, node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_errors_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        fs::create_dir_all(root.etc()).unwrap();
+        let err = load_seed(&root).unwrap_err().to_string();
+        assert!(
+            err.contains("seed.toml") && err.contains("missing"),
+            "{err}"
+        );
+        fs::write(root.seed(), "node = \"n1\"\nrole = \"gpu\"\nrack = 4\n").unwrap();
+        let err = load_seed(&root).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("rack"), "{err}");
+        fs::write(root.seed(), "node = \"n1\"\nrole = \"printer\"\n").unwrap();
+        let err = load_seed(&root).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("printer"), "{err}");
+    }
+
+    #[test]
+    fn owner_from_passwd_or_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        fs::create_dir_all(root.etc()).unwrap();
+        fs::write(
+            root.passwd(),
+            "root:x:0:0::/root:/bin/sh\nollama:x:998:997::/usr/share/ollama:/bin/false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_owner(&root, "ollama").unwrap(),
+            Owner { uid: 998, gid: 997 }
+        );
+        assert_eq!(
+            resolve_owner(&root, "5:6").unwrap(),
+            Owner { uid: 5, gid: 6 }
+        );
+        assert!(resolve_owner(&root, "nobody").is_err());
+    }
+}

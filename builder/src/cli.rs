@@ -1,0 +1,105 @@
+//! The `owui-builder` command line. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Build signed, air-gappable images and offline bundles for owui-appliance.
+///
+/// Exit codes: 0 ok, 1 I/O or internal error, 2 usage, 3 invalid input,
+/// 4 signature or digest failure, 5 refused by policy, 6 not enough space,
+/// 7 an external tool failed (docs/exit-codes.md).
+#[derive(Debug, Parser)]
+#[command(name = "owui-builder", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Signing keys: generate, rotate.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Offline bundles of models and container images.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new Ed25519 key pair: DIR/owui.key (secret, mode 0600) and
+    /// DIR/owui.pub (minisign format; `minisign -V -p owui.pub` checks our signatures).
+    Generate {
+        /// Directory to write the key pair into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing key pair in DIR.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Write a signed key-rotation statement (FILE and FILE.minisig) that
+    /// nodes apply with `owui-agent trust apply FILE`.
+    Rotate {
+        /// A key the nodes trust now, to sign the statement.
+        #[arg(long)]
+        key: PathBuf,
+        /// Must be higher than the last rotation the nodes applied.
+        #[arg(long)]
+        sequence: u64,
+        /// Public key file (minisign format) to add; repeatable.
+        #[arg(long)]
+        add: Vec<PathBuf>,
+        /// Key id to revoke (16 hex digits, as `trust list` shows); repeatable.
+        #[arg(long)]
+        revoke: Vec<String>,
+        /// Where to write the statement.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Pack a bundle spec (TOML) into one signed .owb file.
+    Create {
+        /// The bundle spec; relative paths in it resolve against its directory.
+        spec: PathBuf,
+        /// Secret key to sign with (mode 0600).
+        #[arg(long)]
+        key: PathBuf,
+        /// The bundle file to write; it appears only when complete.
+        #[arg(long)]
+        out: PathBuf,
+        /// A site's `owui-agent bundle have` export: blobs it holds are left
+        /// out, making a delta bundle.
+        #[arg(long)]
+        have: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Print a bundle's manifest (without trusting it) and optionally write
+    /// the manifest and its signature out, e.g. for `minisign -V`.
+    Inspect {
+        file: PathBuf,
+        /// Write manifest.json and manifest.json.minisig into this directory.
+        #[arg(long)]
+        extract: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print the outcome as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

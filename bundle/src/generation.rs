@@ -1,0 +1,262 @@
+//! Generations: each applied bundle yields a new, complete tree (Ollama
+//! models dir, Hugging Face cache, OCI layout) plus a `state.json`, built in
+//! `staging/` and renamed into `generations/<n>`. The `current` symlink is
+//! switched with one rename, so a node is always at one whole generation.
+//!
+//! Layout under the bundles directory:
+//! ```text
+//! current -> generations/<n>
+//! generations/<n>/{state.json, ollama/, huggingface/, oci/}
+//! staging/<n>/        (being built; removed if found at start)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crash;
+use crate::digest::Sha256Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{fsync_dir, write_atomic};
+use crate::items::{HfSnapshot, OciImage, OllamaModel};
+
+pub const STATE_FILE: &str = "state.json";
+const STATE_MAX: u64 = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelState {
+    pub sequence: u64,
+    /// Manifest digest of the bundle applied on this channel.
+    pub bundle: Sha256Digest,
+}
+
+/// One bundle application, as recorded in the generation it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedBundle {
+    pub channel: String,
+    pub sequence: u64,
+    pub bundle: Sha256Digest,
+    pub signed_by: String,
+    /// Seconds since the epoch.
+    pub applied_at: u64,
+    /// Applied with --allow-downgrade over a newer or equal sequence.
+    #[serde(default)]
+    pub downgrade_forced: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationState {
+    pub generation: u64,
+    pub channels: BTreeMap<String, ChannelState>,
+    /// The bundle that produced this generation.
+    pub applied: Option<AppliedBundle>,
+    #[serde(default)]
+    pub ollama: Vec<OllamaModel>,
+    #[serde(default)]
+    pub huggingface: Vec<HfSnapshot>,
+    #[serde(default)]
+    pub oci: Vec<OciImage>,
+    /// OCI refs removed by this generation, to take out of podman's store
+    /// after the switch (podman's store is not part of the atomic switch;
+    /// removal is idempotent and re-run until done).
+    #[serde(default)]
+    pub oci_removals: Vec<String>,
+}
+
+impl GenerationState {
+    /// Every blob this generation's trees use.
+    pub fn referenced(&self) -> BTreeSet<Sha256Digest> {
+        let mut out = BTreeSet::new();
+        for m in &self.ollama {
+            out.insert(m.manifest);
+            out.extend(m.blobs.iter().copied());
+        }
+        for h in &self.huggingface {
+            out.extend(h.files.iter().map(|f| f.digest));
+        }
+        for o in &self.oci {
+            out.insert(o.manifest);
+            out.extend(o.blobs.iter().copied());
+        }
+        out
+    }
+}
+
+pub struct Generations {
+    dir: PathBuf,
+}
+
+/// A generation being built under `staging/`.
+pub struct Staged {
+    pub number: u64,
+    pub dir: PathBuf,
+}
+
+impl Generations {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let g = Generations {
+            dir: dir.to_path_buf(),
+        };
+        fs::create_dir_all(g.generations_dir()).at("creating", &g.generations_dir())?;
+        Ok(g)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn generations_dir(&self) -> PathBuf {
+        self.dir.join("generations")
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.dir.join("staging")
+    }
+
+    pub fn current_link(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+
+    pub fn path_of(&self, n: u64) -> PathBuf {
+        self.generations_dir().join(n.to_string())
+    }
+
+    fn read_state(&self, n: u64) -> Result<GenerationState> {
+        let path = self.path_of(n).join(STATE_FILE);
+        let len = fs::metadata(&path).at("reading", &path)?.len();
+        if len > STATE_MAX {
+            return Err(Error::invalid(
+                path.display().to_string(),
+                "state file is too large",
+            ));
+        }
+        let bytes = fs::read(&path).at("reading", &path)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
+    }
+
+    /// The generation `current` points at, if any.
+    pub fn current(&self) -> Result<Option<GenerationState>> {
+        let link = self.current_link();
+        let target = match fs::read_link(&link) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).at("reading", &link),
+        };
+        let n = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Error::invalid(
+                    link.display().to_string(),
+                    format!("points at {target:?}, not a generation"),
+                )
+            })?;
+        self.read_state(n).map(Some)
+    }
+
+    /// Numbers of all complete generations, ascending.
+    pub fn numbers(&self) -> Result<Vec<u64>> {
+        let dir = self.generations_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).at("listing", &dir)? {
+            let entry = entry.at("listing", &dir)?;
+            if let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    pub fn all(&self) -> Result<Vec<GenerationState>> {
+        self.numbers()?
+            .into_iter()
+            .map(|n| self.read_state(n))
+            .collect()
+    }
+
+    /// Clears leftovers of an interrupted apply: staging trees, and complete
+    /// generations newer than `current` that were never switched to.
+    pub fn recover(&self) -> Result<()> {
+        remove_tree(&self.staging_dir())?;
+        let current = self.current()?.map_or(0, |s| s.generation);
+        for n in self.numbers()? {
+            if n > current {
+                remove_tree(&self.path_of(n))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new generation numbered after every existing one.
+    pub fn stage(&self) -> Result<Staged> {
+        let number = self.numbers()?.last().copied().unwrap_or(0) + 1;
+        let dir = self.staging_dir().join(number.to_string());
+        remove_tree(&dir)?;
+        fs::create_dir_all(&dir).at("creating", &dir)?;
+        Ok(Staged { number, dir })
+    }
+
+    /// Seals a staged generation (state written last), moves it into
+    /// `generations/`, and switches `current` to it with one rename.
+    pub fn commit(&self, staged: Staged, state: &GenerationState) -> Result<()> {
+        let body = serde_json::to_vec_pretty(state)
+            .map_err(|e| Error::invalid("generation state", e.to_string()))?;
+        sync_tree(&staged.dir)?;
+        write_atomic(&staged.dir.join(STATE_FILE), &body, 0o644)?;
+        crash::point("generation-sealed");
+        let final_dir = self.path_of(staged.number);
+        fs::rename(&staged.dir, &final_dir).at("renaming into", &final_dir)?;
+        fsync_dir(&self.generations_dir())?;
+        crash::point("generation-renamed");
+        let tmp_link = self.dir.join("current.tmp");
+        let _ = fs::remove_file(&tmp_link);
+        symlink(
+            Path::new("generations").join(staged.number.to_string()),
+            &tmp_link,
+        )
+        .at("creating", &tmp_link)?;
+        fs::rename(&tmp_link, self.current_link()).at("switching", &self.current_link())?;
+        fsync_dir(&self.dir)?;
+        crash::point("current-switched");
+        Ok(())
+    }
+
+    /// Removes a generation that is not current.
+    pub fn remove(&self, n: u64) -> Result<()> {
+        remove_tree(&self.path_of(n))?;
+        fsync_dir(&self.generations_dir())
+    }
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),
+        _ => Ok(()),
+    }
+}
+
+/// fsyncs every directory in a tree (files are synced as they are written,
+/// hard links need only their directory entries synced).
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).at("listing", dir)? {
+        let entry = entry.at("listing", dir)?;
+        if entry.file_type().at("reading", &entry.path())?.is_dir() {
+            sync_tree(&entry.path())?;
+        }
+    }
+    fsync_dir(dir)
+}

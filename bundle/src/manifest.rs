@@ -1,0 +1,195 @@
+//! The signed manifest at the head of every bundle: what the bundle is for
+//! (channel, sequence, roles), where each blob sits in the file, and what to
+//! build from the blobs.
+//!
+//! Only [`VerifiedManifest`] may be applied, and only signature verification
+//! (`archive::BundleReader::open`) makes one.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::items::{HfSnapshot, OciImage, OllamaModel, Removal};
+use crate::role::Role;
+use crate::spec::check_channel;
+use crate::trust::Signer;
+
+pub const FORMAT: &str = "owui-bundle/1";
+/// The manifest is read whole into memory before its signature is checked;
+/// this bounds what an untrusted file can make us allocate.
+pub const MANIFEST_MAX: u64 = 16 << 20;
+pub const BLOCK: u64 = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Raw,
+    Zstd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobEntry {
+    pub digest: Sha256Digest,
+    /// Bytes of the blob itself.
+    pub size: u64,
+    pub encoding: Encoding,
+    /// Bytes as stored in the bundle (after compression).
+    pub stored_size: u64,
+    /// Where the stored bytes start, counted from the first byte after the
+    /// signature entry (the blob section), so the manifest need not know its
+    /// own length.
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub channel: String,
+    pub sequence: u64,
+    pub roles: Vec<Role>,
+    /// Seconds since the epoch (SOURCE_DATE_EPOCH when set).
+    pub created: u64,
+    pub blobs: Vec<BlobEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ollama: Vec<OllamaModel>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub huggingface: Vec<HfSnapshot>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oci: Vec<OciImage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<Removal>,
+}
+
+/// The padded length of a tar entry's data.
+pub fn padded(len: u64) -> u64 {
+    len.div_ceil(BLOCK) * BLOCK
+}
+
+/// The tar entry name of a stored blob.
+pub fn blob_entry_name(digest: &Sha256Digest, encoding: Encoding) -> String {
+    match encoding {
+        Encoding::Raw => format!("blobs/sha256/{}", digest.hex()),
+        Encoding::Zstd => format!("blobs/sha256/{}.zst", digest.hex()),
+    }
+}
+
+impl Manifest {
+    /// Parses and checks the rules a well-formed manifest keeps.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid("manifest.json", e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |detail: String| Error::invalid("manifest.json", detail);
+        if self.format != FORMAT {
+            return Err(bad(format!("format {:?} is not {FORMAT}", self.format)));
+        }
+        check_channel(&self.channel)?;
+        if self.roles.is_empty() {
+            return Err(bad("lists no roles".into()));
+        }
+        let mut seen = BTreeSet::new();
+        let mut next_offset = BLOCK;
+        for (i, b) in self.blobs.iter().enumerate() {
+            if !seen.insert(b.digest) {
+                return Err(bad(format!("blob {} is listed twice", b.digest)));
+            }
+            if b.encoding == Encoding::Raw && b.stored_size != b.size {
+                return Err(bad(format!(
+                    "blobs[{i}] ({}) is raw but stored_size {} differs from size {}",
+                    b.digest, b.stored_size, b.size
+                )));
+            }
+            // Blobs are packed back to back; no gaps where other entries could hide.
+            if b.offset != next_offset {
+                return Err(bad(format!(
+                    "blobs[{i}] ({}) offset {} should be {next_offset}",
+                    b.digest, b.offset
+                )));
+            }
+            next_offset = b
+                .offset
+                .checked_add(padded(b.stored_size))
+                .and_then(|o| o.checked_add(BLOCK))
+                .ok_or_else(|| bad(format!("blobs[{i}] size overflows")))?;
+        }
+        Ok(())
+    }
+
+    /// Every digest the items reference (manifests and blobs), whether or not
+    /// this bundle carries it (a delta bundle relies on the node's store).
+    pub fn referenced(&self) -> BTreeSet<Sha256Digest> {
+        let mut out = BTreeSet::new();
+        for m in &self.ollama {
+            out.insert(m.manifest);
+            out.extend(m.blobs.iter().copied());
+        }
+        for h in &self.huggingface {
+            out.extend(h.files.iter().map(|f| f.digest));
+        }
+        for o in &self.oci {
+            out.insert(o.manifest);
+            out.extend(o.blobs.iter().copied());
+        }
+        out
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+
+    /// The line the signature's trusted comment carries, readable in
+    /// `minisign -V` output.
+    pub fn trusted_comment(&self, digest: &Sha256Digest) -> String {
+        let roles: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+        format!(
+            "owui-bundle channel={} sequence={} roles={} manifest={}",
+            self.channel,
+            self.sequence,
+            roles.join(","),
+            digest
+        )
+    }
+}
+
+/// A manifest whose signature has been checked against the trust store.
+#[derive(Debug, Clone)]
+pub struct VerifiedManifest {
+    manifest: Manifest,
+    digest: Sha256Digest,
+    signer: Signer,
+}
+
+impl VerifiedManifest {
+    /// Only the archive reader calls this, after the signature checked out.
+    pub(crate) fn new(manifest: Manifest, digest: Sha256Digest, signer: Signer) -> Self {
+        VerifiedManifest {
+            manifest,
+            digest,
+            signer,
+        }
+    }
+
+    /// The SHA-256 of the manifest bytes: the bundle's identity.
+    pub fn digest(&self) -> Sha256Digest {
+        self.digest
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+}
+
+impl std::ops::Deref for VerifiedManifest {
+    type Target = Manifest;
+    fn deref(&self) -> &Manifest {
+        &self.manifest
+    }
+}

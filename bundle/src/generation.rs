@@ -221,6 +221,8 @@ impl Generations {
         let final_dir = self.path_of(staged.number);
         fs::rename(&staged.dir, &final_dir).at("renaming into", &final_dir)?;
         fsync_dir(&self.generations_dir())?;
+        // An idle node has no staging directory; leaving none keeps it so.
+        let _ = fs::remove_dir(self.staging_dir());
         crash::point("generation-renamed");
         let tmp_link = self.dir.join("current.tmp");
         let _ = fs::remove_file(&tmp_link);

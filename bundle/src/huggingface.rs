@@ -363,7 +363,6 @@ pub fn materialise(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -419,9 +418,9 @@ mod tests {
         let store = ContentStore::open(&dir.join("store")).unwrap();
         commit_all(&store, &blobs);
         let cache = dir.join("hub");
-        materialise(&store, &[item.clone()], &cache, None).unwrap();
+        materialise(&store, std::slice::from_ref(&item), &cache, None).unwrap();
         // Idempotent: a second run changes nothing and does not fail.
-        materialise(&store, &[item.clone()], &cache, None).unwrap();
+        materialise(&store, std::slice::from_ref(&item), &cache, None).unwrap();
         (item, cache)
     }
 

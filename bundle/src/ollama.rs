@@ -57,13 +57,13 @@ const DEFAULT_HOST: &str = "registry.ollama.ai";
 const DEFAULT_NAMESPACE: &str = "library";
 const DEFAULT_TAG: &str = "latest";
 
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const MEDIA_TYPE_MODEL: &str = "application/vnd.ollama.image.model";
-pub const MEDIA_TYPE_TEMPLATE: &str = "application/vnd.ollama.image.template";
-pub const MEDIA_TYPE_SYSTEM: &str = "application/vnd.ollama.image.system";
-pub const MEDIA_TYPE_LICENSE: &str = "application/vnd.ollama.image.license";
-pub const MEDIA_TYPE_PARAMS: &str = "application/vnd.ollama.image.params";
+const MEDIA_TYPE_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const MEDIA_TYPE_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const MEDIA_TYPE_MODEL: &str = "application/vnd.ollama.image.model";
+const MEDIA_TYPE_TEMPLATE: &str = "application/vnd.ollama.image.template";
+const MEDIA_TYPE_SYSTEM: &str = "application/vnd.ollama.image.system";
+const MEDIA_TYPE_LICENSE: &str = "application/vnd.ollama.image.license";
+const MEDIA_TYPE_PARAMS: &str = "application/vnd.ollama.image.params";
 
 /// Template, system, license and params files are text; anything larger is
 /// a mistake in the spec, not a prompt.
@@ -138,11 +138,14 @@ impl OllamaName {
     pub fn parse(name: &str) -> Result<Self> {
         let what = || format!("Ollama model name {name:?}");
         // A ':' after the last '/' starts the tag; one before it is a port.
-        let (rest, tag) = match (name.rfind(':'), name.rfind('/')) {
-            (Some(colon), slash) if slash.map_or(true, |s| colon > s) => {
-                (&name[..colon], &name[colon + 1..])
-            }
-            _ => (name, DEFAULT_TAG),
+        let tag_colon = match (name.rfind(':'), name.rfind('/')) {
+            (Some(colon), Some(slash)) if colon > slash => Some(colon),
+            (Some(colon), None) => Some(colon),
+            _ => None,
+        };
+        let (rest, tag) = match tag_colon {
+            Some(colon) => (&name[..colon], &name[colon + 1..]),
+            None => (name, DEFAULT_TAG),
         };
         let parts: Vec<&str> = rest.split('/').collect();
         let (host, namespace, model) = match parts.as_slice() {
@@ -750,11 +753,7 @@ struct LayerRef {
 }
 
 /// Reads a blob from the store whole, up to `max` bytes.
-pub(crate) fn read_store_blob(
-    store: &ContentStore,
-    digest: &Sha256Digest,
-    max: u64,
-) -> Result<Vec<u8>> {
+fn read_store_blob(store: &ContentStore, digest: &Sha256Digest, max: u64) -> Result<Vec<u8>> {
     let path = store.blob_path(digest);
     let file = File::open(&path).at("opening", &path)?;
     let mut data = Vec::new();
@@ -1012,7 +1011,6 @@ pub(crate) mod tree {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -1191,7 +1189,7 @@ mod tests {
         let store = ContentStore::open(&dir.path().join("store")).unwrap();
         commit_all(&store, &blobs);
         let dest = dir.path().join("models");
-        materialise(&store, &[item.clone()], &dest, None).unwrap();
+        materialise(&store, std::slice::from_ref(&item), &dest, None).unwrap();
 
         let blob = |sha: &str| format!("blobs/sha256-{}", &sha[7..]);
         let mut expected = vec![
@@ -1233,7 +1231,7 @@ mod tests {
         fs::remove_file(&manifest_path).unwrap();
         fs::write(dest.join("blobs/.owui-tmp-sha256-x"), "part").unwrap();
         fs::write(manifest_path.with_file_name(".owui-tmp-abc"), "{").unwrap();
-        materialise(&store, &[item.clone()], &dest, None).unwrap();
+        materialise(&store, std::slice::from_ref(&item), &dest, None).unwrap();
         assert_eq!(tree_of(&dest), expected);
         assert_eq!(fs::read_to_string(&manifest_path).unwrap(), MANIFEST_JSON);
 
@@ -1267,7 +1265,7 @@ mod tests {
         commit_all(&store, &blobs[..4]);
         let dest = dir.path().join("models");
 
-        let err = materialise(&store, &[item.clone()], &dest, None).unwrap_err();
+        let err = materialise(&store, std::slice::from_ref(&item), &dest, None).unwrap_err();
         assert!(
             err.to_string().contains("not in the content store"),
             "{err}"
@@ -1368,7 +1366,7 @@ mod tests {
             ("ac.me/tiny", "namespace"),
             ("tiny:a:b", "model"),
             ("ti ny", "model"),
-            ("tiny@sha256:00", "tag"),
+            ("tiny@sha256:00", "model"),
             ("http://host/ns/m", "expected"),
             ("tï:x", "model"),
         ];

@@ -178,3 +178,4 @@ mod tests {
         assert_eq!(blobs.len(), 3);
     }
 }
+pub mod site;

@@ -160,6 +160,7 @@ impl BlobWriter {
         fs::set_permissions(&self.tmp, fs::Permissions::from_mode(0o444))
             .at("setting mode of", &self.tmp)?;
         drop(file);
+        crate::crash::point("blob-synced");
         fs::rename(&self.tmp, &self.dest).at("renaming into", &self.dest)?;
         if let Some(parent) = self.dest.parent() {
             fsync_dir(parent)?;

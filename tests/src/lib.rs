@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -102,27 +102,6 @@ pub fn build_test_oci_layout(dir: &Path, reference: &str) -> io::Result<String> 
     });
     fs::write(&index_path, serde_json::to_vec_pretty(&index)?)?;
     Ok(manifest_digest)
-}
-
-/// Writes a containers.conf with the podman settings that work on the test
-/// machines (runc: crun fails on their cgroup layout; cgroupfs: no systemd
-/// as PID 1; ulimits within what they allow). Point `CONTAINERS_CONF` at
-/// the returned path for podman commands that run containers.
-pub fn write_podman_containers_conf(dir: &Path) -> io::Result<PathBuf> {
-    let path = dir.join("containers.conf");
-    fs::write(
-        &path,
-        concat!(
-            "[containers]\n",
-            "default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
-            "\n",
-            "[engine]\n",
-            "runtime = \"runc\"\n",
-            "cgroup_manager = \"cgroupfs\"\n",
-            "events_logger = \"file\"\n",
-        ),
-    )?;
-    Ok(path)
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use clap::{Args, Parser, Subcommand};
 /// 4 signature or digest failure, 5 refused by policy (role, downgrade),
 /// 6 not enough space, 7 an external tool failed (docs/exit-codes.md).
 #[derive(Debug, Parser)]
-#[command(name = "owui-agent", version)]
+#[command(name = "owui-agent", version, max_term_width = 100)]
 pub struct Cli {
-    /// Take every host path (config, trust store, state, model dirs) under DIR.
+    /// Take every host path (config, state, models) under DIR.
     #[arg(long, global = true, default_value = "/", value_name = "DIR")]
     pub root: PathBuf,
     #[command(subcommand)]
@@ -31,8 +31,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Check a bundle without changing anything: signature against the trust
-    /// store, role, channel sequence, and every blob's size and digest.
+    /// Check a bundle without changing anything.
+    ///
+    /// Checks the signature against the trust store, the node's role, the
+    /// channel sequence, and every blob's size and digest.
     Verify {
         file: PathBuf,
         /// Accept an older or equal sequence (logged).
@@ -41,8 +43,10 @@ pub enum BundleCommand {
         #[command(flatten)]
         output: Output,
     },
-    /// Verify and apply a bundle: blobs into the content store, then one
-    /// atomic switch to a new generation. Safe to re-run after a crash.
+    /// Verify and apply a bundle.
+    ///
+    /// Blobs go into the content store, then one atomic switch makes the new
+    /// generation current. Safe to re-run after a crash: it resumes.
     Apply {
         file: PathBuf,
         /// Accept an older or equal sequence (logged and recorded).
@@ -56,8 +60,10 @@ pub enum BundleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print the digests this node holds (JSON), for `owui-builder bundle
-    /// create --have` to make a delta bundle.
+    /// Print the digests this node holds (JSON).
+    ///
+    /// Carry the output to the build side: `owui-builder bundle create
+    /// --have` then leaves those blobs out (a delta bundle).
     Have,
     /// Drop old generations and every blob no kept generation uses.
     Gc {
@@ -67,7 +73,7 @@ pub enum BundleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Re-hash the content store and check every generation's blobs are there.
+    /// Re-hash the content store and check every generation's blobs.
     Check {
         #[command(flatten)]
         output: Output,

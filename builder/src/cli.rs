@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 /// 4 signature or digest failure, 5 refused by policy, 6 not enough space,
 /// 7 an external tool failed (docs/exit-codes.md).
 #[derive(Debug, Parser)]
-#[command(name = "owui-builder", version)]
+#[command(name = "owui-builder", version, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -28,8 +28,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Write a new Ed25519 key pair: DIR/owui.key (secret, mode 0600) and
-    /// DIR/owui.pub (minisign format; `minisign -V -p owui.pub` checks our signatures).
+    /// Write a new Ed25519 key pair.
+    ///
+    /// DIR/owui.key (secret, mode 0600) and DIR/owui.pub (minisign format:
+    /// `minisign -V -p owui.pub` checks our signatures).
     Generate {
         /// Directory to write the key pair into (created if missing).
         #[arg(long)]
@@ -40,8 +42,10 @@ pub enum KeyCommand {
         #[command(flatten)]
         output: Output,
     },
-    /// Write a signed key-rotation statement (FILE and FILE.minisig) that
-    /// nodes apply with `owui-agent trust apply FILE`.
+    /// Write a signed key-rotation statement.
+    ///
+    /// Writes FILE and FILE.minisig; nodes apply it with
+    /// `owui-agent trust apply FILE`.
     Rotate {
         /// A key the nodes trust now, to sign the statement.
         #[arg(long)]
@@ -82,8 +86,10 @@ pub enum BundleCommand {
         #[command(flatten)]
         output: Output,
     },
-    /// Print a bundle's manifest (without trusting it) and optionally write
-    /// the manifest and its signature out, e.g. for `minisign -V`.
+    /// Print a bundle's manifest, without trusting it.
+    ///
+    /// With --extract, writes the manifest and its signature out, e.g. for
+    /// `minisign -V`.
     Inspect {
         file: PathBuf,
         /// Write manifest.json and manifest.json.minisig into this directory.

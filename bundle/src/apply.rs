@@ -336,6 +336,7 @@ pub fn apply(
     let manifest = reader.manifest();
     let store = ContentStore::open(&node.content_dir)?;
     let generations = Generations::open(&node.bundles_dir)?;
+    let _lock = generations.lock()?;
     let current = generations.current()?;
     let verdict = check_policy(manifest, node.role, current.as_ref(), allow_downgrade)?;
     let report = |generation, written: &[&BlobEntry]| ApplyReport {
@@ -433,6 +434,7 @@ pub struct GcReport {
 pub fn gc(node: &Node, keep: usize) -> Result<GcReport> {
     let store = ContentStore::open(&node.content_dir)?;
     let generations = Generations::open(&node.bundles_dir)?;
+    let _lock = generations.lock()?;
     generations.recover()?;
     store.clear_partials()?;
     let current = generations.current()?.map(|s| s.generation);

@@ -73,24 +73,17 @@ pub struct GenerationState {
 impl GenerationState {
     /// Every blob this generation's trees use.
     pub fn referenced(&self) -> BTreeSet<Sha256Digest> {
-        let mut out = BTreeSet::new();
-        for m in &self.ollama {
-            out.insert(m.manifest);
-            out.extend(m.blobs.iter().copied());
-        }
-        for h in &self.huggingface {
-            out.extend(h.files.iter().map(|f| f.digest));
-        }
-        for o in &self.oci {
-            out.insert(o.manifest);
-            out.extend(o.blobs.iter().copied());
-        }
-        out
+        crate::items::referenced(&self.ollama, &self.huggingface, &self.oci)
     }
 }
 
 pub struct Generations {
     dir: PathBuf,
+}
+
+/// Proof that this process holds the bundle lock.
+pub struct BundleLock {
+    _flock: nix::fcntl::Flock<fs::File>,
 }
 
 /// A generation being built under `staging/`.
@@ -140,6 +133,34 @@ impl Generations {
         let bytes = fs::read(&path).at("reading", &path)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
+    }
+
+    /// Takes the node's bundle lock: one apply or gc at a time. Held until
+    /// the guard drops (or the process dies: the kernel releases it).
+    pub fn lock(&self) -> Result<BundleLock> {
+        let path = self.dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at("opening", &path)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map(|f| BundleLock { _flock: f })
+            .map_err(|(_, errno)| {
+                if errno == nix::errno::Errno::EWOULDBLOCK {
+                    Error::refused(
+                        path.display().to_string(),
+                        "another bundle apply or gc is running on this node",
+                    )
+                } else {
+                    Error::Io {
+                        action: "locking",
+                        path: path.clone(),
+                        source: errno.into(),
+                    }
+                }
+            })
     }
 
     /// The generation `current` points at, if any.
@@ -261,4 +282,42 @@ fn sync_tree(dir: &Path) -> Result<()> {
         }
     }
     fsync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_apply_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Generations::open(dir.path()).unwrap();
+        let held = g.lock().unwrap();
+        let err = g.lock().err().unwrap();
+        assert_eq!(err.exit_code(), 5);
+        assert!(err.to_string().contains("another bundle apply"));
+        drop(held);
+        g.lock().unwrap();
+    }
+
+    #[test]
+    fn commit_switches_current_and_recover_drops_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Generations::open(dir.path()).unwrap();
+        assert!(g.current().unwrap().is_none());
+        let staged = g.stage().unwrap();
+        let state = GenerationState {
+            generation: staged.number,
+            ..Default::default()
+        };
+        g.commit(staged, &state).unwrap();
+        assert_eq!(g.current().unwrap().unwrap().generation, 1);
+        // A generation built but never switched to is removed by recover.
+        let staged = g.stage().unwrap();
+        fs::create_dir_all(staged.dir.join("ollama")).unwrap();
+        fs::create_dir_all(g.path_of(7)).unwrap();
+        g.recover().unwrap();
+        assert_eq!(g.numbers().unwrap(), vec![1]);
+        assert!(!dir.path().join("staging").exists());
+    }
 }

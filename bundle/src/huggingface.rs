@@ -365,22 +365,9 @@ pub fn materialise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::process::Command;
 
     const REV: &str = "5617a9f61b028005a4858fdac845db406aefb181";
-
-    fn commit_all(store: &ContentStore, blobs: &[PackedBlob]) {
-        for blob in blobs {
-            let data = match &blob.source {
-                BlobSource::File(p) => fs::read(p).unwrap(),
-                BlobSource::Bytes(b) => b.clone(),
-            };
-            let mut w = store.writer(blob.digest, blob.size).unwrap();
-            w.write_all(&data).unwrap();
-            w.commit().unwrap();
-        }
-    }
 
     /// A snapshot dir with nested files, a duplicate content, an internal
     /// symlink, and folders huggingface_hub would not upload.
@@ -416,7 +403,7 @@ mod tests {
     fn materialised(dir: &Path) -> (HfSnapshot, PathBuf) {
         let (item, blobs) = pack(&spec(snapshot_dir(dir))).unwrap();
         let store = ContentStore::open(&dir.join("store")).unwrap();
-        commit_all(&store, &blobs);
+        crate::store::commit_packed(&store, &blobs);
         let cache = dir.join("hub");
         materialise(&store, std::slice::from_ref(&item), &cache, None).unwrap();
         // Idempotent: a second run changes nothing and does not fail.

@@ -3,6 +3,7 @@
 //! (`ollama`, `huggingface`, `oci`) that packs it from a spec entry and
 //! materialises it into the layout its consumer reads.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -101,4 +102,25 @@ impl PackedBlob {
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
+}
+
+/// Every digest a set of items uses: manifests, configs, layers, files.
+pub fn referenced(
+    ollama: &[OllamaModel],
+    huggingface: &[HfSnapshot],
+    oci: &[OciImage],
+) -> BTreeSet<Sha256Digest> {
+    let mut out = BTreeSet::new();
+    for m in ollama {
+        out.insert(m.manifest);
+        out.extend(m.blobs.iter().copied());
+    }
+    for h in huggingface {
+        out.extend(h.files.iter().map(|f| f.digest));
+    }
+    for o in oci {
+        out.insert(o.manifest);
+        out.extend(o.blobs.iter().copied());
+    }
+    out
 }

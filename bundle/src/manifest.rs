@@ -126,19 +126,7 @@ impl Manifest {
     /// Every digest the items reference (manifests and blobs), whether or not
     /// this bundle carries it (a delta bundle relies on the node's store).
     pub fn referenced(&self) -> BTreeSet<Sha256Digest> {
-        let mut out = BTreeSet::new();
-        for m in &self.ollama {
-            out.insert(m.manifest);
-            out.extend(m.blobs.iter().copied());
-        }
-        for h in &self.huggingface {
-            out.extend(h.files.iter().map(|f| f.digest));
-        }
-        for o in &self.oci {
-            out.insert(o.manifest);
-            out.extend(o.blobs.iter().copied());
-        }
-        out
+        crate::items::referenced(&self.ollama, &self.huggingface, &self.oci)
     }
 
     pub fn total_size(&self) -> u64 {

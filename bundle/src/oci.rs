@@ -912,17 +912,6 @@ mod tests {
         root.join("blobs/sha256").join(d.hex())
     }
 
-    fn store_all(store: &ContentStore, blobs: &[PackedBlob]) {
-        for b in blobs {
-            let BlobSource::File(p) = &b.source else {
-                panic!("OCI blobs come from files")
-            };
-            let mut w = store.writer(b.digest, b.size).unwrap();
-            io::copy(&mut File::open(p).unwrap(), &mut w).unwrap();
-            w.commit().unwrap();
-        }
-    }
-
     #[test]
     fn packs_from_a_layout_directory() {
         let dir = tempfile::tempdir().unwrap();
@@ -1230,9 +1219,9 @@ mod tests {
         );
         let store = ContentStore::open(&node.path().join("store")).unwrap();
         let (a, blobs) = pack(&spec("ex.org/a:v1", src.path()), scratch.path()).unwrap();
-        store_all(&store, &blobs);
+        crate::store::commit_packed(&store, &blobs);
         let (b, blobs) = pack(&spec("ex.org/b:v1", src.path()), scratch.path()).unwrap();
-        store_all(&store, &blobs);
+        crate::store::commit_packed(&store, &blobs);
 
         let dest = node.path().join("layout");
         write_layout(&store, &[a.clone(), b.clone()], &dest).unwrap();
@@ -1289,7 +1278,7 @@ mod tests {
         layout(src.path(), &[(Some(ref_a), "hello from a test image")]);
         let store = ContentStore::open(&node.path().join("store")).unwrap();
         let (a, blobs) = pack(&spec(ref_a, src.path()), scratch.path()).unwrap();
-        store_all(&store, &blobs);
+        crate::store::commit_packed(&store, &blobs);
         // Same image under a second name, to check removal only untags.
         let b = OciImage {
             reference: ref_b.to_string(),
@@ -1342,7 +1331,7 @@ mod tests {
         let src2 = tempfile::tempdir().unwrap();
         layout(src2.path(), &[(Some(ref_a), "a newer test image")]);
         let (a2, blobs) = pack(&spec(ref_a, src2.path()), scratch.path()).unwrap();
-        store_all(&store, &blobs);
+        crate::store::commit_packed(&store, &blobs);
         write_layout(&store, &[a2.clone(), b.clone()], &dest).unwrap();
         import(&dest, &[a2.clone(), b.clone()], &podman).unwrap();
         assert_eq!(stored_digest(ref_a, &podman).unwrap(), Some(a2.manifest));

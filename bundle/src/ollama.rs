@@ -1013,7 +1013,6 @@ pub(crate) mod tree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn gguf_string(out: &mut Vec<u8>, s: &str) {
@@ -1070,18 +1069,6 @@ mod tests {
         }
         b.extend_from_slice(&[0u8; 32]);
         b
-    }
-
-    fn commit_all(store: &ContentStore, blobs: &[PackedBlob]) {
-        for blob in blobs {
-            let data = match &blob.source {
-                BlobSource::File(p) => fs::read(p).unwrap(),
-                BlobSource::Bytes(b) => b.clone(),
-            };
-            let mut w = store.writer(blob.digest, blob.size).unwrap();
-            w.write_all(&data).unwrap();
-            w.commit().unwrap();
-        }
     }
 
     fn spec_in(dir: &Path, name: &str) -> OllamaSpec {
@@ -1187,7 +1174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (item, blobs) = pack(&spec_in(dir.path(), "tiny:1b")).unwrap();
         let store = ContentStore::open(&dir.path().join("store")).unwrap();
-        commit_all(&store, &blobs);
+        crate::store::commit_packed(&store, &blobs);
         let dest = dir.path().join("models");
         materialise(&store, std::slice::from_ref(&item), &dest, None).unwrap();
 
@@ -1262,7 +1249,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (item, blobs) = pack(&spec_in(dir.path(), "tiny:1b")).unwrap();
         let store = ContentStore::open(&dir.path().join("store")).unwrap();
-        commit_all(&store, &blobs[..4]);
+        crate::store::commit_packed(&store, &blobs[..4]);
         let dest = dir.path().join("models");
 
         let err = materialise(&store, std::slice::from_ref(&item), &dest, None).unwrap_err();
@@ -1270,7 +1257,7 @@ mod tests {
             err.to_string().contains("not in the content store"),
             "{err}"
         );
-        commit_all(&store, &blobs[4..]);
+        crate::store::commit_packed(&store, &blobs[4..]);
 
         let mut short = item.clone();
         short.blobs.pop();

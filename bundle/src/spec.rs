@@ -203,37 +203,20 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_documented_example_and_resolves_paths() {
-        let spec = load(
-            r#"
-channel = "models"
-sequence = 7
-roles = ["gpu", "allinone"]
-[[ollama]]
-name = "llama3.1:8b"
-gguf = "models/llama3.1-8b.gguf"
-template = "llama3.tmpl"
-[[huggingface]]
-repo = "BAAI/bge-m3"
-revision = "5617a9f61b028005a4858fdac845db406aefb181"
-path = "models/bge-m3"
-[[oci]]
-ref = "ghcr.io/open-webui/open-webui:v0.6.5"
-source = "/abs/images/open-webui"
-[[remove]]
-ollama = "llama3:8b"
-"#,
-        )
-        .unwrap();
+    fn the_documented_example_parses() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/models.toml");
+        let spec = BundleSpec::load(&example).unwrap();
+        assert_eq!((spec.channel.as_str(), spec.sequence), ("models", 7));
         assert_eq!(spec.roles, vec![Role::Gpu, Role::Allinone]);
-        assert!(spec.ollama[0].gguf.is_absolute());
-        assert!(spec.ollama[0]
-            .template
-            .as_ref()
-            .unwrap()
-            .ends_with("llama3.tmpl"));
+        assert_eq!(spec.ollama[0].name, "llama3.1:8b");
+        // Relative paths resolve against the spec's directory.
+        let dir = example.parent().unwrap();
+        assert_eq!(spec.ollama[0].gguf, dir.join("models/llama3.1-8b.gguf"));
+        assert_eq!(
+            spec.ollama[0].template.as_deref(),
+            Some(dir.join("llama3.tmpl").as_path())
+        );
         assert_eq!(spec.huggingface[0].git_ref, "main");
-        assert_eq!(spec.oci[0].source, PathBuf::from("/abs/images/open-webui"));
         assert_eq!(
             spec.removals().unwrap(),
             vec![Removal::Ollama("llama3:8b".into())]

@@ -169,6 +169,21 @@ impl BlobWriter {
     }
 }
 
+/// Test support: puts packed blobs straight into a store.
+#[cfg(test)]
+pub(crate) fn commit_packed(store: &ContentStore, blobs: &[crate::items::PackedBlob]) {
+    use crate::items::BlobSource;
+    for blob in blobs {
+        let data = match &blob.source {
+            BlobSource::File(p) => fs::read(p).unwrap(),
+            BlobSource::Bytes(b) => b.clone(),
+        };
+        let mut w = store.writer(blob.digest, blob.size).unwrap();
+        w.write_all(&data).unwrap();
+        w.commit().unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

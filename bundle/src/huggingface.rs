@@ -25,9 +25,9 @@ use crate::digest::{hash_reader, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{fsync_dir, write_atomic};
 use crate::items::{BlobSource, HfFile, HfSnapshot, Owner, PackedBlob};
-use crate::ollama::tree;
 use crate::spec::HfSpec;
 use crate::store::ContentStore;
+use crate::tree;
 
 /// huggingface_hub's `validate_repo_id` rules, with the namespace required:
 /// each part 1-96 of `A-Z a-z 0-9 _ - .`, starting and ending with a letter,

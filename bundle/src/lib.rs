@@ -23,6 +23,7 @@ pub mod role;
 pub mod sign;
 pub mod spec;
 pub mod store;
+pub(crate) mod tree;
 pub mod trust;
 pub mod verify;
 

@@ -288,7 +288,10 @@ fn write_blobs(
     progress: &dyn Progress,
 ) -> Result<()> {
     let added = Mutex::new(Vec::new());
-    progress.stage("apply", needed.iter().map(|b| b.size).sum());
+    progress.stage(
+        "apply",
+        needed.iter().map(|b| b.size).fold(0, u64::saturating_add),
+    );
     let result = parallel::for_each(needed, |blob| {
         let mut w = store.writer(blob.digest, blob.size)?;
         copy_with_progress(reader.blob_reader(blob)?, &mut w, |n| progress.advance(n)).map_err(
@@ -346,7 +349,7 @@ pub fn apply(
         verdict,
         generation,
         blobs_written: written.len(),
-        bytes_written: written.iter().map(|b| b.size).sum(),
+        bytes_written: written.iter().fold(0u64, |n, b| n.saturating_add(b.size)),
         blobs_reused: manifest.blobs.len() - written.len(),
     };
     check_exposures(node, &generations)?;
@@ -370,7 +373,9 @@ pub fn apply(
         .iter()
         .filter(|b| !store.contains(&b.digest))
         .collect();
-    let need: u64 = needed.iter().map(|b| b.size + SPACE_PER_BLOB).sum::<u64>() + SPACE_MARGIN;
+    let need = needed.iter().fold(SPACE_MARGIN, |n, b| {
+        n.saturating_add(b.size).saturating_add(SPACE_PER_BLOB)
+    });
     let available = available_space(&node.content_dir)?;
     if need > available {
         return Err(Error::NoSpace {

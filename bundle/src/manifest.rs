@@ -21,6 +21,9 @@ pub const FORMAT: &str = "owui-bundle/1";
 /// this bounds what an untrusted file can make us allocate.
 pub const MANIFEST_MAX: u64 = 16 << 20;
 pub const BLOCK: u64 = 512;
+/// No bundle or blob comes near this (4 EiB); bounding sizes here keeps all
+/// later offset arithmetic free of overflow, whatever a manifest claims.
+pub const SIZE_LIMIT: u64 = 1 << 62;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +110,12 @@ impl Manifest {
                     b.digest, b.stored_size, b.size
                 )));
             }
+            if b.size > SIZE_LIMIT || b.stored_size > SIZE_LIMIT {
+                return Err(bad(format!(
+                    "blobs[{i}] ({}) declares an impossible size",
+                    b.digest
+                )));
+            }
             // Blobs are packed back to back; no gaps where other entries could hide.
             if b.offset != next_offset {
                 return Err(bad(format!(
@@ -114,11 +123,13 @@ impl Manifest {
                     b.digest, b.offset
                 )));
             }
-            next_offset = b
-                .offset
-                .checked_add(padded(b.stored_size))
-                .and_then(|o| o.checked_add(BLOCK))
-                .ok_or_else(|| bad(format!("blobs[{i}] size overflows")))?;
+            next_offset = b.offset + padded(b.stored_size) + BLOCK;
+            if next_offset > SIZE_LIMIT {
+                return Err(bad(format!(
+                    "blobs[{i}] ({}) ends past any possible file size",
+                    b.digest
+                )));
+            }
         }
         Ok(())
     }
@@ -130,7 +141,9 @@ impl Manifest {
     }
 
     pub fn total_size(&self) -> u64 {
-        self.blobs.iter().map(|b| b.size).sum()
+        self.blobs
+            .iter()
+            .fold(0u64, |n, b| n.saturating_add(b.size))
     }
 
     /// The line the signature's trusted comment carries, readable in
@@ -179,5 +192,62 @@ impl std::ops::Deref for VerifiedManifest {
     type Target = Manifest;
     fn deref(&self) -> &Manifest {
         &self.manifest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_blobs(blobs: serde_json::Value) -> Result<Manifest> {
+        let m = serde_json::json!({
+            "format": FORMAT, "channel": "models", "sequence": 1, "roles": ["gpu"], "created": 0, "blobs": blobs
+        });
+        Manifest::parse(&serde_json::to_vec(&m).unwrap())
+    }
+
+    #[test]
+    fn offsets_must_be_contiguous_and_sizes_bounded() {
+        let d = |n: u8| Sha256Digest::of(&[n]).to_string();
+        with_blobs(serde_json::json!([
+            {"digest": d(1), "size": 10, "encoding": "raw", "stored_size": 10, "offset": 512},
+            {"digest": d(2), "size": 99, "encoding": "zstd", "stored_size": 20, "offset": 1536}
+        ]))
+        .unwrap();
+        for (blobs, needle) in [
+            (
+                serde_json::json!([{"digest": d(1), "size": 10, "encoding": "raw", "stored_size": 10, "offset": 1024}]),
+                "should be 512",
+            ),
+            (
+                serde_json::json!([{"digest": d(1), "size": 10, "encoding": "raw", "stored_size": 9, "offset": 512}]),
+                "differs",
+            ),
+            (
+                serde_json::json!([
+                    {"digest": d(1), "size": 10, "encoding": "raw", "stored_size": 10, "offset": 512},
+                    {"digest": d(1), "size": 10, "encoding": "raw", "stored_size": 10, "offset": 1536}
+                ]),
+                "listed twice",
+            ),
+            (
+                serde_json::json!([{"digest": d(1), "size": u64::MAX, "encoding": "zstd", "stored_size": 1, "offset": 512}]),
+                "impossible size",
+            ),
+            (
+                serde_json::json!([{"digest": d(1), "size": 1, "encoding": "zstd", "stored_size": SIZE_LIMIT, "offset": 512}]),
+                "past any possible",
+            ),
+        ] {
+            let err = with_blobs(blobs).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        let err = Manifest::parse(b"{\"format\": \"owui-bundle/1\", \"extra\": 1}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("extra") || err.contains("unknown field"),
+            "{err}"
+        );
     }
 }

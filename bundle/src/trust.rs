@@ -64,6 +64,22 @@ fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
     fs::read(path).at("reading", path)
 }
 
+/// A key file anyone but root could change is no root of trust.
+fn check_not_writable_by_others(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).at("reading", path)?.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(Error::untrusted(
+            path.display().to_string(),
+            format!(
+                "mode {:04o} lets group or others change a trusted key (chmod 644)",
+                mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl TrustStore {
     /// Loads every `*.pub` in `dir`. A missing directory is an empty store.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -82,6 +98,7 @@ impl TrustStore {
                 for entry in entries {
                     let path = entry.at("listing trust store", dir)?.path();
                     if path.extension().is_some_and(|e| e == "pub") {
+                        check_not_writable_by_others(&path)?;
                         let text = String::from_utf8(read_capped(&path, 4096, "a public key")?)
                             .map_err(|_| Error::invalid(path.display().to_string(), "not UTF-8"))?;
                         keys.push(PublicKey::from_file_str(
@@ -318,6 +335,13 @@ mod tests {
         let stmt3 = dir.path().join("rot3.json");
         write_rotation(&b, 2, &[a.public()], &[], &stmt3).unwrap();
         assert_eq!(store.apply_rotation(&stmt3).unwrap_err().exit_code(), 5);
+        // A key file others may write is refused.
+        use std::os::unix::fs::PermissionsExt;
+        let pub_file = trust_dir.join(format!("{}.pub", b.public().id));
+        fs::set_permissions(&pub_file, fs::Permissions::from_mode(0o666)).unwrap();
+        let err = TrustStore::load(&trust_dir).err().unwrap().to_string();
+        assert!(err.contains("group or others"), "{err}");
+        fs::set_permissions(&pub_file, fs::Permissions::from_mode(0o644)).unwrap();
         // Nor may the last key be revoked.
         write_rotation(&b, 3, &[], &[b.public().id], &stmt3).unwrap();
         assert!(store

@@ -36,7 +36,10 @@ pub fn check_blob(reader: &BundleReader, blob: &BlobEntry, progress: &dyn Progre
 pub fn check_all_blobs(reader: &BundleReader, progress: &dyn Progress) -> Result<()> {
     let mut blobs: Vec<&BlobEntry> = reader.manifest().blobs.iter().collect();
     blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
-    progress.stage("verify", blobs.iter().map(|b| b.size).sum());
+    progress.stage(
+        "verify",
+        blobs.iter().map(|b| b.size).fold(0, u64::saturating_add),
+    );
     parallel::for_each(&blobs, |b| check_blob(reader, b, progress))?;
     progress.finish();
     Ok(())

@@ -203,6 +203,14 @@ measure verify prep_verify "$AGENT" --root "$NODE" bundle verify "$BUNDLE" --qui
 measure verify_1core prep_verify taskset -c 0 "$AGENT" --root "$NODE" bundle verify "$BUNDLE" --quiet
 measure openssl prep_hash openssl dgst -sha256 "${SRC_FILES[@]}"
 measure sha256sum prep_hash sha256sum "${SRC_FILES[@]}"
+# openssl's own hashing speed on one core, no I/O: what the hash itself costs.
+OSPEED=0
+for ((run = 1; run <= RUNS; run++)); do
+    v=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null |
+        awk 'END { x = $NF; sub(/k$/, "", x); printf "%.2f", x * 1000 / 1e9 }')
+    log "openssl speed run $run: $v GB/s"
+    awk -v a="$v" -v b="$OSPEED" 'BEGIN { exit !(a > b) }' && OSPEED=$v
+done
 
 log "apply"
 measure apply prep_apply "$AGENT" --root "$NODE" bundle apply "$BUNDLE" --quiet
@@ -227,6 +235,9 @@ R_CREATE=$(calc '%.2f' "${BEST[create_peer]} / ${BEST[create]}")
 R_OPENSSL=$(calc '%.2f' "${BEST[openssl]} / ${BEST[verify]}")
 R_SHA256SUM=$(calc '%.2f' "${BEST[sha256sum]} / ${BEST[verify]}")
 R_1CORE=$(calc '%.2f' "${BEST[openssl]} / ${BEST[verify_1core]}")
+R_SPEED=$(calc '%.2f' "$PAYLOAD / ${BEST[verify]} / 1e9 / $OSPEED")
+R_1CORE_SPEED=$(calc '%.2f' "$PAYLOAD / ${BEST[verify_1core]} / 1e9 / $OSPEED")
+SCALING=$(calc '%.2f' "${BEST[verify_1core]} / ${BEST[verify]}")
 R_CP=$(calc '%.2f' "${BEST[cp_fsync]} / ${BEST[apply]}")
 R_CP_NOSYNC=$(calc '%.2f' "${BEST[cp]} / ${BEST[apply]}")
 READ_X=$(calc '%.3f' "${RCHAR[apply]} / $PAYLOAD")
@@ -256,6 +267,7 @@ Times are the best of $RUNS runs; peak RSS the worst of $RUNS. GB/s = 10^9 bytes
 | verify vs \`openssl dgst -sha256\` | ${BEST[verify]} s ($(rate verify) GB/s) | ${BEST[openssl]} s ($(rate openssl) GB/s) | $R_OPENSSL × | ≥ 1.8 × | $V_OPENSSL |
 | verify vs \`sha256sum\` | ${BEST[verify]} s ($(rate verify) GB/s) | ${BEST[sha256sum]} s ($(rate sha256sum) GB/s) | $R_SHA256SUM × | (comparison) | — |
 | verify on 1 core (\`taskset -c 0\`) vs openssl | ${BEST[verify_1core]} s ($(rate verify_1core) GB/s) | ${BEST[openssl]} s ($(rate openssl) GB/s) | $R_1CORE × | (diagnostic) | — |
+| verify vs \`openssl speed -evp sha256\` (1 core, 1 MiB blocks, no I/O) | $(rate verify) GB/s | $OSPEED GB/s | $R_SPEED × | (diagnostic) | — |
 | apply vs \`cp\` + fsync | ${BEST[apply]} s ($(rate apply) GB/s) | ${BEST[cp_fsync]} s ($(rate cp_fsync) GB/s) | $R_CP × | ≥ 0.7 × | $V_CP |
 | apply vs \`cp\` without fsync | ${BEST[apply]} s ($(rate apply) GB/s) | ${BEST[cp]} s ($(rate cp) GB/s) | $R_CP_NOSYNC × | (information) | — |
 | apply: bytes read / payload | ${RCHAR[apply]} B read | — | $READ_X | each byte once (< 1.01) | $V_READ |
@@ -277,19 +289,21 @@ if [[ $WRITE == 1 ]]; then
     SHANI=$(grep -qw sha_ni /proc/cpuinfo && echo "yes" || echo "no")
     MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
     NOTES=()
-    if [[ $V_OPENSSL == MISS ]]; then
-        NOTES+=("- **verify missed ≥ 1.8 × openssl** ($R_OPENSSL ×). One worker on one core runs at $R_1CORE × openssl, so the two-core figure is bounded by about twice that; the gap to 2 × is what two workers lose to each other and to the rest of the machine. The load average at the start of the run was $LOAD_START (another workload on the same cores lowers the parallel figure but not openssl's single stream).")
+    MISSES=()
+    for v in "verify ≥ 1.8 × openssl:$V_OPENSSL" "apply ≥ 0.7 × cp:$V_CP" "apply reads each byte once:$V_READ" "peak RSS < 64 MiB:$V_MEM"; do
+        [[ ${v##*:} == MISS ]] && MISSES+=("${v%:*}")
+    done
+    if (( ${#MISSES[@]} )); then
+        NOTES+=("- **Missed in this run:** $(IFS=';'; echo "${MISSES[*]}" | sed 's/;/; /g').")
+    else
+        NOTES+=("- Every target was met in this run.")
     fi
-    if [[ $V_CP == MISS ]]; then
-        NOTES+=("- **apply missed ≥ 0.7 × cp** ($R_CP × cp with fsync, $R_CP_NOSYNC × plain cp). apply reads the bundle with read/pwrite through a userspace buffer and hashes every byte before committing; cp uses copy_file_range, which moves pages inside the kernel and never hashes.")
+    NOTES+=("- verify: one worker pinned to one core runs at $(rate verify_1core) GB/s, $R_1CORE × \`openssl dgst\`; two workers on two cores are $SCALING × faster than one. \`openssl dgst\` reads its input 8 KiB at a time, which puts its stream rate ($(rate openssl) GB/s) below what openssl's SHA-256 does on the same core without I/O ($OSPEED GB/s, \`openssl speed\`). Against that raw rate verify is $R_SPEED ×, so the margin on the 1.8 × target comes partly from the 8 KiB reads, and two cores can never give more than 2 ×.")
+    NOTES+=("- apply: apply fsyncs every blob it writes (the content store commits a blob only after fsync and rename), so the like-for-like peer is \`cp\` followed by an fsync of the copies; both then spend most of their time in writeback to the disk. Plain \`cp\` (copy_file_range, no fsync) only fills the page cache and finishes $(calc '%.1f' "${BEST[apply]} / ${BEST[cp]}") × sooner: against it apply is $R_CP_NOSYNC ×. apply read $READ_X × the payload (every byte once: the bundle is hashed as it is written, not in a separate pass).")
+    NOTES+=("- create reads every source about twice ($(calc '%.2f' "${RCHAR[create]} / $PAYLOAD") × the payload: one pass to hash the snapshot's files, a 4 MiB zstd probe per blob, and a pass that hashes again while copying into the bundle) and fsyncs the bundle; the peer reads three times (tar, zstd through the pipe, sha256sum). \`sha256sum\` (coreutils) runs at $(rate sha256sum) GB/s here, a portable-C SHA-256 rate, and is $(calc '%.0f' "100 * ${BEST[sha256sum]} / ${BEST[create_peer]}") % of the peer's time.")
+    if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.3) }'; then
+        NOTES+=("- The machine was not idle when the run started (load average $LOAD_START); other work lowers the two-core figures most. The spread of the runs is listed under the table; times are best-of-$RUNS for that reason.")
     fi
-    if [[ $V_READ == MISS ]]; then
-        NOTES+=("- **apply read $READ_X × the payload**, so some bytes were read more than once.")
-    fi
-    if [[ $V_MEM == MISS ]]; then
-        NOTES+=("- **peak RSS reached $(calc '%.1f' "$PEAK_KIB / 1024") MiB**, over 64 MiB.")
-    fi
-    (( ${#NOTES[@]} )) || NOTES+=("- Every target was met in this run.")
     {
         cat <<EOF
 # Performance

@@ -21,6 +21,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// What this node is and what is healthy, since when and why.
+    ///
+    /// Runs the role's checks (services, databases, inference servers,
+    /// disk, memory) and the hardening audit. Exit code 0 only when overall
+    /// is healthy; 8 degraded, 9 failed, 10 unknown.
+    Status {
+        /// Print one JSON document (schema in docs/status.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Offline bundles: verify, apply, list, have, gc, check.
     #[command(subcommand)]
     Bundle(BundleCommand),

@@ -12,6 +12,8 @@ use owui_bundle::oci::PodmanStore;
 use owui_bundle::{Error, Result, Role};
 use serde::Deserialize;
 
+use crate::hardening::HardeningConfig;
+use crate::health::catalog::HealthConfig;
 use crate::layout::Root;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +29,10 @@ pub struct Seed {
 pub struct AgentConfig {
     #[serde(default)]
     pub bundles: BundlesConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub hardening: HardeningConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

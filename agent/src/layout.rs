@@ -12,6 +12,11 @@ impl Root {
         Root(dir.to_path_buf())
     }
 
+    /// The root directory itself.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     /// A path of the node's own namespace (absolute, as configs write them),
     /// taken under the root.
     pub fn host(&self, path: &Path) -> PathBuf {

@@ -3,7 +3,10 @@
 mod bundles;
 mod cli;
 mod config;
+mod hardening;
+mod health;
 mod layout;
+mod status;
 mod trust_cmd;
 
 use std::process::ExitCode;
@@ -15,11 +18,36 @@ use owui_bundle::progress;
 use cli::{BundleCommand, Cli, Command, TrustCommand};
 use layout::Root;
 
+/// `status` has its own exit codes: the node's overall state.
+fn status_command(root: &Root, json: bool) -> ExitCode {
+    use std::io::IsTerminal;
+    let doc = match status::collect(root) {
+        Ok(doc) => doc,
+        Err(e) => return owui_bundle::outcome::fail(&e, json),
+    };
+    let written = if json {
+        serde_json::to_string_pretty(&doc)
+            .map(|text| println!("{text}"))
+            .map_err(std::io::Error::from)
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        status::render(&doc, &mut std::io::stdout().lock(), colour)
+    };
+    match written {
+        Ok(()) => ExitCode::from(status::exit_code(doc.overall)),
+        Err(e) => {
+            eprintln!("error: writing status: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let root = Root::new(&cli.root);
     match cli.command {
+        Command::Status { json } => status_command(&root, json),
         Command::Bundle(BundleCommand::Verify {
             file,
             allow_downgrade,

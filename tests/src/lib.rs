@@ -1,5 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 
+pub mod fake_http;
+pub mod site;
+
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -157,4 +160,3 @@ mod tests {
         assert_eq!(blobs.len(), 3);
     }
 }
-pub mod site;

@@ -1,0 +1,260 @@
+//! Which checks each role runs, defined in one place, and the probe each
+//! check calls. Endpoints, paths and thresholds come from the `[health]`
+//! table of `etc/owui/agent.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use owui_bundle::Role;
+use serde::Deserialize;
+
+use super::engine::Policy;
+use super::outcome::CheckResult;
+use super::probes::{self, Expect, Thresholds};
+use super::{postgres, redis};
+use crate::layout::Root;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub interval_s: u64,
+    pub timeout_s: u64,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub open_webui_url: String,
+    pub ollama_url: String,
+    pub vllm_url: String,
+    /// libpq keyword/value connection string.
+    pub postgres: String,
+    /// `host:port` or a unix socket path.
+    pub redis: String,
+    /// File holding the Redis password (read at each check, never logged).
+    pub redis_password_file: Option<PathBuf>,
+    /// Filesystems whose free space is watched.
+    pub disks: Vec<PathBuf>,
+    pub disk_warn_percent: f64,
+    pub disk_fail_percent: f64,
+    pub memory_warn_percent: f64,
+    pub memory_fail_percent: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_s: 15,
+            timeout_s: 5,
+            failure_threshold: 3,
+            success_threshold: 2,
+            open_webui_url: "http://127.0.0.1:8080".into(),
+            ollama_url: "http://127.0.0.1:11434".into(),
+            vllm_url: "http://127.0.0.1:8000".into(),
+            postgres: "host=/run/postgresql user=postgres dbname=postgres".into(),
+            redis: "127.0.0.1:6379".into(),
+            redis_password_file: None,
+            disks: vec!["/".into(), "/var/lib/owui".into()],
+            disk_warn_percent: 85.0,
+            disk_fail_percent: 95.0,
+            memory_warn_percent: 90.0,
+            memory_fail_percent: 97.0,
+        }
+    }
+}
+
+/// What a check calls.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    Http {
+        url: String,
+        expect: Expect,
+    },
+    Disk {
+        path: PathBuf,
+        thresholds: Thresholds,
+    },
+    Memory {
+        meminfo: PathBuf,
+        thresholds: Thresholds,
+    },
+    Postgres {
+        conninfo: String,
+    },
+    Redis {
+        addr: String,
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckDef {
+    pub name: String,
+    pub kind: &'static str,
+    pub policy: Policy,
+    pub probe: Probe,
+}
+
+impl CheckDef {
+    pub async fn run(&self, client: &reqwest::Client) -> CheckResult {
+        match &self.probe {
+            Probe::Http { url, expect } => probes::http(client, url, *expect).await,
+            Probe::Disk { path, thresholds } => probes::disk(path, *thresholds),
+            Probe::Memory {
+                meminfo,
+                thresholds,
+            } => probes::memory(meminfo, *thresholds),
+            Probe::Postgres { conninfo } => postgres::check(conninfo).await,
+            Probe::Redis {
+                addr,
+                password_file,
+            } => {
+                let password = match password_file {
+                    Some(p) => Some(read_secret(p)?),
+                    None => None,
+                };
+                redis::check(addr, password.as_deref()).await
+            }
+        }
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end().to_string())
+        .map_err(|e| format!("reading the password file {}: {e}", path.display()))
+}
+
+fn join_url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+/// The checks a node of `role` runs.
+pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
+    let policy = Policy {
+        interval: Duration::from_secs(cfg.interval_s.max(1)),
+        timeout: Duration::from_secs(cfg.timeout_s.max(1)),
+        failure_threshold: cfg.failure_threshold.max(1),
+        success_threshold: cfg.success_threshold.max(1),
+    };
+    let app = matches!(role, Role::App | Role::Allinone);
+    let db = matches!(role, Role::Db | Role::Allinone);
+    let gpu = matches!(role, Role::Gpu | Role::Allinone);
+    let def = |name: String, kind, probe| CheckDef {
+        name,
+        kind,
+        policy,
+        probe,
+    };
+    let http = |name: &str, base: &str, path: &str, expect| {
+        def(
+            name.to_string(),
+            "http",
+            Probe::Http {
+                url: join_url(base, path),
+                expect,
+            },
+        )
+    };
+    let mut out = Vec::new();
+    if app {
+        out.push(http(
+            "open-webui",
+            &cfg.open_webui_url,
+            "/health",
+            Expect::StatusTrue,
+        ));
+        out.push(http(
+            "open-webui-db",
+            &cfg.open_webui_url,
+            "/health/db",
+            Expect::StatusTrue,
+        ));
+    }
+    if db {
+        out.push(def(
+            "postgresql".into(),
+            "postgres",
+            Probe::Postgres {
+                conninfo: cfg.postgres.clone(),
+            },
+        ));
+        out.push(def(
+            "redis".into(),
+            "redis",
+            Probe::Redis {
+                addr: cfg.redis.clone(),
+                password_file: cfg.redis_password_file.as_ref().map(|p| root.host(p)),
+            },
+        ));
+    }
+    if gpu {
+        out.push(http(
+            "ollama",
+            &cfg.ollama_url,
+            "/api/version",
+            Expect::Version,
+        ));
+        out.push(http("vllm", &cfg.vllm_url, "/health", Expect::Success));
+    }
+    let disk = Thresholds {
+        warn_percent: cfg.disk_warn_percent,
+        fail_percent: cfg.disk_fail_percent,
+    };
+    for path in &cfg.disks {
+        out.push(def(
+            format!("disk:{}", path.display()),
+            "disk",
+            Probe::Disk {
+                path: root.host(path),
+                thresholds: disk,
+            },
+        ));
+    }
+    out.push(def(
+        "memory".into(),
+        "memory",
+        Probe::Memory {
+            meminfo: root.host(Path::new("/proc/meminfo")),
+            thresholds: Thresholds {
+                warn_percent: cfg.memory_warn_percent,
+                fail_percent: cfg.memory_fail_percent,
+            },
+        },
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_gets_its_services() {
+        let root = Root::new(Path::new("/mnt/n"));
+        let names = |role| -> Vec<String> {
+            checks(role, &HealthConfig::default(), &root)
+                .into_iter()
+                .map(|c| c.name)
+                .collect()
+        };
+        let common = ["disk:/", "disk:/var/lib/owui", "memory"];
+        assert_eq!(
+            names(Role::App),
+            [&["open-webui", "open-webui-db"][..], &common].concat()
+        );
+        assert_eq!(
+            names(Role::Db),
+            [&["postgresql", "redis"][..], &common].concat()
+        );
+        assert_eq!(
+            names(Role::Gpu),
+            [&["ollama", "vllm"][..], &common].concat()
+        );
+        assert_eq!(names(Role::Allinone).len(), 9);
+        let disk = checks(Role::Db, &HealthConfig::default(), &root)
+            .into_iter()
+            .find(|c| c.name == "disk:/var/lib/owui")
+            .unwrap();
+        assert!(
+            matches!(disk.probe, Probe::Disk { ref path, .. } if path == Path::new("/mnt/n/var/lib/owui"))
+        );
+    }
+}

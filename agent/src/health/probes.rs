@@ -1,0 +1,196 @@
+//! The probes that need no service library: disk space, memory, and HTTP
+//! endpoints (Open WebUI, Ollama, vLLM).
+
+use std::fs;
+use std::path::Path;
+
+use super::outcome::{CheckResult, Observation};
+
+/// Percentage thresholds for a resource that fills up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub warn_percent: f64,
+    pub fail_percent: f64,
+}
+
+impl Thresholds {
+    fn judge(&self, used_percent: f64, detail: String) -> Observation {
+        if used_percent >= self.fail_percent {
+            Observation::Fail(detail)
+        } else if used_percent >= self.warn_percent {
+            Observation::Warn(detail)
+        } else {
+            Observation::Ok(detail)
+        }
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Used space of the filesystem holding `path` (as `df` counts it: blocks
+/// reserved for root count as unavailable).
+pub fn disk(path: &Path, t: Thresholds) -> CheckResult {
+    let st =
+        nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+    let frsize = st.fragment_size() as f64;
+    let total = st.blocks() as f64 * frsize;
+    let free = st.blocks_free() as f64 * frsize;
+    let avail = st.blocks_available() as f64 * frsize;
+    let used = total - free;
+    if used + avail <= 0.0 {
+        return Err(format!("{}: filesystem reports no size", path.display()));
+    }
+    let pct = 100.0 * used / (used + avail);
+    Ok(t.judge(pct, format!("{pct:.0} % used, {:.1} GiB free", avail / GIB)))
+}
+
+/// Memory in use, from `MemTotal` and `MemAvailable` in a meminfo file.
+pub fn memory(meminfo: &Path, t: Thresholds) -> CheckResult {
+    let text =
+        fs::read_to_string(meminfo).map_err(|e| format!("reading {}: {e}", meminfo.display()))?;
+    let field = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map(|kib| kib * 1024.0)
+    };
+    let (Some(total), Some(available)) = (field("MemTotal"), field("MemAvailable")) else {
+        return Err(format!("{}: no MemTotal/MemAvailable", meminfo.display()));
+    };
+    if total <= 0.0 {
+        return Err(format!("{}: MemTotal is zero", meminfo.display()));
+    }
+    let pct = 100.0 * (total - available) / total;
+    Ok(t.judge(
+        pct,
+        format!("{pct:.0} % used, {:.1} GiB available", available / GIB),
+    ))
+}
+
+/// What an HTTP endpoint must answer to count as healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Any 2xx (vLLM `/health`).
+    Success,
+    /// 2xx with a JSON body `{"status": true}` (Open WebUI `/health`, `/health/db`).
+    StatusTrue,
+    /// 2xx with a JSON body carrying `version` (Ollama `/api/version`).
+    Version,
+}
+
+/// Bodies above this are not a health answer.
+const BODY_MAX: usize = 64 << 10;
+
+pub async fn http(client: &reqwest::Client, url: &str, expect: Expect) -> CheckResult {
+    let resp = match client.get(url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_builder() => return Err(format!("bad URL {url}: {e}")),
+        Err(e) => return Ok(Observation::Fail(format!("{url}: {}", root_cause(&e)))),
+    };
+    let status = resp.status();
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Observation::Fail(format!(
+                "{url}: reading the answer: {}",
+                root_cause(&e)
+            )))
+        }
+    };
+    if !status.is_success() {
+        return Ok(Observation::Fail(format!("{url}: HTTP {status}")));
+    }
+    if expect == Expect::Success {
+        return Ok(Observation::Ok(format!("HTTP {}", status.as_u16())));
+    }
+    if body.len() > BODY_MAX {
+        return Ok(Observation::Fail(format!(
+            "{url}: answer of {} bytes is not a health answer",
+            body.len()
+        )));
+    }
+    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(Observation::Fail(format!(
+                "{url}: answer is not JSON ({e})"
+            )))
+        }
+    };
+    Ok(match expect {
+        Expect::StatusTrue if json.get("status") == Some(&serde_json::Value::Bool(true)) => {
+            Observation::Ok("status true".into())
+        }
+        Expect::StatusTrue => {
+            Observation::Fail(format!("{url}: answered {json}, not {{\"status\": true}}"))
+        }
+        Expect::Version => match json.get("version").and_then(|v| v.as_str()) {
+            Some(v) => Observation::Ok(format!("version {v}")),
+            None => Observation::Fail(format!("{url}: answered {json} without a version")),
+        },
+        Expect::Success => Observation::Ok(format!("HTTP {}", status.as_u16())),
+    })
+}
+
+/// The innermost error, which names what went wrong ("connection refused").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Thresholds = Thresholds {
+        warn_percent: 80.0,
+        fail_percent: 95.0,
+    };
+
+    #[test]
+    fn memory_from_meminfo() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("meminfo");
+        fs::write(
+            &p,
+            "MemTotal:       1000 kB\nMemFree: 10 kB\nMemAvailable:    100 kB\n",
+        )
+        .unwrap();
+        assert!(matches!(memory(&p, T), Ok(Observation::Warn(d)) if d.starts_with("90 %")));
+        fs::write(&p, "MemTotal: 1000 kB\nMemAvailable: 900 kB\n").unwrap();
+        assert!(matches!(memory(&p, T), Ok(Observation::Ok(_))));
+        fs::write(&p, "MemTotal: 1000 kB\n").unwrap();
+        assert!(memory(&p, T).is_err());
+        assert!(memory(&dir.path().join("absent"), T).is_err());
+    }
+
+    #[test]
+    fn disk_of_a_real_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            disk(
+                dir.path(),
+                Thresholds {
+                    warn_percent: 101.0,
+                    fail_percent: 102.0
+                }
+            ),
+            Ok(Observation::Ok(_))
+        ));
+        assert!(matches!(
+            disk(
+                dir.path(),
+                Thresholds {
+                    warn_percent: 0.0,
+                    fail_percent: 0.0
+                }
+            ),
+            Ok(Observation::Fail(_))
+        ));
+        assert!(disk(&dir.path().join("absent"), T).is_err());
+    }
+}

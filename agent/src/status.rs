@@ -14,7 +14,7 @@ use owui_bundle::{Error, Result, Role};
 use serde::Serialize;
 
 use crate::config;
-use crate::hardening::{self, Audit, Severity};
+use crate::hardening::{self, Audit, HardeningConfig, Severity};
 use crate::health::catalog::{self, CheckDef};
 use crate::health::engine::{overall, run_bounded, CheckStatus, State};
 use crate::health::outcome::{CheckResult, Observation};
@@ -115,6 +115,33 @@ fn hardening_result(audit: &Audit) -> CheckResult {
     }
 }
 
+/// Ports a role serves to other nodes, allowed beyond loopback on top of
+/// the configured list: PostgreSQL, Redis, Sentinel, etcd on database nodes;
+/// Ollama and vLLM on GPU nodes.
+fn role_ports(role: Role) -> &'static [u16] {
+    match role {
+        Role::App => &[],
+        Role::Db => &[5432, 6379, 26379, 2379, 2380],
+        Role::Gpu => &[11434, 8000],
+        Role::Allinone => &[],
+    }
+}
+
+/// What the audit covers on this role: Open WebUI's settings only where
+/// Open WebUI runs, Redis's only where Redis runs.
+fn audit_scope(role: Role, cfg: &HardeningConfig) -> HardeningConfig {
+    let mut scoped = cfg.clone();
+    if !matches!(role, Role::App | Role::Allinone) {
+        scoped.env_files.clear();
+        scoped.quadlet_units.clear();
+    }
+    if !matches!(role, Role::Db | Role::Allinone) {
+        scoped.redis_conf = std::path::PathBuf::new();
+    }
+    scoped.allowed_ports.extend_from_slice(role_ports(role));
+    scoped
+}
+
 pub fn collect(root: &Root) -> Result<StatusDoc> {
     let (seed, node) = config::node(root)?;
     let cfg = config::load_agent_config(root)?;
@@ -138,7 +165,7 @@ pub fn collect(root: &Root) -> Result<StatusDoc> {
             status
         })
         .collect();
-    let audit = hardening::audit(root.path(), &cfg.hardening);
+    let audit = hardening::audit(root.path(), &audit_scope(seed.role, &cfg.hardening));
     let mut h = CheckStatus::new("hardening", "audit", now);
     let policy = crate::health::engine::Policy {
         interval: std::time::Duration::from_secs(cfg.health.interval_s.max(1)),
@@ -297,4 +324,27 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
         writeln!(out, "  could not audit: {e}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_covers_what_the_role_runs() {
+        let cfg = HardeningConfig::default();
+        let db = audit_scope(Role::Db, &cfg);
+        assert!(db.env_files.is_empty() && db.quadlet_units.is_empty());
+        assert_eq!(db.redis_conf, cfg.redis_conf);
+        assert!(db.allowed_ports.contains(&5432) && db.allowed_ports.contains(&443));
+        let app = audit_scope(Role::App, &cfg);
+        assert_eq!(app.env_files, cfg.env_files);
+        assert!(app.redis_conf.as_os_str().is_empty());
+        assert!(!app.allowed_ports.contains(&5432));
+        let all = audit_scope(Role::Allinone, &cfg);
+        assert_eq!(
+            (all.env_files, all.redis_conf),
+            (cfg.env_files.clone(), cfg.redis_conf.clone())
+        );
+    }
 }

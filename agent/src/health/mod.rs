@@ -7,3 +7,12 @@ pub mod outcome;
 pub mod postgres;
 pub mod probes;
 pub mod redis;
+
+/// Test support: `N` distinct free loopback ports for test servers.
+#[cfg(test)]
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}

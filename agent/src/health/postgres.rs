@@ -213,7 +213,6 @@ mod tests {
 
     use super::*;
     use std::fs;
-    use std::net::TcpListener;
     use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
@@ -344,13 +343,6 @@ mod tests {
         );
     }
 
-    fn free_ports<const N: usize>() -> [u16; N] {
-        let listeners: Vec<TcpListener> = (0..N)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
-    }
-
     /// A running postmaster in its own process group; dropping it kills
     /// the whole group (SIGKILL), also when the test panics.
     struct Server {
@@ -472,7 +464,7 @@ mod tests {
         ));
         eprintln!("initdb: {:?}", t0.elapsed());
 
-        let [port, standby_port] = free_ports::<2>();
+        let [port, standby_port] = crate::health::free_ports::<2>();
         let log = root.join("primary.log");
         let mut primary = Server::start(&bin, &primary_data, root, port, &log);
         let unix = format!(

@@ -629,7 +629,6 @@ mod tests {
 
         use super::super::*;
         use std::fs;
-        use std::net::TcpListener;
         use std::path::{Path, PathBuf};
         use std::process::{Child, Command, Stdio};
         use std::time::{Duration, Instant};
@@ -685,13 +684,6 @@ mod tests {
             fn drop(&mut self) {
                 self.kill();
             }
-        }
-
-        fn free_ports<const N: usize>() -> [u16; N] {
-            let listeners: Vec<TcpListener> = (0..N)
-                .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-                .collect();
-            std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
         }
 
         /// Runs the check until `want` holds (each run bounded by 5 s, all
@@ -775,7 +767,7 @@ mod tests {
         #[tokio::test]
         async fn password_required() {
             let dir = tempdir();
-            let [port] = free_ports::<1>();
+            let [port] = crate::health::free_ports::<1>();
             let addr = format!("127.0.0.1:{port}");
             let secret = "redis-Secret-4711";
             let server = Server::start(
@@ -811,7 +803,7 @@ mod tests {
         #[tokio::test]
         async fn password_given_but_not_configured() {
             let dir = tempdir();
-            let [port] = free_ports::<1>();
+            let [port] = crate::health::free_ports::<1>();
             let addr = format!("127.0.0.1:{port}");
             let server = Server::start(dir.path(), "open", &["--port", &port.to_string()]);
             let master = Observation::Ok("master".into());
@@ -834,7 +826,7 @@ mod tests {
         async fn replica_link_up_down_up() {
             let dir = tempdir();
             let t0 = Instant::now();
-            let [mport, rport] = free_ports::<2>();
+            let [mport, rport] = crate::health::free_ports::<2>();
             let (maddr, raddr) = (format!("127.0.0.1:{mport}"), format!("127.0.0.1:{rport}"));
             let (mport_arg, rport_arg) = (mport.to_string(), rport.to_string());
             let master_args = ["--port", &mport_arg, "--repl-diskless-sync-delay", "0"];

@@ -21,11 +21,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node daemon (under systemd, Type=notify).
+    ///
+    /// Runs every check of the node's role in its own loop, tells systemd
+    /// READY=1 after the first full pass, pings the watchdog, answers
+    /// `owui-agent status` on a local socket and serves Prometheus metrics.
+    Run,
     /// What this node is and what is healthy, since when and why.
     ///
-    /// Runs the role's checks (services, databases, inference servers,
-    /// disk, memory) and the hardening audit. Exit code 0 only when overall
-    /// is healthy; 8 degraded, 9 failed, 10 unknown.
+    /// Asks the running daemon; without one, runs the role's checks
+    /// (services, databases, inference servers, disk, memory) and the
+    /// hardening audit itself. Exit code 0 only when overall is healthy;
+    /// 8 degraded, 9 failed, 10 unknown.
     Status {
         /// Print one JSON document (schema in docs/status.md).
         #[arg(long)]

@@ -33,6 +33,33 @@ pub struct AgentConfig {
     pub health: HealthConfig,
     #[serde(default)]
     pub hardening: HardeningConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// `owui-agent run`: where it answers and how often it audits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// The local API socket `owui-agent status` asks (mode 0660).
+    pub socket: PathBuf,
+    /// Group allowed to use the socket besides root (if it exists).
+    pub admin_group: String,
+    /// Address of the Prometheus endpoint (`GET /metrics`); empty turns it off.
+    pub metrics_listen: String,
+    /// Seconds between hardening audits.
+    pub audit_interval_s: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: "/run/owui-agent/agent.sock".into(),
+            admin_group: "owui-admin".into(),
+            metrics_listen: "127.0.0.1:9464".into(),
+            audit_interval_s: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

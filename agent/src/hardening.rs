@@ -75,7 +75,7 @@ const MAX_SHOWN_CHARS: usize = 96;
 const REDIS_DEFAULT_MAXCLIENTS: u64 = 10_000;
 
 /// One deviation from the secure defaults.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     /// What is checked: an environment variable name, "secret file mode",
     /// "image pinned by digest", "redis timeout", "listening port 5432/tcp", …
@@ -90,7 +90,7 @@ pub struct Finding {
     pub source: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Weaker than the secure default but not an open door (a version tag
@@ -152,7 +152,7 @@ impl Default for HardeningConfig {
 }
 
 /// The result of one audit.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Audit {
     pub findings: Vec<Finding>,
     /// Every item audited (one entry per variable, file, image, setting, port).

@@ -46,6 +46,10 @@ impl Root {
     pub fn passwd(&self) -> PathBuf {
         self.host(Path::new("/etc/passwd"))
     }
+
+    pub fn group(&self) -> PathBuf {
+        self.host(Path::new("/etc/group"))
+    }
 }
 
 #[cfg(test)]

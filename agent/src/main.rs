@@ -3,6 +3,7 @@
 mod bundles;
 mod cli;
 mod config;
+mod daemon;
 mod hardening;
 mod health;
 mod layout;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
     let root = Root::new(&cli.root);
     match cli.command {
         Command::Status { json } => status_command(&root, json),
+        Command::Run => finish(daemon::run(&root), false, |_| {}),
         Command::Bundle(BundleCommand::Verify {
             file,
             allow_downgrade,

@@ -2,29 +2,33 @@
 //! since when and why, on one screen; `--json` gives the same facts as one
 //! versioned document (schema in docs/status.md).
 //!
-//! The daemon (`owui-agent run`) is not built yet, so this command runs
-//! every check of the node's role itself, once, concurrently.
+//! With the daemon running, `status` asks it over its local socket and shows
+//! states with their history; without it, this command runs every check of
+//! the node's role itself, once, concurrently, and says so.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use owui_bundle::generation::{AppliedBundle, ChannelState, Generations};
 use owui_bundle::{Error, Result, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config;
-use crate::hardening::{self, Audit, HardeningConfig, Severity};
+use owui_bundle::apply::Node;
+
+use crate::config::{self, Seed};
+use crate::hardening::Audit;
+use crate::health;
 use crate::health::catalog::{self, CheckDef};
 use crate::health::engine::{overall, run_bounded, CheckStatus, State};
-use crate::health::outcome::{CheckResult, Observation};
+use crate::health::outcome::CheckResult;
 use crate::layout::Root;
 
 pub const SCHEMA: &str = "owui-status/1";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusDoc {
-    pub schema: &'static str,
+    pub schema: String,
     pub node: String,
     pub role: Role,
     pub overall: State,
@@ -38,20 +42,20 @@ pub struct StatusDoc {
     pub hardening: Audit,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Daemon {
     pub running: bool,
     pub detail: String,
 }
 
 /// A part of the node that is reported but not yet checked.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Section {
     pub state: State,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bundles {
     pub generation: Option<u64>,
     pub channels: BTreeMap<String, ChannelState>,
@@ -68,7 +72,7 @@ pub fn exit_code(state: State) -> u8 {
     }
 }
 
-async fn run_all(defs: Vec<CheckDef>) -> Vec<(CheckDef, CheckResult, std::time::Duration)> {
+pub async fn run_all(defs: Vec<CheckDef>) -> Vec<(CheckDef, CheckResult, std::time::Duration)> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -92,57 +96,46 @@ async fn run_all(defs: Vec<CheckDef>) -> Vec<(CheckDef, CheckResult, std::time::
     out
 }
 
-/// The hardening audit as one more check: drift is `degraded` (or `failed`
-/// for a finding marked so), an audit that could not read its inputs is `unknown`.
-fn hardening_result(audit: &Audit) -> CheckResult {
-    if audit.findings.iter().any(|f| f.severity == Severity::Fail) {
-        Ok(Observation::Fail(format!(
-            "{} deviations from the secure defaults",
-            audit.findings.len()
-        )))
-    } else if !audit.findings.is_empty() {
-        Ok(Observation::Warn(format!(
-            "{} deviations from the secure defaults",
-            audit.findings.len()
-        )))
-    } else if let Some(e) = audit.errors.first() {
-        Err(e.clone())
-    } else {
-        Ok(Observation::Ok(format!(
-            "{} items match the secure defaults",
-            audit.checked.len()
-        )))
-    }
+/// Puts the status document together from check results and what is on disk.
+pub fn assemble(
+    seed: &Seed,
+    node: &Node,
+    checks: Vec<CheckStatus>,
+    hardening: Audit,
+    daemon: Daemon,
+) -> Result<StatusDoc> {
+    let current = Generations::open(&node.bundles_dir).and_then(|g| g.current())?;
+    let bundles = Bundles {
+        generation: current.as_ref().map(|c| c.generation),
+        channels: current
+            .as_ref()
+            .map(|c| c.channels.clone())
+            .unwrap_or_default(),
+        last_applied: current.and_then(|c| c.applied),
+    };
+    let not_built = |detail: &str| Section {
+        state: State::Unknown,
+        detail: detail.to_string(),
+    };
+    Ok(StatusDoc {
+        schema: SCHEMA.to_string(),
+        node: seed.node.clone(),
+        role: seed.role,
+        overall: overall(checks.iter().map(|c| &c.state)),
+        daemon,
+        checks,
+        gpu: matches!(seed.role, Role::Gpu | Role::Allinone)
+            .then(|| not_built("GPU checks are not built yet (issue #5)")),
+        bundles,
+        backups: matches!(seed.role, Role::Db | Role::Allinone)
+            .then(|| not_built("the backup loop is not built yet")),
+        hardening,
+    })
 }
 
-/// Ports a role serves to other nodes, allowed beyond loopback on top of
-/// the configured list: PostgreSQL, Redis, Sentinel, etcd on database nodes;
-/// Ollama and vLLM on GPU nodes.
-fn role_ports(role: Role) -> &'static [u16] {
-    match role {
-        Role::App => &[],
-        Role::Db => &[5432, 6379, 26379, 2379, 2380],
-        Role::Gpu => &[11434, 8000],
-        Role::Allinone => &[],
-    }
-}
-
-/// What the audit covers on this role: Open WebUI's settings only where
-/// Open WebUI runs, Redis's only where Redis runs.
-fn audit_scope(role: Role, cfg: &HardeningConfig) -> HardeningConfig {
-    let mut scoped = cfg.clone();
-    if !matches!(role, Role::App | Role::Allinone) {
-        scoped.env_files.clear();
-        scoped.quadlet_units.clear();
-    }
-    if !matches!(role, Role::Db | Role::Allinone) {
-        scoped.redis_conf = std::path::PathBuf::new();
-    }
-    scoped.allowed_ports.extend_from_slice(role_ports(role));
-    scoped
-}
-
-pub fn collect(root: &Root) -> Result<StatusDoc> {
+/// Runs every check of the role once, now, in this process (the daemon is
+/// not running).
+pub fn collect_once(root: &Root) -> Result<StatusDoc> {
     let (seed, node) = config::node(root)?;
     let cfg = config::load_agent_config(root)?;
     let defs = catalog::checks(seed.role, &cfg.health, root);
@@ -165,52 +158,37 @@ pub fn collect(root: &Root) -> Result<StatusDoc> {
             status
         })
         .collect();
-    let audit = hardening::audit(root.path(), &audit_scope(seed.role, &cfg.hardening));
-    let mut h = CheckStatus::new("hardening", "audit", now);
-    let policy = crate::health::engine::Policy {
-        interval: std::time::Duration::from_secs(cfg.health.interval_s.max(1)),
-        timeout: std::time::Duration::from_secs(cfg.health.timeout_s.max(1)),
-        failure_threshold: 1,
-        success_threshold: 1,
-    };
-    h.record(
-        hardening_result(&audit),
-        &policy,
-        std::time::Duration::ZERO,
-        now,
-    );
+    let (audit, result) = health::audit::run(root, seed.role, &cfg.hardening);
+    let mut h = CheckStatus::new(health::audit::NAME, health::audit::KIND, now);
+    h.record(result, &health::audit::POLICY, Duration::ZERO, now);
     checks.push(h);
+    let daemon = Daemon {
+        running: false,
+        detail: "the agent daemon is not running; these checks ran now, in this command".into(),
+    };
+    assemble(&seed, &node, checks, audit, daemon)
+}
 
-    let current = Generations::open(&node.bundles_dir).and_then(|g| g.current())?;
-    let bundles = Bundles {
-        generation: current.as_ref().map(|c| c.generation),
-        channels: current
-            .as_ref()
-            .map(|c| c.channels.clone())
-            .unwrap_or_default(),
-        last_applied: current.and_then(|c| c.applied),
-    };
-    let not_built = |detail: &str| Section {
-        state: State::Unknown,
-        detail: detail.to_string(),
-    };
-    Ok(StatusDoc {
-        schema: SCHEMA,
-        node: seed.node,
-        role: seed.role,
-        overall: overall(checks.iter().map(|c| &c.state)),
-        daemon: Daemon {
-            running: false,
-            detail: "owui-agent run is not built yet; these checks ran now, in this command".into(),
-        },
-        checks,
-        gpu: matches!(seed.role, Role::Gpu | Role::Allinone)
-            .then(|| not_built("GPU checks are not built yet (issue #5)")),
-        bundles,
-        backups: matches!(seed.role, Role::Db | Role::Allinone)
-            .then(|| not_built("the backup loop is not built yet")),
-        hardening: audit,
-    })
+/// Asks the running daemon over its socket; `None` when no daemon answers.
+pub fn from_daemon(root: &Root) -> Option<StatusDoc> {
+    let cfg = config::load_agent_config(root).ok()?;
+    let path = root.host(&cfg.daemon.socket);
+    let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(b"status\n").ok()?;
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// The daemon's answer when there is one, else a one-shot run.
+pub fn collect(root: &Root) -> Result<StatusDoc> {
+    match from_daemon(root) {
+        Some(doc) => Ok(doc),
+        None => collect_once(root),
+    }
 }
 
 struct Paint {
@@ -324,27 +302,4 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
         writeln!(out, "  could not audit: {e}")?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_audit_covers_what_the_role_runs() {
-        let cfg = HardeningConfig::default();
-        let db = audit_scope(Role::Db, &cfg);
-        assert!(db.env_files.is_empty() && db.quadlet_units.is_empty());
-        assert_eq!(db.redis_conf, cfg.redis_conf);
-        assert!(db.allowed_ports.contains(&5432) && db.allowed_ports.contains(&443));
-        let app = audit_scope(Role::App, &cfg);
-        assert_eq!(app.env_files, cfg.env_files);
-        assert!(app.redis_conf.as_os_str().is_empty());
-        assert!(!app.allowed_ports.contains(&5432));
-        let all = audit_scope(Role::Allinone, &cfg);
-        assert_eq!(
-            (all.env_files, all.redis_conf),
-            (cfg.env_files.clone(), cfg.redis_conf.clone())
-        );
-    }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 
 pub mod fake_http;
+pub mod redis;
 pub mod site;
 
 use std::fs;

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::outcome::{CheckResult, Observation};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Healthy,
@@ -41,7 +41,7 @@ pub struct Policy {
 }
 
 /// A check's current state and the facts behind it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckStatus {
     pub name: String,
     pub kind: String,
@@ -53,9 +53,9 @@ pub struct CheckStatus {
     /// The last failure or reason the check could not run, if any.
     pub last_error: Option<String>,
     pub duration_ms: u64,
-    #[serde(skip)]
+    #[serde(skip, default)]
     failures: u32,
-    #[serde(skip)]
+    #[serde(skip, default)]
     successes: u32,
 }
 

@@ -1,12 +1,14 @@
 //! Node health: the checks each role runs, the state machine that turns
 //! results into `healthy | degraded | failed | unknown`, and the probes.
 
+pub mod audit;
 pub mod catalog;
 pub mod engine;
 pub mod outcome;
 pub mod postgres;
 pub mod probes;
 pub mod redis;
+pub mod systemd;
 
 /// Test support: `N` distinct free loopback ports for test servers.
 #[cfg(test)]

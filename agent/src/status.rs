@@ -19,7 +19,7 @@ use owui_bundle::apply::Node;
 use crate::config::{self, Seed};
 use crate::hardening::Audit;
 use crate::health;
-use crate::health::catalog::{self, CheckDef};
+use crate::health::catalog::{self, CheckDef, Probes};
 use crate::health::engine::{overall, run_bounded, CheckStatus, State};
 use crate::health::outcome::CheckResult;
 use crate::layout::Root;
@@ -72,17 +72,17 @@ pub fn exit_code(state: State) -> u8 {
     }
 }
 
-pub async fn run_all(defs: Vec<CheckDef>) -> Vec<(CheckDef, CheckResult, std::time::Duration)> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new());
+async fn run_all(
+    defs: Vec<CheckDef>,
+    probes: Probes,
+) -> Vec<(CheckDef, CheckResult, std::time::Duration)> {
+    let probes = std::sync::Arc::new(probes);
     let tasks: Vec<_> = defs
         .into_iter()
         .map(|def| {
-            let client = client.clone();
+            let probes = probes.clone();
             tokio::spawn(async move {
-                let (result, took) = run_bounded(def.run(&client), def.policy.timeout).await;
+                let (result, took) = run_bounded(def.run(&probes), def.policy.timeout).await;
                 (def, result, took)
             })
         })
@@ -148,7 +148,7 @@ pub fn collect_once(root: &Root) -> Result<StatusDoc> {
             path: root.seed(),
             source: e,
         })?;
-    let results = runtime.block_on(run_all(defs));
+    let results = runtime.block_on(run_all(defs, Probes::new(&cfg.health)));
     let now = SystemTime::now();
     let mut checks: Vec<CheckStatus> = results
         .into_iter()

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::config::{self, AgentConfig, Seed};
 use crate::hardening::Audit;
 use crate::health::audit;
-use crate::health::catalog::{self, CheckDef};
+use crate::health::catalog::{self, CheckDef, Probes};
 use crate::health::engine::{overall, run_bounded, CheckStatus, Policy, State};
 use crate::health::outcome::CheckResult;
 use crate::layout::Root;
@@ -113,9 +113,9 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-async fn check_loop(ctx: Context, index: usize, def: CheckDef, client: reqwest::Client) {
+async fn check_loop(ctx: Context, index: usize, def: CheckDef, probes: Arc<Probes>) {
     loop {
-        let (result, took) = run_bounded(def.run(&client), def.policy.timeout).await;
+        let (result, took) = run_bounded(def.run(&probes), def.policy.timeout).await;
         ctx.record(index, &def.policy, result, took);
         tokio::time::sleep(def.policy.interval).await;
     }
@@ -197,13 +197,10 @@ async fn serve(root: Root, seed: Seed, node: Node, cfg: AgentConfig) -> Result<(
         tokio::spawn(socket::serve_metrics(metrics, ctx.clone()));
     }
 
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new());
+    let probes = Arc::new(Probes::new(&cfg.health));
     let audit_index = defs.len();
     for (i, def) in defs.into_iter().enumerate() {
-        tokio::spawn(check_loop(ctx.clone(), i, def, client.clone()));
+        tokio::spawn(check_loop(ctx.clone(), i, def, probes.clone()));
     }
     tokio::spawn(audit_loop(
         ctx.clone(),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::engine::Policy;
 use super::outcome::CheckResult;
 use super::probes::{self, Expect, Thresholds};
-use super::{postgres, redis};
+use super::{postgres, redis, systemd};
 use crate::layout::Root;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +30,10 @@ pub struct HealthConfig {
     pub redis: String,
     /// File holding the Redis password (read at each check, never logged).
     pub redis_password_file: Option<PathBuf>,
+    /// D-Bus address of systemd's bus; empty is the system bus.
+    pub systemd_bus: String,
+    /// Units to watch; empty means the role's own units.
+    pub units: Vec<String>,
     /// Filesystems whose free space is watched.
     pub disks: Vec<PathBuf>,
     pub disk_warn_percent: f64,
@@ -51,6 +55,8 @@ impl Default for HealthConfig {
             postgres: "host=/run/postgresql user=postgres dbname=postgres".into(),
             redis: "127.0.0.1:6379".into(),
             redis_password_file: None,
+            systemd_bus: String::new(),
+            units: Vec::new(),
             disks: vec!["/".into(), "/var/lib/owui".into()],
             disk_warn_percent: 85.0,
             disk_fail_percent: 95.0,
@@ -82,6 +88,41 @@ pub enum Probe {
         addr: String,
         password_file: Option<PathBuf>,
     },
+    Unit {
+        unit: String,
+    },
+}
+
+/// What the probes share: one HTTP client, one connection to systemd's bus
+/// (made on first use and again after a failure, so a bus that comes up
+/// later is found).
+pub struct Probes {
+    http: reqwest::Client,
+    bus_address: Option<String>,
+    bus: tokio::sync::Mutex<Option<systemd::Bus>>,
+}
+
+impl Probes {
+    pub fn new(cfg: &HealthConfig) -> Probes {
+        Probes {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
+            bus_address: (!cfg.systemd_bus.is_empty()).then(|| cfg.systemd_bus.clone()),
+            bus: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn bus(&self) -> Result<systemd::Bus, String> {
+        let mut slot = self.bus.lock().await;
+        if let Some(bus) = slot.as_ref() {
+            return Ok(bus.clone());
+        }
+        let bus = systemd::Bus::connect(self.bus_address.as_deref()).await?;
+        *slot = Some(bus.clone());
+        Ok(bus)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,9 +134,10 @@ pub struct CheckDef {
 }
 
 impl CheckDef {
-    pub async fn run(&self, client: &reqwest::Client) -> CheckResult {
+    pub async fn run(&self, probes: &Probes) -> CheckResult {
         match &self.probe {
-            Probe::Http { url, expect } => probes::http(client, url, *expect).await,
+            Probe::Http { url, expect } => probes::http(&probes.http, url, *expect).await,
+            Probe::Unit { unit } => systemd::check(&probes.bus().await?, unit).await,
             Probe::Disk { path, thresholds } => probes::disk(path, *thresholds),
             Probe::Memory {
                 meminfo,
@@ -124,6 +166,33 @@ fn read_secret(path: &Path) -> Result<String, String> {
 
 fn join_url(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
+}
+
+/// The systemd units a role runs (host services from Debian, AI apps as
+/// Quadlet-generated services).
+fn role_units(role: Role) -> &'static [&'static str] {
+    const APP: &[&str] = &[
+        "nginx.service",
+        "open-webui.service",
+        "open-terminal.service",
+    ];
+    const DB: &[&str] = &["postgresql.service", "redis-server.service", "etcd.service"];
+    const GPU: &[&str] = &["ollama.service", "vllm.service"];
+    const ALL: &[&str] = &[
+        "nginx.service",
+        "open-webui.service",
+        "open-terminal.service",
+        "postgresql.service",
+        "redis-server.service",
+        "ollama.service",
+        "vllm.service",
+    ];
+    match role {
+        Role::App => APP,
+        Role::Db => DB,
+        Role::Gpu => GPU,
+        Role::Allinone => ALL,
+    }
 }
 
 /// The checks a node of `role` runs.
@@ -194,6 +263,14 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
         ));
         out.push(http("vllm", &cfg.vllm_url, "/health", Expect::Success));
     }
+    let units: Vec<String> = if cfg.units.is_empty() {
+        role_units(role).iter().map(|u| u.to_string()).collect()
+    } else {
+        cfg.units.clone()
+    };
+    for unit in units {
+        out.push(def(format!("unit:{unit}"), "systemd", Probe::Unit { unit }));
+    }
     let disk = Thresholds {
         warn_percent: cfg.disk_warn_percent,
         fail_percent: cfg.disk_fail_percent,
@@ -236,19 +313,36 @@ mod tests {
                 .collect()
         };
         let common = ["disk:/", "disk:/var/lib/owui", "memory"];
-        assert_eq!(
-            names(Role::App),
-            [&["open-webui", "open-webui-db"][..], &common].concat()
-        );
-        assert_eq!(
-            names(Role::Db),
-            [&["postgresql", "redis"][..], &common].concat()
-        );
-        assert_eq!(
-            names(Role::Gpu),
-            [&["ollama", "vllm"][..], &common].concat()
-        );
-        assert_eq!(names(Role::Allinone).len(), 9);
+        let app = [
+            "open-webui",
+            "open-webui-db",
+            "unit:nginx.service",
+            "unit:open-webui.service",
+            "unit:open-terminal.service",
+        ];
+        assert_eq!(names(Role::App), [&app[..], &common].concat());
+        let db = [
+            "postgresql",
+            "redis",
+            "unit:postgresql.service",
+            "unit:redis-server.service",
+            "unit:etcd.service",
+        ];
+        assert_eq!(names(Role::Db), [&db[..], &common].concat());
+        let gpu = ["ollama", "vllm", "unit:ollama.service", "unit:vllm.service"];
+        assert_eq!(names(Role::Gpu), [&gpu[..], &common].concat());
+        assert_eq!(names(Role::Allinone).len(), 6 + 7 + 3);
+        // Configured units replace the role's list.
+        let cfg = HealthConfig {
+            units: vec!["x.service".into()],
+            ..HealthConfig::default()
+        };
+        let units: Vec<String> = checks(Role::Gpu, &cfg, &root)
+            .into_iter()
+            .filter(|c| c.kind == "systemd")
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(units, ["unit:x.service"]);
         let disk = checks(Role::Db, &HealthConfig::default(), &root)
             .into_iter()
             .find(|c| c.name == "disk:/var/lib/owui")

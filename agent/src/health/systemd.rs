@@ -12,9 +12,6 @@
 //!
 //! The check has no timeout of its own: the engine bounds every check.
 
-// Until the catalog calls `check`, only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -930,6 +927,24 @@ pub(crate) mod nspawn {
             u32::try_from(v).map_err(|x| x.to_string())
         }
 
+        /// The container's journal for `unit` (for messages of failed tests).
+        pub(crate) fn journal(&self, unit: &str) -> String {
+            match Command::new("nsenter")
+                .arg("-t")
+                .arg(self.leader.to_string())
+                .args(["-m", "-p", "--", "journalctl", "--no-pager"])
+                .args(["-o", "short-precise", "-n", "60", "-u", unit])
+                .output()
+            {
+                Ok(out) => format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => format!("(nsenter journalctl: {e})"),
+            }
+        }
+
         fn log(&self) -> String {
             fs::read_to_string(&self.log).unwrap_or_default()
         }
@@ -1058,16 +1073,17 @@ pub(crate) mod nspawn {
         if !nix::unistd::geteuid().is_root() {
             return Err(format!("the systemd-nspawn tests need root; {SETUP}"));
         }
-        for tool in ["mmdebstrap", "systemd-nspawn"] {
-            if !on_path(tool) {
-                return Err(format!("{tool} not found; {SETUP}"));
-            }
+        if !on_path("systemd-nspawn") {
+            return Err(format!("systemd-nspawn not found; {SETUP}"));
         }
         let key = fnv1a(&[RECIPE, SUITE, VARIANT, PACKAGES]);
         let name = format!("owui-nspawn-rootfs-{key:016x}");
         let dir = Path::new("/var/tmp").join(&name);
         if dir.is_dir() {
             return Ok(dir);
+        }
+        if !on_path("mmdebstrap") {
+            return Err(format!("mmdebstrap not found; {SETUP}"));
         }
         remove_stale_builds(&name);
         let tmp = Path::new("/var/tmp").join(format!("{name}.tmp-{}", std::process::id()));
@@ -1222,11 +1238,13 @@ mod nspawn_tests {
     use super::nspawn::{self, mask_unit, write_unit, Container};
     use super::*;
 
-    const SLEEPER: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+    /// Type=exec: active only once the program has been executed.
+    const SLEEPER: &str = "[Service]\nType=exec\nExecStart=/bin/sleep infinity\n";
 
     /// Runs the check until `want` holds (each run bounded by 5 s, all of
     /// them by 20 s); returns the matching observation.
     async fn eventually(
+        c: &Container,
         bus: &Bus,
         unit: &str,
         what: &str,
@@ -1242,7 +1260,8 @@ mod nspawn_tests {
             }
             assert!(
                 Instant::now() < deadline,
-                "{unit}: expected {what}, last saw {got:?}"
+                "{unit}: expected {what}, last saw {got:?}; its journal:\n{}",
+                c.journal(unit)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1290,7 +1309,7 @@ mod nspawn_tests {
             .start_unit("owui-ok.service", "replace")
             .await
             .unwrap();
-        eventually(&bus, "owui-ok.service", "active", |o| {
+        eventually(&c, &bus, "owui-ok.service", "active", |o| {
             *o == Observation::Ok("active (running)".into())
         })
         .await;
@@ -1304,7 +1323,7 @@ mod nspawn_tests {
             .stop_unit("owui-ok.service", "replace")
             .await
             .unwrap();
-        let stopped = eventually(&bus, "owui-ok.service", "inactive", |o| {
+        let stopped = eventually(&c, &bus, "owui-ok.service", "inactive", |o| {
             fail_starting(o, "inactive (dead)")
         })
         .await;
@@ -1322,7 +1341,7 @@ mod nspawn_tests {
             .start_unit("owui-ok.service", "replace")
             .await
             .unwrap();
-        eventually(&bus, "owui-ok.service", "active again", |o| {
+        eventually(&c, &bus, "owui-ok.service", "active again", |o| {
             *o == Observation::Ok("active (running)".into())
         })
         .await;
@@ -1331,7 +1350,7 @@ mod nspawn_tests {
             .start_unit("owui-oneshot.service", "replace")
             .await
             .unwrap();
-        eventually(&bus, "owui-oneshot.service", "active (exited)", |o| {
+        eventually(&c, &bus, "owui-oneshot.service", "active (exited)", |o| {
             *o == Observation::Ok("active (exited)".into())
         })
         .await;
@@ -1410,7 +1429,7 @@ mod nspawn_tests {
             .start_unit("owui-exit.service", "replace")
             .await
             .unwrap();
-        let failed = eventually(&bus, "owui-exit.service", "failed", |o| {
+        let failed = eventually(&c, &bus, "owui-exit.service", "failed", |o| {
             fail_starting(o, "failed (failed) since ")
         })
         .await;
@@ -1424,7 +1443,7 @@ mod nspawn_tests {
             .start_unit("owui-killed.service", "replace")
             .await
             .unwrap();
-        let killed = eventually(&bus, "owui-killed.service", "failed", |o| {
+        let killed = eventually(&c, &bus, "owui-killed.service", "failed", |o| {
             fail_starting(o, "failed (failed) since ")
         })
         .await;
@@ -1471,7 +1490,7 @@ mod nspawn_tests {
             .start_unit("owui-crash.service", "replace")
             .await
             .unwrap();
-        let looping = eventually(&bus, "owui-crash.service", "a crash loop", |o| {
+        let looping = eventually(&c, &bus, "owui-crash.service", "a crash loop", |o| {
             matches!(o, Observation::Fail(d)
                 if d.starts_with("activating (auto-restart) since ")
                 && d.contains(": exit-code, status 1, restarted ")
@@ -1480,22 +1499,33 @@ mod nspawn_tests {
         })
         .await;
         eprintln!("crash loop: {looping:?}");
-        // Stopped by hand: the count starts over.
+        // Stopped by hand: down for good. A stop that catches the process
+        // failing leaves the unit `failed` (its count kept) rather than
+        // `inactive`; reset-failed clears both.
         systemd
             .stop_unit("owui-crash.service", "replace")
             .await
             .unwrap();
-        eventually(&bus, "owui-crash.service", "stopped", |o| {
+        eventually(&c, &bus, "owui-crash.service", "stopped", |o| {
             matches!(o, Observation::Fail(d)
-                if d.starts_with("inactive (dead)") && !d.contains("restarted"))
+                if d.starts_with("inactive (dead)") || d.starts_with("failed (failed)"))
         })
         .await;
+        // NoSuchUnit when systemd has already unloaded the inactive unit.
+        let _ = systemd.reset_failed_unit("owui-crash.service").await;
+        let reset = check(&bus, "owui-crash.service").await;
+        assert!(
+            matches!(&reset, Ok(Observation::Fail(d))
+                if d.starts_with("inactive (dead)") && !d.contains("restarted")),
+            "{reset:?}"
+        );
 
         systemd
             .start_unit("owui-flaky.service", "replace")
             .await
             .unwrap();
         eventually(
+            &c,
             &bus,
             "owui-flaky.service",
             "running after 2 restarts",
@@ -1507,9 +1537,13 @@ mod nspawn_tests {
             .restart_unit("owui-flaky.service", "replace")
             .await
             .unwrap();
-        eventually(&bus, "owui-flaky.service", "running, count reset", |o| {
-            *o == Observation::Ok("active (running)".into())
-        })
+        eventually(
+            &c,
+            &bus,
+            "owui-flaky.service",
+            "running, count reset",
+            |o| *o == Observation::Ok("active (running)".into()),
+        )
         .await;
     }
 
@@ -1523,7 +1557,7 @@ mod nspawn_tests {
             .start_unit("owui-ok.service", "replace")
             .await
             .unwrap();
-        eventually(&bus, "owui-ok.service", "active", |o| {
+        eventually(&c, &bus, "owui-ok.service", "active", |o| {
             matches!(o, Observation::Ok(_))
         })
         .await;
@@ -1544,9 +1578,12 @@ mod nspawn_tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // The shared Bus finds its connection broken and replaces it.
+        let after = check(&bus, "owui-ok.service").await;
         assert_eq!(
-            check(&bus, "owui-ok.service").await,
-            Ok(Observation::Ok("active (running)".into()))
+            after,
+            Ok(Observation::Ok("active (running)".into())),
+            "{}",
+            c.journal("owui-ok.service")
         );
         assert_eq!(bus.current().0, 1, "the connection was replaced once");
     }

@@ -4,7 +4,7 @@
 # same bytes, all from the page cache, in one run.
 #
 #   bash benches/bundle.sh            # print the results table
-#   bash benches/bundle.sh --write    # ... and write docs/performance.md
+#   bash benches/bundle.sh --write    # ... and write its section of docs/performance.md
 #
 # Environment:
 #   BENCH_GIB=2      payload size in GiB (the targets are stated for >= 2)
@@ -14,6 +14,8 @@
 #   BENCH_DIR=       where the scratch directory goes (default /var/tmp);
 #                    must be a disk filesystem, not tmpfs
 #   BENCH_WRITE=1    same as --write
+#   PERF_DOC=        the document --write updates (default docs/performance.md);
+#                    only the part between the bundle-bench markers is replaced
 #
 # Method (also written into docs/performance.md):
 # - Every timed run is preceded by reading its inputs once (`cat > /dev/null`)
@@ -282,9 +284,33 @@ EOF
 echo
 table
 
+# replace_section DOC BEGIN END SECTION_FILE: the lines from BEGIN to END
+# (inclusive) become SECTION_FILE (which carries the markers); appended when
+# the markers are absent; the document is created with a header when absent.
+# Everything else in DOC (other benchmarks' sections) is kept as it is.
+replace_section() {
+    local doc=$1 begin=$2 end=$3 section=$4 nb ne
+    if [[ ! -f $doc ]]; then
+        mkdir -p "$(dirname "$doc")"
+        printf '# Performance\n' >"$doc"
+    fi
+    nb=$(grep -cxF -- "$begin" "$doc" || true)
+    ne=$(grep -cxF -- "$end" "$doc" || true)
+    if (( nb == 0 && ne == 0 )); then
+        { printf '\n'; cat "$section"; } >>"$doc"
+        return
+    fi
+    (( nb == 1 && ne == 1 )) || die "$doc: expected one $begin and one $end line"
+    awk -v b="$begin" -v e="$end" -v f="$section" '
+        $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
+        $0 == e { if (!skip) { bad = 1 } skip = 0; next }
+        !skip { print }
+        END { exit bad }' "$doc" >"$doc.tmp.$$" || { rm -f "$doc.tmp.$$"; die "$doc: $end before $begin"; }
+    mv "$doc.tmp.$$" "$doc"
+}
+
 if [[ $WRITE == 1 ]]; then
-    OUT=$REPO/docs/performance.md
-    mkdir -p "$REPO/docs"
+    OUT=${PERF_DOC:-$REPO/docs/performance.md}
     CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     SHANI=$(grep -qw sha_ni /proc/cpuinfo && echo "yes" || echo "no")
     MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -306,7 +332,8 @@ if [[ $WRITE == 1 ]]; then
     fi
     {
         cat <<EOF
-# Performance
+<!-- bundle-bench:begin -->
+## Bundle create, verify and apply
 
 Bundle create, verify and apply on a $GIB GiB bundle of $BLOBS incompressible
 blobs, each against the standard tool over the same bytes, all inputs in the
@@ -316,7 +343,7 @@ page cache, measured in one run of:
 $CMD
 \`\`\`
 
-## Machine
+### Machine
 
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - CPU: $CPU, $(nproc) cores online (SHA extensions: $SHANI); memory $MEM
@@ -326,11 +353,11 @@ $CMD
 - Binaries: \`cargo build --release\` at commit $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- bundle agent builder Cargo.toml Cargo.lock || echo ' (with uncommitted changes)')
 - Load average at start / end: $LOAD_START / $(cut -d' ' -f1-3 /proc/loadavg)
 
-## Results
+### Results
 
 $(table)
 
-## Method
+### Method
 
 - The payload is $BLOBS files of \`/dev/urandom\` bytes packed as one Hugging Face
   snapshot (\`[[huggingface]]\`), so every blob is stored raw (zstd saves nothing).
@@ -351,10 +378,12 @@ $(table)
   accumulates reaped children) across the apply run; it includes the few hundred KiB
   the loader reads to start the binary.
 
-## Notes
+### Notes
 
 $(printf '%s\n' "${NOTES[@]}")
+<!-- bundle-bench:end -->
 EOF
-    } >"$OUT"
+    } >"$W/section.md"
+    replace_section "$OUT" '<!-- bundle-bench:begin -->' '<!-- bundle-bench:end -->' "$W/section.md"
     log "wrote $OUT"
 fi

@@ -37,7 +37,8 @@
 #   (subprocess.run, stdout read from a pipe and checked to come from the
 #   daemon) and takes time.perf_counter_ns() around each run: process
 #   start-up, config load, socket round trip, JSON parse and print. The same
-#   loop over /bin/true gives the cost of the launcher itself.
+#   loop over /bin/true gives the cost of the launcher itself, over
+#   `owui-agent --version` the cost of starting the binary.
 # - Raw socket: the same loop connects to run/owui-agent/agent.sock, sends
 #   "status\n" and reads to EOF: the daemon alone, no process start-up.
 # - Idle: BENCH_IDLE_S seconds with nothing asking; CPU is the change in
@@ -356,7 +357,7 @@ args = sys.argv[3:]
 out = []
 if mode == "exec":
     expect = int(args.pop(0))
-    check = args[0].endswith("owui-agent")
+    check = args[0].endswith("owui-agent") and "status" in args
     for _ in range(n):
         t0 = time.perf_counter_ns()
         r = subprocess.run(args, stdout=subprocess.PIPE)
@@ -419,6 +420,10 @@ log "launcher baseline: /bin/true x $N"
 python3 "$W/timing.py" exec "$N" 0 /bin/true >"$W/t_true"
 read -r B_P50 B_P99 B_MAX B_MEAN <<<"$(stats "$W/t_true")"
 
+log "start-up baseline: owui-agent --version x $N"
+python3 "$W/timing.py" exec "$N" 0 "$AGENT" --version >"$W/t_version"
+read -r U_P50 U_P99 U_MAX U_MEAN <<<"$(stats "$W/t_version")"
+
 # Daemon CPU per answered request, from the two round-trip phases (the
 # checks' own runs in those seconds are included: an upper bound).
 CPU_PER_REQ=$(awk -v t="$(( T2 - T0 ))" -v hz="$HZ" -v n="$N" \
@@ -475,6 +480,7 @@ table() {
 | \`status --json\` round trip, max / mean | $S_MAX / $S_MEAN ms | — | — |
 | raw socket round trip (daemon only), p50 / p99 / max | $K_P50 / $K_P99 / $K_MAX ms | (diagnostic) | — |
 | launcher baseline (\`/bin/true\`), p50 / p99 | $B_P50 / $B_P99 ms | (diagnostic) | — |
+| start-up baseline (\`owui-agent --version\`), p50 / p99 | $U_P50 / $U_P99 ms | (diagnostic) | — |
 | daemon CPU per request (upper bound) | $CPU_PER_REQ ms | (diagnostic) | — |
 | daemon RSS (VmRSS) after $IDLE_S s idle | $(mib "$RSS_END") MiB | < 20 MiB | $V_RSS |
 | daemon peak RSS (VmHWM) since start | $(mib "$HWM") MiB | (information) | — |
@@ -581,7 +587,8 @@ Check states at the end: $CHECKS_END.
   itself), and every run must exit with the code of the overall state
   seen before. This is what an operator waits for: process start-up, config
   load, the socket round trip, JSON parse and print. The same loop over \`/bin/true\`
-  (launcher baseline) is what the loop itself costs.
+  (launcher baseline) is what the loop itself costs; over \`owui-agent --version\`
+  (start-up baseline), what starting the binary costs before it reads any file.
 - Raw socket: connect to \`run/owui-agent/agent.sock\`, send \`status\\n\`, read to EOF,
   $N times: the daemon alone (accept, \`spawn_blocking\` document assembly, which reads
   the bundle generations from disk, JSON encoding).

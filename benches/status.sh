@@ -69,7 +69,8 @@ DOC=${PERF_DOC:-$REPO/docs/performance.md}
 (( N >= 10 && IDLE_S >= 1 )) || { echo "need BENCH_N >= 10 and BENCH_IDLE_S >= 1" >&2; exit 2; }
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for t in python3 redis-server awk; do
     command -v "$t" >/dev/null || die "$t is required"
@@ -495,29 +496,6 @@ table
 echo
 echo "checks at the end: $CHECKS_END"
 
-# replace_section DOC BEGIN END SECTION_FILE: the lines from BEGIN to END
-# (inclusive) become SECTION_FILE (which carries the markers); appended when
-# the markers are absent; the document is created with a header when absent.
-replace_section() {
-    local doc=$1 begin=$2 end=$3 section=$4 nb ne
-    if [[ ! -f $doc ]]; then
-        mkdir -p "$(dirname "$doc")"
-        printf '# Performance\n' >"$doc"
-    fi
-    nb=$(grep -cxF -- "$begin" "$doc" || true)
-    ne=$(grep -cxF -- "$end" "$doc" || true)
-    if (( nb == 0 && ne == 0 )); then
-        { printf '\n'; cat "$section"; } >>"$doc"
-        return
-    fi
-    (( nb == 1 && ne == 1 )) || die "$doc: expected one $begin and one $end line"
-    awk -v b="$begin" -v e="$end" -v f="$section" '
-        $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
-        $0 == e { if (!skip) { bad = 1 } skip = 0; next }
-        !skip { print }
-        END { exit bad }' "$doc" >"$doc.tmp.$$" || { rm -f "$doc.tmp.$$"; die "$doc: $end before $begin"; }
-    mv "$doc.tmp.$$" "$doc"
-}
 
 if [[ $WRITE == 1 ]]; then
     CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)

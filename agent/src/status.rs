@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use owui_bundle::generation::{AppliedBundle, ChannelState, Generations};
-use owui_bundle::{Error, Result, Role};
+use owui_bundle::{Result, Role};
 use serde::{Deserialize, Serialize};
 
 use owui_bundle::apply::Node;
@@ -139,15 +139,7 @@ pub fn collect_once(root: &Root) -> Result<StatusDoc> {
     let (seed, node) = config::node(root)?;
     let cfg = config::load_agent_config(root)?;
     let defs = catalog::checks(seed.role, &cfg.health, root);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Io {
-            action: "starting the async runtime for",
-            path: root.seed(),
-            source: e,
-        })?;
+    let runtime = crate::health::runtime(root)?;
     let results = runtime.block_on(run_all(defs, Probes::new(&cfg.health)));
     let now = SystemTime::now();
     let mut checks: Vec<CheckStatus> = results

@@ -150,15 +150,7 @@ pub fn run(root: &Root) -> Result<()> {
     // A malformed seed or config stops the start here, naming file, line and key.
     let (seed, node) = config::node(root)?;
     let cfg = config::load_agent_config(root)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Io {
-            action: "starting the async runtime for",
-            path: root.seed(),
-            source: e,
-        })?;
+    let runtime = crate::health::runtime(root)?;
     runtime.block_on(serve(root.clone(), seed, node, cfg))
 }
 

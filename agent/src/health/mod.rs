@@ -10,6 +10,20 @@ pub mod probes;
 pub mod redis;
 pub mod systemd;
 
+/// The async runtime the daemon and `status` run their checks on: two
+/// workers are plenty for I/O-bound probes.
+pub fn runtime(root: &crate::layout::Root) -> owui_bundle::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| owui_bundle::Error::Io {
+            action: "starting the async runtime for",
+            path: root.seed(),
+            source: e,
+        })
+}
+
 /// Test support: `N` distinct free loopback ports for test servers.
 #[cfg(test)]
 pub(crate) fn free_ports<const N: usize>() -> [u16; N] {

@@ -44,6 +44,48 @@ pub enum Command {
     /// The keys this node trusts.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// NVIDIA GPUs: driver set, device nodes, CDI spec, health.
+    #[command(subcommand)]
+    Gpu(GpuCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GpuCommand {
+    /// Set the GPUs up for containers (idempotent; run at boot on GPU roles).
+    ///
+    /// Finds NVIDIA GPUs on the PCI bus, picks the pinned driver set from
+    /// the firmware table, loads its kernel modules, checks through NVML that
+    /// the running driver is the set's and sees every GPU, makes the device
+    /// nodes and /dev/char links, writes the CDI spec (/etc/cdi/nvidia.yaml)
+    /// and points podman (and Docker/containerd where present) at it. With no
+    /// NVIDIA GPU it says so and exits 0. Uses <root>/etc/owui/gpu-fixture.toml
+    /// instead of NVML when that file exists (docs/gpu.md).
+    Setup {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Driver, devices, health, drain and CDI state.
+    ///
+    /// Exit code as for `status`: 0 healthy, 8 degraded, 9 failed, 10 unknown.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the drain a critical XID set, once the GPU has been serviced.
+    Undrain {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The CDI spec's createContainer hook (called by the container runtime).
+    #[command(hide = true, name = "cdi-hook")]
+    CdiHook {
+        /// What the hook does (only `update-ldcache`).
+        #[arg(value_parser = ["update-ldcache"])]
+        action: String,
+        /// Library folders to add to the container's loader cache.
+        #[arg(long, required = true)]
+        folder: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub hardening: HardeningConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub gpu: crate::gpu::GpuConfig,
 }
 
 /// `owui-agent run`: where it answers and how often it audits.

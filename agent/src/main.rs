@@ -4,6 +4,7 @@ mod bundles;
 mod cli;
 mod config;
 mod daemon;
+mod gpu;
 mod hardening;
 mod health;
 mod layout;
@@ -16,7 +17,7 @@ use clap::Parser;
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use cli::{BundleCommand, Cli, Command, TrustCommand};
+use cli::{BundleCommand, Cli, Command, GpuCommand, TrustCommand};
 use layout::Root;
 
 /// `status` has its own exit codes: the node's overall state.
@@ -40,6 +41,27 @@ fn status_command(root: &Root, json: bool) -> ExitCode {
             eprintln!("error: writing status: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `gpu status` exits with the GPU state, like `status` does for the node.
+fn gpu_status_command(root: &Root, json: bool) -> ExitCode {
+    match gpu::status::collect(root) {
+        Ok(s) => {
+            if json {
+                match serde_json::to_string_pretty(&s) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: rendering JSON: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                gpu::status::print(&s);
+            }
+            ExitCode::from(status::exit_code(s.state))
+        }
+        Err(e) => owui_bundle::outcome::fail(&e, json),
     }
 }
 
@@ -93,6 +115,19 @@ fn main() -> ExitCode {
                 output.json,
                 |_| println!("content store and generations are consistent"),
             )
+        }
+        Command::Gpu(GpuCommand::Setup { json }) => {
+            finish(gpu::setup::setup(&root), json, gpu::setup::print)
+        }
+        Command::Gpu(GpuCommand::Status { json }) => gpu_status_command(&root, json),
+        Command::Gpu(GpuCommand::Undrain { json }) => {
+            finish(gpu::health::undrain(&root), json, |was| match was {
+                Some(d) => println!("undrained (was drained since {}: {})", d.since, d.reason),
+                None => println!("the node was not drained"),
+            })
+        }
+        Command::Gpu(GpuCommand::CdiHook { folder, .. }) => {
+            finish(gpu::hook::update_ldcache(&folder), false, |_| {})
         }
         Command::Trust(TrustCommand::List { json }) => {
             finish(trust_cmd::list(&root), json, trust_cmd::print)

@@ -34,8 +34,8 @@ pub struct StatusDoc {
     pub overall: State,
     pub daemon: Daemon,
     pub checks: Vec<CheckStatus>,
-    /// Present on GPU roles.
-    pub gpu: Option<Section>,
+    /// Present on GPU roles: the last GPU check's findings.
+    pub gpu: Option<crate::gpu::health::GpuSection>,
     pub bundles: Bundles,
     /// Present on database roles.
     pub backups: Option<Section>,
@@ -124,8 +124,7 @@ pub fn assemble(
         overall: overall(checks.iter().map(|c| &c.state)),
         daemon,
         checks,
-        gpu: matches!(seed.role, Role::Gpu | Role::Allinone)
-            .then(|| not_built("GPU checks are not built yet (issue #5)")),
+        gpu: matches!(seed.role, Role::Gpu | Role::Allinone).then(crate::gpu::health::section),
         bundles,
         backups: matches!(seed.role, Role::Db | Role::Allinone)
             .then(|| not_built("the backup loop is not built yet")),
@@ -265,10 +264,14 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
         )?,
         _ => writeln!(out, "bundles   none applied")?,
     }
-    for (name, s) in [("gpu", &doc.gpu), ("backups", &doc.backups)] {
-        if let Some(s) = s {
-            writeln!(out, "{name:<9} {}: {}", p.state(s.state), s.detail)?;
+    if let Some(g) = &doc.gpu {
+        writeln!(out, "{:<9} {}: {}", "gpu", p.state(g.state), g.detail)?;
+        if g.drained.is_some() {
+            writeln!(out, "          this node is DRAINED: routing takes it out")?;
         }
+    }
+    if let Some(s) = &doc.backups {
+        writeln!(out, "{:<9} {}: {}", "backups", p.state(s.state), s.detail)?;
     }
     if doc.hardening.findings.is_empty() {
         writeln!(

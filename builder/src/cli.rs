@@ -24,6 +24,68 @@ pub enum Command {
     /// Offline bundles of models and container images.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Build a signed, reproducible disk image for one node role.
+    ///
+    /// Writes DIR/<role>-<version>.img, its signed manifest
+    /// (.manifest.json + .minisig) and an SPDX SBOM (.spdx.json). Stages:
+    /// content, rootfs (mmdebstrap; cached), UKI, ESP, disk, manifest.
+    /// Needs root (mmdebstrap, chroot). docs/images.md has the spec format.
+    Build(BuildArgs),
+    /// Check an image against its signed manifest.
+    ///
+    /// Signature, every partition's digest, the UKI on the ESP and its
+    /// command line, and the dm-verity tree over the root.
+    VerifyImage(VerifyImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// A role spec file (images/allinone.toml), or a role name (app, db,
+    /// gpu, allinone) for the spec built into this binary.
+    pub spec: PathBuf,
+    /// Secret key to sign with (mode 0600); its public half goes into the
+    /// image's trust store.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Output directory; files appear only when complete.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The owui-agent binary to install [default: owui-agent next to this
+    /// program].
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Stage outputs and downloaded Debian packages, kept between builds.
+    #[arg(long, default_value = "/var/cache/owui-builder")]
+    pub cache: PathBuf,
+    /// Debian mirror URL, overriding the spec's (e.g. a local mirror,
+    /// file:///srv/mirror, for a rebuild with no network).
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Timestamp for every file and record in the image [default:
+    /// $SOURCE_DATE_EPOCH, else the spec file's modification time].
+    #[arg(long)]
+    pub source_date_epoch: Option<u64>,
+    /// Rebuild every stage instead of reusing cached ones.
+    #[arg(long)]
+    pub no_cache: bool,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyImageArgs {
+    pub image: PathBuf,
+    /// The signed manifest [default: IMAGE with .manifest.json].
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Public key (minisign format) to accept; repeatable.
+    #[arg(long = "pub", required_unless_present = "trust")]
+    pub public_keys: Vec<PathBuf>,
+    /// A trust store directory (as on a node: etc/owui/trust).
+    #[arg(long, conflicts_with = "public_keys")]
+    pub trust: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 #[derive(Debug, Subcommand)]

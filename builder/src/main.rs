@@ -2,6 +2,8 @@
 
 mod bundles;
 mod cli;
+mod image;
+mod images;
 mod keys;
 
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
 use cli::{BundleCommand, Cli, Command, KeyCommand};
+use images::print_built;
 
 fn main() -> ExitCode {
     init_logging();
@@ -64,6 +67,27 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Build(args) => {
+            let progress = progress::for_stderr(args.output.quiet || args.output.json);
+            let json = args.output.json;
+            finish(
+                images::run_build(&args, progress.as_ref()),
+                json,
+                print_built,
+            )
+        }
+        Command::VerifyImage(args) => finish(images::run_verify(&args), args.output.json, |v| {
+            for check in &v.checks {
+                println!("ok: {check}");
+            }
+            println!(
+                "{}: {} image {} verified (root hash {})",
+                v.image.display(),
+                v.role,
+                v.version,
+                v.root_hash
+            )
+        }),
         Command::Bundle(BundleCommand::Inspect {
             file,
             extract,

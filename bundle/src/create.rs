@@ -202,6 +202,12 @@ fn write_padding(out: &mut impl Write, size: u64, path: &Path) -> Result<()> {
 
 pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
     let spec = BundleSpec::load(opts.spec)?;
+    create_from_spec(&spec, opts)
+}
+
+/// [`create`] from a spec already in memory (the image builder's content
+/// table); `opts.spec` is then only named in errors.
+pub fn create_from_spec(spec: &BundleSpec, opts: &CreateOptions) -> Result<CreateReport> {
     let out_dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -210,7 +216,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
         .prefix(".owui-pack-")
         .tempdir_in(&out_dir)
         .at("creating a scratch directory in", &out_dir)?;
-    let (mut manifest, all_blobs) = pack_items(&spec, scratch.path())?;
+    let (mut manifest, all_blobs) = pack_items(spec, scratch.path())?;
     manifest.created = opts.created;
 
     let total = all_blobs.len();

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 
 pub mod fake_http;
+pub mod nginx;
+pub mod pki;
 pub mod redis;
 pub mod site;
 

@@ -81,6 +81,8 @@ pub fn render(
         out,
         "# HELP owui_hardening_findings Deviations from the secure defaults.\n# TYPE owui_hardening_findings gauge\nowui_hardening_findings {findings}"
     );
+    // GPU gauges from the last GPU check in this process (GPU roles only).
+    out.push_str(&crate::gpu::health::metrics_text());
     out
 }
 

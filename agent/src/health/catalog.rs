@@ -11,6 +11,8 @@ use serde::Deserialize;
 use super::engine::Policy;
 use super::outcome::CheckResult;
 use super::probes::{self, Expect, Thresholds};
+use super::timesync::{self, TimeSyncMode};
+use super::tls::{self, ClientIdentity, Expiry, HttpsProbe};
 use super::{postgres, redis, systemd};
 use crate::layout::Root;
 
@@ -40,6 +42,25 @@ pub struct HealthConfig {
     pub disk_fail_percent: f64,
     pub memory_warn_percent: f64,
     pub memory_fail_percent: f64,
+    /// nginx in front of Open WebUI (app and allinone roles), probed over
+    /// HTTPS; empty turns the check off.
+    pub nginx_url: String,
+    /// The name checked in nginx's certificate (and sent as SNI) when the
+    /// URL's host is an address; empty checks the URL's host.
+    pub nginx_server_name: String,
+    /// The cluster CA: the only certificates the nginx probe trusts.
+    pub tls_ca_file: PathBuf,
+    /// Client certificate and key the nginx probe presents (mutual TLS).
+    pub tls_client: Option<ClientIdentity>,
+    /// Certificate files whose expiry is watched, one check each.
+    pub cert_files: Vec<PathBuf>,
+    pub cert_warn_days: u32,
+    pub cert_fail_days: u32,
+    /// What an unsynchronised clock makes the node: `degraded`, `failed`,
+    /// or `off` (no check).
+    pub time_sync: TimeSyncMode,
+    /// A synchronised clock whose maximum error is above this is degraded.
+    pub time_max_error_ms: u64,
 }
 
 impl Default for HealthConfig {
@@ -62,6 +83,15 @@ impl Default for HealthConfig {
             disk_fail_percent: 95.0,
             memory_warn_percent: 90.0,
             memory_fail_percent: 97.0,
+            nginx_url: "https://127.0.0.1:443/".into(),
+            nginx_server_name: String::new(),
+            tls_ca_file: "/etc/owui/tls/ca.pem".into(),
+            tls_client: None,
+            cert_files: Vec::new(),
+            cert_warn_days: 30,
+            cert_fail_days: 7,
+            time_sync: TimeSyncMode::Degraded,
+            time_max_error_ms: 1000,
         }
     }
 }
@@ -90,6 +120,18 @@ pub enum Probe {
     },
     Unit {
         unit: String,
+    },
+    /// nginx over TLS, chain verified against the cluster CA.
+    Https(HttpsProbe),
+    CertFile {
+        path: PathBuf,
+        expiry: Expiry,
+    },
+    TimeSync(timesync::Policy),
+    /// NVIDIA GPUs through NVML (or the fixture), under this root; the
+    /// `[gpu]` table of agent.toml is read at each run.
+    Gpu {
+        root: Root,
     },
 }
 
@@ -144,6 +186,15 @@ impl CheckDef {
                 thresholds,
             } => probes::memory(meminfo, *thresholds),
             Probe::Postgres { conninfo } => postgres::check(conninfo).await,
+            Probe::Https(p) => tls::https(p).await,
+            Probe::CertFile { path, expiry } => tls::cert_file(path, *expiry).await,
+            Probe::TimeSync(policy) => timesync::check(*policy, || probes.bus()).await,
+            Probe::Gpu { root } => {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || crate::gpu::health::check_node(&root))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the GPU check task failed: {e}")))
+            }
             Probe::Redis {
                 addr,
                 password_file,
@@ -222,6 +273,10 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             },
         )
     };
+    let expiry = Expiry {
+        warn_days: cfg.cert_warn_days,
+        fail_days: cfg.cert_fail_days,
+    };
     let mut out = Vec::new();
     if app {
         out.push(http(
@@ -236,6 +291,23 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             "/health/db",
             Expect::StatusTrue,
         ));
+        if !cfg.nginx_url.is_empty() {
+            out.push(def(
+                "nginx-tls".into(),
+                "tls",
+                Probe::Https(HttpsProbe {
+                    url: cfg.nginx_url.clone(),
+                    server_name: (!cfg.nginx_server_name.is_empty())
+                        .then(|| cfg.nginx_server_name.clone()),
+                    ca_file: root.host(&cfg.tls_ca_file),
+                    client: cfg.tls_client.as_ref().map(|c| ClientIdentity {
+                        cert: root.host(&c.cert),
+                        key: root.host(&c.key),
+                    }),
+                    expiry,
+                }),
+            ));
+        }
     }
     if db {
         out.push(def(
@@ -262,6 +334,11 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             Expect::Version,
         ));
         out.push(http("vllm", &cfg.vllm_url, "/health", Expect::Success));
+        out.push(def(
+            crate::gpu::health::CHECK_NAME.into(),
+            crate::gpu::health::CHECK_KIND,
+            Probe::Gpu { root: root.clone() },
+        ));
     }
     let units: Vec<String> = if cfg.units.is_empty() {
         role_units(role).iter().map(|u| u.to_string()).collect()
@@ -296,6 +373,26 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             },
         },
     ));
+    for path in &cfg.cert_files {
+        out.push(def(
+            format!("cert:{}", path.display()),
+            "cert",
+            Probe::CertFile {
+                path: root.host(path),
+                expiry,
+            },
+        ));
+    }
+    if cfg.time_sync != TimeSyncMode::Off {
+        out.push(def(
+            "time-sync".into(),
+            "time",
+            Probe::TimeSync(timesync::Policy {
+                unsynced: cfg.time_sync,
+                max_error: Duration::from_millis(cfg.time_max_error_ms),
+            }),
+        ));
+    }
     out
 }
 
@@ -312,10 +409,11 @@ mod tests {
                 .map(|c| c.name)
                 .collect()
         };
-        let common = ["disk:/", "disk:/var/lib/owui", "memory"];
+        let common = ["disk:/", "disk:/var/lib/owui", "memory", "time-sync"];
         let app = [
             "open-webui",
             "open-webui-db",
+            "nginx-tls",
             "unit:nginx.service",
             "unit:open-webui.service",
             "unit:open-terminal.service",
@@ -329,9 +427,15 @@ mod tests {
             "unit:etcd.service",
         ];
         assert_eq!(names(Role::Db), [&db[..], &common].concat());
-        let gpu = ["ollama", "vllm", "unit:ollama.service", "unit:vllm.service"];
+        let gpu = [
+            "ollama",
+            "vllm",
+            "gpu",
+            "unit:ollama.service",
+            "unit:vllm.service",
+        ];
         assert_eq!(names(Role::Gpu), [&gpu[..], &common].concat());
-        assert_eq!(names(Role::Allinone).len(), 6 + 7 + 3);
+        assert_eq!(names(Role::Allinone).len(), 8 + 7 + 4);
         // Configured units replace the role's list.
         let cfg = HealthConfig {
             units: vec!["x.service".into()],
@@ -349,6 +453,80 @@ mod tests {
             .unwrap();
         assert!(
             matches!(disk.probe, Probe::Disk { ref path, .. } if path == Path::new("/mnt/n/var/lib/owui"))
+        );
+    }
+
+    /// The `[health]` example in docs/status.md is a valid config.
+    #[test]
+    fn the_documented_config_parses() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/status.md"),
+        )
+        .unwrap();
+        let start = doc.find("```toml\n[health]\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let table: toml::Table = toml::from_str(&doc[start..end]).unwrap();
+        let cfg: HealthConfig = table["health"].clone().try_into().unwrap();
+        assert_eq!(cfg.nginx_url, HealthConfig::default().nginx_url);
+        assert!(cfg.tls_client.is_some());
+    }
+
+    #[test]
+    fn tls_and_time_checks_follow_the_config() {
+        let root = Root::new(Path::new("/mnt/n"));
+        let cfg: HealthConfig = toml::from_str(
+            "nginx_url = \"https://127.0.0.1:8443/health\"\n\
+             nginx_server_name = \"chat.example.org\"\n\
+             tls_client = { cert = \"/etc/owui/tls/node.pem\", key = \"/etc/owui/secrets/tls/node.key\" }\n\
+             cert_files = [\"/etc/nginx/certs/fullchain.pem\"]\n\
+             cert_warn_days = 20\ncert_fail_days = 5\ntime_sync = \"failed\"\n",
+        )
+        .unwrap();
+        let all = checks(Role::Allinone, &cfg, &root);
+        let find = |name: &str| all.iter().find(|c| c.name == name).unwrap();
+        let expiry = Expiry {
+            warn_days: 20,
+            fail_days: 5,
+        };
+        assert_eq!(find("nginx-tls").kind, "tls");
+        let Probe::Https(ref p) = find("nginx-tls").probe else {
+            panic!("nginx-tls is not an HTTPS probe");
+        };
+        assert_eq!(p.url, "https://127.0.0.1:8443/health");
+        assert_eq!(p.server_name.as_deref(), Some("chat.example.org"));
+        assert_eq!(p.ca_file, Path::new("/mnt/n/etc/owui/tls/ca.pem"));
+        let client = p.client.as_ref().unwrap();
+        assert_eq!(
+            client.key,
+            Path::new("/mnt/n/etc/owui/secrets/tls/node.key")
+        );
+        assert_eq!(p.expiry, expiry);
+        assert!(matches!(
+            find("cert:/etc/nginx/certs/fullchain.pem").probe,
+            Probe::CertFile { ref path, expiry: e }
+                if path == Path::new("/mnt/n/etc/nginx/certs/fullchain.pem") && e == expiry
+        ));
+        assert!(matches!(
+            find("time-sync").probe,
+            Probe::TimeSync(timesync::Policy {
+                unsynced: TimeSyncMode::Failed,
+                ..
+            })
+        ));
+        // Nodes without nginx never probe it; "" and "off" turn checks off.
+        for role in [Role::Db, Role::Gpu] {
+            assert!(!checks(role, &cfg, &root).iter().any(|c| c.kind == "tls"));
+        }
+        let off: HealthConfig = toml::from_str("nginx_url = \"\"\ntime_sync = \"off\"\n").unwrap();
+        let names: Vec<String> = checks(Role::Allinone, &off, &root)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "nginx-tls" || n == "time-sync" || n.starts_with("cert:")),
+            "{names:?}"
         );
     }
 }

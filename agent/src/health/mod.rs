@@ -9,6 +9,8 @@ pub mod postgres;
 pub mod probes;
 pub mod redis;
 pub mod systemd;
+pub mod timesync;
+pub mod tls;
 
 /// The async runtime the daemon and `status` run their checks on: two
 /// workers are plenty for I/O-bound probes.

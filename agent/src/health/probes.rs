@@ -1,5 +1,5 @@
 //! The probes that need no service library: disk space, memory, and HTTP
-//! endpoints (Open WebUI, Ollama, vLLM).
+//! endpoints (Open WebUI, Ollama, vLLM; nginx over TLS builds on [`get`]).
 
 use std::fs;
 use std::path::Path;
@@ -83,42 +83,71 @@ pub enum Expect {
 const BODY_MAX: usize = 64 << 10;
 
 pub async fn http(client: &reqwest::Client, url: &str, expect: Expect) -> CheckResult {
+    match get(client, url).await {
+        Ok(answer) => Ok(judge(url, &answer, expect)),
+        Err(concluded) => concluded,
+    }
+}
+
+/// What an endpoint answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub body: Vec<u8>,
+    /// The certificate the server presented (DER), over HTTPS with a
+    /// client built with `tls_info(true)`.
+    pub peer_certificate: Option<Vec<u8>>,
+}
+
+/// One `GET url`. `Err` is what the check concludes without an answer: a
+/// bad URL cannot be checked (`Err`), a refused connection, a TLS failure
+/// or a broken answer has failed.
+pub async fn get(client: &reqwest::Client, url: &str) -> Result<Answer, CheckResult> {
     let resp = match client.get(url).send().await {
         Ok(r) => r,
-        Err(e) if e.is_builder() => return Err(format!("bad URL {url}: {e}")),
-        Err(e) => return Ok(Observation::Fail(format!("{url}: {}", root_cause(&e)))),
+        Err(e) if e.is_builder() => return Err(Err(format!("bad URL {url}: {e}"))),
+        Err(e) => return Err(Ok(Observation::Fail(format!("{url}: {}", root_cause(&e))))),
     };
     let status = resp.status();
-    let body = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            return Ok(Observation::Fail(format!(
-                "{url}: reading the answer: {}",
-                root_cause(&e)
-            )))
-        }
-    };
+    let peer_certificate = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec);
+    match resp.bytes().await {
+        Ok(body) => Ok(Answer {
+            status,
+            body: body.to_vec(),
+            peer_certificate,
+        }),
+        Err(e) => Err(Ok(Observation::Fail(format!(
+            "{url}: reading the answer: {}",
+            root_cause(&e)
+        )))),
+    }
+}
+
+/// Whether `answer` from `url` is what `expect` asks for.
+pub fn judge(url: &str, answer: &Answer, expect: Expect) -> Observation {
+    let status = answer.status;
+    let body = &answer.body;
     if !status.is_success() {
-        return Ok(Observation::Fail(format!("{url}: HTTP {status}")));
+        return Observation::Fail(format!("{url}: HTTP {status}"));
     }
     if expect == Expect::Success {
-        return Ok(Observation::Ok(format!("HTTP {}", status.as_u16())));
+        return Observation::Ok(format!("HTTP {}", status.as_u16()));
     }
     if body.len() > BODY_MAX {
-        return Ok(Observation::Fail(format!(
+        return Observation::Fail(format!(
             "{url}: answer of {} bytes is not a health answer",
             body.len()
-        )));
+        ));
     }
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
+    let json: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => {
-            return Ok(Observation::Fail(format!(
-                "{url}: answer is not JSON ({e})"
-            )))
-        }
+        Err(e) => return Observation::Fail(format!("{url}: answer is not JSON ({e})")),
     };
-    Ok(match expect {
+    match expect {
         Expect::StatusTrue if json.get("status") == Some(&serde_json::Value::Bool(true)) => {
             Observation::Ok("status true".into())
         }
@@ -130,11 +159,11 @@ pub async fn http(client: &reqwest::Client, url: &str, expect: Expect) -> CheckR
             None => Observation::Fail(format!("{url}: answered {json} without a version")),
         },
         Expect::Success => Observation::Ok(format!("HTTP {}", status.as_u16())),
-    })
+    }
 }
 
 /// The innermost error, which names what went wrong ("connection refused").
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -108,6 +108,11 @@ impl Bus {
         })
     }
 
+    /// The connection, for other services on the same bus (timedated).
+    pub fn connection(&self) -> zbus::Connection {
+        self.current().1
+    }
+
     fn current(&self) -> (u64, zbus::Connection) {
         match self.inner.conn.lock() {
             Ok(guard) => guard.clone(),

@@ -1,0 +1,236 @@
+//! `owui-agent gpu setup`: idempotent, run by hand or at boot for GPU roles.
+//! Finds the NVIDIA GPUs on the PCI bus, picks the pinned driver set, loads
+//! its kernel modules, checks through NVML that the running driver is the
+//! set's and sees every GPU PCI shows, makes the device nodes and their
+//! `/dev/char` links, writes the CDI spec, and points the container
+//! runtimes at it. With no NVIDIA GPU it says so and succeeds.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use owui_bundle::command::Cmd;
+use owui_bundle::error::IoContext;
+use owui_bundle::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use super::api::GpuDevice;
+use super::choice::{self, Choice};
+use super::devnodes::{self, Nodes};
+use super::firmware::Firmware;
+use super::runtime_config::{self, Change};
+use super::{cdi, open_api, pci};
+use crate::layout::Root;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleStep {
+    pub module: String,
+    /// `already loaded`, `loaded`, or why it was not.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupReport {
+    /// `configured` or `no-gpu`.
+    pub outcome: String,
+    pub detail: String,
+    pub choice: Option<Choice>,
+    pub modules: Vec<ModuleStep>,
+    pub driver_version: Option<String>,
+    /// Which GPU interface answered.
+    pub source: Option<String>,
+    pub devices: Vec<GpuDevice>,
+    pub nodes: Option<Nodes>,
+    pub cdi_spec: Option<PathBuf>,
+    /// `written` or `unchanged`.
+    pub cdi_action: Option<String>,
+    pub cdi_devices: Vec<String>,
+    pub runtimes: Vec<Change>,
+    pub warnings: Vec<String>,
+}
+
+/// The kernel's name for a module (`nvidia-uvm` is `nvidia_uvm`).
+fn loaded(root: &Root, module: &str) -> bool {
+    root.host(Path::new("/sys/module"))
+        .join(module.replace('-', "_"))
+        .exists()
+}
+
+fn load_modules(root: &Root, modules: &[String]) -> Result<Vec<ModuleStep>> {
+    let live = root.path() == Path::new("/");
+    let mut steps = Vec::new();
+    for m in modules {
+        let action = if loaded(root, m) {
+            "already loaded".to_string()
+        } else if live {
+            Cmd::new("modprobe").arg(m).output()?;
+            "loaded".to_string()
+        } else {
+            "not loaded: --root is not /, the module loads when that system boots".to_string()
+        };
+        steps.push(ModuleStep {
+            module: m.clone(),
+            action,
+        });
+    }
+    Ok(steps)
+}
+
+fn save(root: &Root, state_dir: &Path, report: &SetupReport) -> Result<()> {
+    let dir = root.host(state_dir);
+    fs::create_dir_all(&dir).at("creating", &dir)?;
+    let path = dir.join("setup.json");
+    let text = serde_json::to_string_pretty(report)
+        .map_err(|e| Error::invalid("setup report", e.to_string()))?;
+    fs::write(&path, text).at("writing", &path)
+}
+
+/// The last report `gpu setup` saved.
+pub fn last(root: &Root, state_dir: &Path) -> Option<SetupReport> {
+    let text = fs::read_to_string(root.host(state_dir).join("setup.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn setup(root: &Root) -> Result<SetupReport> {
+    let cfg = super::load_config(root)?;
+    let found = pci::scan(root)?;
+    if found.gpus.is_empty() {
+        return Ok(SetupReport {
+            outcome: "no-gpu".into(),
+            detail: format!(
+                "no NVIDIA GPU on the PCI bus ({} other display devices): nothing to set up",
+                found.other_display.len()
+            ),
+            choice: None,
+            modules: Vec::new(),
+            driver_version: None,
+            source: None,
+            devices: Vec::new(),
+            nodes: None,
+            cdi_spec: None,
+            cdi_action: None,
+            cdi_devices: Vec::new(),
+            runtimes: Vec::new(),
+            warnings: Vec::new(),
+        });
+    }
+    let fw = Firmware::load(&root.host(&cfg.firmware_dir))?;
+    let Some(choice) = choice::choose(&fw, &found)? else {
+        return Err(Error::invalid("GPUs", "no GPU to choose a set for"));
+    };
+    let Some(set) = fw.sets.get(&choice.set) else {
+        return Err(Error::invalid(
+            fw.table_file.display().to_string(),
+            "chosen set vanished",
+        ));
+    };
+    let modules = load_modules(root, &set.kernel_modules.load)?;
+    let mut api = open_api(root, &cfg)?;
+    let driver = api.driver_version()?;
+    if driver != set.version() {
+        return Err(Error::refused(
+            format!("driver {driver}"),
+            format!(
+                "{} reports driver {driver} but the pinned set {} is {}: the loaded kernel \
+                 module is not the set's. Boot the image's own kernel, or rebuild the image \
+                 with the set",
+                api.source(),
+                set.name(),
+                set.version()
+            ),
+        ));
+    }
+    let devices = api.devices()?;
+    if devices.len() != found.gpus.len() {
+        let missing: Vec<&str> = found
+            .gpus
+            .iter()
+            .filter(|p| !devices.iter().any(|d| d.pci_bus_id == p.address))
+            .map(|p| p.address.as_str())
+            .collect();
+        return Err(Error::refused(
+            "GPUs",
+            format!(
+                "PCI shows {} NVIDIA GPUs but {} sees {} (not seen: {}); check `dmesg` for \
+                 NVRM errors",
+                found.gpus.len(),
+                api.source(),
+                devices.len(),
+                missing.join(", ")
+            ),
+        ));
+    }
+    let nodes = devnodes::ensure(root, &devices)?;
+    let spec = cdi::generate(root, set, &devices, &nodes, &cfg.hook_binary)?;
+    let yaml = cdi::to_yaml(&spec)?;
+    let written = cdi::write(&root.host(&cfg.cdi_dir), &yaml)?;
+    let runtimes = runtime_config::configure_all(root, &cfg.cdi_dir)?;
+    let mut warnings = choice.warnings.clone();
+    warnings.extend(nodes.warnings.iter().cloned());
+    let report = SetupReport {
+        outcome: "configured".into(),
+        detail: format!(
+            "{} GPUs ({}), set {} driver {} (Debian {} from {}), {} kernel modules",
+            devices.len(),
+            choice
+                .gpus
+                .iter()
+                .map(|g| g.model.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
+            set.name(),
+            set.version(),
+            set.debian_version,
+            set.suite,
+            choice.kernel_modules
+        ),
+        cdi_devices: spec
+            .devices
+            .iter()
+            .map(|d| format!("{}={}", cdi::KIND, d.name))
+            .collect(),
+        choice: Some(choice),
+        modules,
+        driver_version: Some(driver),
+        source: Some(api.source()),
+        devices,
+        nodes: Some(nodes),
+        cdi_spec: Some(cfg.cdi_dir.join(cdi::FILE_NAME)),
+        cdi_action: Some(if written { "written" } else { "unchanged" }.into()),
+        runtimes,
+        warnings,
+    };
+    save(root, &cfg.state_dir, &report)?;
+    Ok(report)
+}
+
+pub fn print(r: &SetupReport) {
+    println!("{}", r.detail);
+    for m in &r.modules {
+        println!("module   {}: {}", m.module, m.action);
+    }
+    if let Some(s) = &r.source {
+        println!(
+            "driver   {} via {s}",
+            r.driver_version.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(n) = &r.nodes {
+        let made = n.nodes.iter().filter(|n| n.created).count();
+        println!(
+            "devices  {} nodes ({made} made now), {} /dev/char links",
+            n.nodes.len(),
+            n.links.len()
+        );
+    }
+    if let (Some(p), Some(a)) = (&r.cdi_spec, &r.cdi_action) {
+        println!("cdi      {} {a}: {}", p.display(), r.cdi_devices.join(" "));
+    }
+    for c in &r.runtimes {
+        println!("runtime  {} {}: {}", c.runtime, c.file.display(), c.action);
+    }
+    for w in &r.warnings {
+        println!("warning  {w}");
+    }
+}

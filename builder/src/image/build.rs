@@ -1,0 +1,616 @@
+//! `owui-builder build`: the stages from a role spec to a signed disk image.
+//!
+//! content → rootfs (mmdebstrap, erofs, verity; the slow one, cached by a key
+//! over all of its inputs) → UKI → ESP → GPT disk → manifest, SBOM,
+//! signature. Each stage prints its name and time. Outputs appear in the
+//! output directory only when complete.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use owui_bundle::error::IoContext;
+use owui_bundle::fsutil::write_atomic;
+use owui_bundle::progress::Progress;
+use owui_bundle::sign::SecretKey;
+use owui_bundle::{Error, Result, Sha256Digest};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::content::{self, Prefilled};
+use super::disk::{self, PartitionImage, CONTENT_LABEL, ESP_LABEL, ROOT_LABEL, VERITY_LABEL};
+use super::esp::{self, EspFiles};
+use super::manifest::{self, ImageManifest, Uki, FORMAT};
+use super::rootfs::{self, Package, RootfsInputs};
+use super::rootimg::{self, uuid_from, Verity};
+use super::sbom::{self, SbomInputs};
+use super::spec::ImageSpec;
+use super::uki::{self, UkiParts};
+
+pub struct BuildOptions<'a> {
+    pub spec: &'a ImageSpec,
+    pub key: &'a SecretKey,
+    pub out: &'a Path,
+    pub agent_binary: &'a Path,
+    /// Stage outputs and downloaded packages, kept between builds.
+    pub cache_dir: &'a Path,
+    /// Overrides the spec's mirror (a local mirror for offline rebuilds).
+    pub mirror: Option<&'a str>,
+    pub source_date_epoch: u64,
+    /// false: build every stage afresh (the cache is still refreshed).
+    pub reuse_cache: bool,
+    pub quiet: bool,
+    pub progress: &'a dyn Progress,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageTime {
+    pub stage: &'static str,
+    pub seconds: f64,
+    pub cached: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    pub image: PathBuf,
+    pub manifest: PathBuf,
+    pub sbom: PathBuf,
+    pub role: String,
+    pub version: String,
+    pub root_hash: String,
+    pub image_sha256: Sha256Digest,
+    pub image_bytes: u64,
+    pub stages: Vec<StageTime>,
+}
+
+/// Programs the build runs, checked up front so a missing one fails in
+/// seconds rather than after the rootfs stage.
+const TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("mkfs.erofs", "erofs-utils"),
+    ("veritysetup", "cryptsetup-bin"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("mmd", "mtools"),
+    ("systemd-repart", "systemd"),
+    ("mkfs.ext4", "e2fsprogs"),
+];
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+pub fn check_tools() -> Result<()> {
+    for (program, package) in TOOLS {
+        if !on_path(program) {
+            return Err(Error::tool(
+                *program,
+                format!("not found on PATH; install the Debian package {package}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct Stages {
+    quiet: bool,
+    times: Vec<StageTime>,
+    total: usize,
+}
+
+impl Stages {
+    fn run<T>(
+        &mut self,
+        stage: &'static str,
+        what: &str,
+        f: impl FnOnce() -> Result<(T, bool)>,
+    ) -> Result<T> {
+        let n = self.times.len() + 1;
+        if !self.quiet {
+            eprintln!("[{n}/{}] {stage}: {what}", self.total);
+        }
+        let start = Instant::now();
+        let (value, cached) = f()?;
+        let seconds = start.elapsed().as_secs_f64();
+        if !self.quiet {
+            let how = if cached { " (cached)" } else { "" };
+            eprintln!("[{n}/{}] {stage}: done in {seconds:.1} s{how}", self.total);
+        }
+        self.times.push(StageTime {
+            stage,
+            seconds,
+            cached,
+        });
+        Ok(value)
+    }
+}
+
+/// Sizes of the files under each content source: the partition check runs
+/// on this before any work, then again on what was actually packed.
+fn estimate_content_bytes(spec: &ImageSpec) -> Result<u64> {
+    fn size_of(path: &Path) -> Result<u64> {
+        let meta = fs::metadata(path).at("reading", path)?;
+        if !meta.is_dir() {
+            return Ok(meta.len());
+        }
+        let mut total = 0;
+        for entry in fs::read_dir(path).at("reading", path)? {
+            total += size_of(&entry.at("reading", path)?.path())?;
+        }
+        Ok(total)
+    }
+    let c = &spec.content;
+    let mut total = 0;
+    for p in c
+        .oci
+        .iter()
+        .map(|o| &o.source)
+        .chain(c.ollama.iter().map(|m| &m.gguf))
+        .chain(c.huggingface.iter().map(|h| &h.path))
+    {
+        total += size_of(p)?;
+    }
+    Ok(total)
+}
+
+/// The rootfs stage's outputs, as kept in the cache.
+struct RootArtifacts {
+    dir: PathBuf,
+    verity: Verity,
+    packages: Vec<Package>,
+}
+
+const ROOT_FILES: &[&str] = &[
+    "root.erofs",
+    "root.verity",
+    "vmlinuz",
+    "initrd",
+    "linuxx64.efi.stub",
+    "systemd-bootx64.efi",
+    "os-release",
+];
+
+impl RootArtifacts {
+    fn load(dir: &Path) -> Option<RootArtifacts> {
+        let verity = serde_json::from_slice(&fs::read(dir.join("verity.json")).ok()?).ok()?;
+        let packages = serde_json::from_slice(&fs::read(dir.join("packages.json")).ok()?).ok()?;
+        ROOT_FILES
+            .iter()
+            .all(|f| dir.join(f).is_file())
+            .then(|| RootArtifacts {
+                dir: dir.to_path_buf(),
+                verity,
+                packages,
+            })
+    }
+}
+
+/// Hashes a tree's paths, modes, link targets and file contents.
+fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .at("reading", dir)?
+        .collect::<std::io::Result<_>>()
+        .at("reading", dir)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).at("reading", &path)?;
+        h.update(entry.file_name().as_encoded_bytes());
+        h.update(meta.permissions().mode().to_le_bytes());
+        if meta.file_type().is_symlink() {
+            h.update(
+                fs::read_link(&path)
+                    .at("reading", &path)?
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
+        } else if meta.is_dir() {
+            h.update(b"{");
+            hash_tree(h, &path)?;
+            h.update(b"}");
+        } else {
+            h.update(fs::read(&path).at("reading", &path)?);
+        }
+        h.update([0]);
+    }
+    Ok(())
+}
+
+fn build_root(
+    inputs: &RootfsInputs<'_>,
+    injection: &Path,
+    scratch: &Path,
+    dest: &Path,
+    key: &[u8; 32],
+) -> Result<RootArtifacts> {
+    let tree = scratch.join("rootfs");
+    rootfs::debootstrap(inputs, injection, &tree)?;
+    rootfs::finish_tree(&tree)?;
+    let packages = rootfs::read_packages(&tree)?;
+
+    let work = scratch.join("root-stage");
+    fs::create_dir_all(&work).at("creating", &work)?;
+    let copy = |from: &Path, name: &str| -> Result<()> {
+        fs::copy(from, work.join(name))
+            .at("copying", from)
+            .map(|_| ())
+    };
+    let boot = tree.join("boot");
+    let kernel = newest(&boot, "vmlinuz-")?;
+    let initrd = newest(&boot, "initrd.img-")?;
+    copy(&kernel, "vmlinuz")?;
+    copy(&initrd, "initrd")?;
+    let efi = tree.join("usr/lib/systemd/boot/efi");
+    copy(&efi.join("linuxx64.efi.stub"), "linuxx64.efi.stub")?;
+    copy(&efi.join("systemd-bootx64.efi"), "systemd-bootx64.efi")?;
+    copy(&tree.join("usr/lib/os-release"), "os-release")?;
+    // The kernel and initrd travel in the UKI; /boot in the root stays empty.
+    for entry in fs::read_dir(&boot).at("reading", &boot)? {
+        let path = entry.at("reading", &boot)?.path();
+        fs::remove_file(&path).at("removing", &path)?;
+    }
+    let verity = rootimg::make_root(
+        &tree,
+        key,
+        inputs.source_date_epoch,
+        &work.join("root.erofs"),
+        &work.join("root.verity"),
+    )?;
+    fs::remove_dir_all(&tree).at("removing", &tree)?;
+    fs::write(work.join("verity.json"), to_json(&verity)?).at("writing", &work)?;
+    fs::write(work.join("packages.json"), to_json(&packages)?).at("writing", &work)?;
+    if dest.exists() {
+        fs::remove_dir_all(dest).at("replacing", dest)?;
+    }
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).at("creating", parent)?;
+    }
+    fs::rename(&work, dest).at("moving into the cache", dest)?;
+    RootArtifacts::load(dest).ok_or_else(|| {
+        Error::invalid(
+            dest.display().to_string(),
+            "the rootfs stage left incomplete outputs",
+        )
+    })
+}
+
+/// The file in `dir` whose name starts with `prefix`; the kernel package set
+/// has one kernel, so more than one is an error rather than a guess.
+fn newest(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .at("reading", dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::invalid(
+            dir.display().to_string(),
+            format!("no {prefix}* file: is linux-image-amd64 in debian.packages?"),
+        )),
+        _ => Err(Error::invalid(
+            dir.display().to_string(),
+            format!("more than one {prefix}* file; list exactly one kernel package"),
+        )),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::invalid("stage output", e.to_string()))
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
+pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
+    let spec = opts.spec;
+    check_tools()?;
+    spec.check_sources()?;
+    spec.content_mib(estimate_content_bytes(spec)?)?;
+    fs::create_dir_all(opts.out).at("creating", opts.out)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".owui-build-")
+        .tempdir_in(opts.out)
+        .at("creating a scratch directory in", opts.out)?;
+    let scratch = scratch.path();
+    let epoch = opts.source_date_epoch;
+    let role = spec.role.as_str().to_string();
+    let name = format!("{role}-{}", spec.version);
+    let mut stages = Stages {
+        quiet: opts.quiet,
+        times: Vec::new(),
+        total: 6,
+    };
+
+    // 1. Content, first: the Quadlet units name the images by the digests
+    // it yields, and a too-small partition shows before the slow stage.
+    let mount = scratch.join("content");
+    let prefilled: Prefilled = stages.run(
+        "content",
+        "containers and models into the content store",
+        || {
+            Ok((
+                content::prefill(spec, opts.key, epoch, scratch, &mount, opts.progress)?,
+                false,
+            ))
+        },
+    )?;
+    let content_mib = spec.content_mib(prefilled.bytes)?;
+    let digest_of = |oci: &owui_bundle::spec::OciSpec| {
+        prefilled
+            .manifest
+            .as_ref()
+            .and_then(|m| m.oci.iter().find(|o| o.reference == oci.reference))
+            .map(|o| o.manifest)
+    };
+    let mut quadlets = Vec::new();
+    for q in &spec.units.quadlets {
+        quadlets.push((q.clone(), spec.render_quadlet(q, digest_of)?));
+    }
+
+    // 2. Root filesystem, cached by a key over everything that goes in.
+    let public = opts.key.public();
+    let trust_name = format!("{}.pub", public.id);
+    let trust_text = public.to_file_string();
+    let image_info = serde_json::to_string_pretty(&serde_json::json!({
+        "role": role,
+        "version": spec.version,
+    }))
+    .unwrap_or_default();
+    let mirror = opts.mirror.unwrap_or(&spec.debian.mirror);
+    let inputs = RootfsInputs {
+        spec,
+        mirror,
+        agent_binary: opts.agent_binary,
+        quadlets: &quadlets,
+        trust_key: (&trust_name, &trust_text),
+        image_info: &image_info,
+        source_date_epoch: epoch,
+        package_cache: &opts.cache_dir.join("debs"),
+    };
+    let injection = scratch.join("inject");
+    rootfs::write_injection(&inputs, &injection)?;
+    let mut h = Sha256::new();
+    h.update(format!(
+        "owui-builder {} rootfs\n{:?}\n{mirror}\n{epoch}\n{:?}\n",
+        env!("CARGO_PKG_VERSION"),
+        spec.debian,
+        spec.units.enable
+    ));
+    hash_tree(&mut h, &injection)?;
+    let root_key: [u8; 32] = h.finalize().into();
+    let root_key_hex: String = root_key
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let root_cache = opts.cache_dir.join(format!("rootfs-{root_key_hex}"));
+    let packages_note = format!(
+        "{} packages from {} {}",
+        spec.debian.packages.len(),
+        spec.debian.suite,
+        mirror
+    );
+    let root = stages.run("rootfs", &packages_note, || {
+        if opts.reuse_cache {
+            if let Some(found) = RootArtifacts::load(&root_cache) {
+                return Ok((found, true));
+            }
+        }
+        Ok((
+            build_root(&inputs, &injection, scratch, &root_cache, &root_key)?,
+            false,
+        ))
+    })?;
+    let root_bytes = fs::metadata(root.dir.join("root.erofs"))
+        .at("reading", &root.dir)?
+        .len()
+        + fs::metadata(root.dir.join("root.verity"))
+            .at("reading", &root.dir)?
+            .len();
+    if mib(root_bytes) > spec.partitions.root_mib {
+        return Err(Error::invalid(
+            format!("{}: partitions.root", spec.file.display()),
+            format!(
+                "{} MiB is too small: the root filesystem and its verity tree take {} MiB",
+                spec.partitions.root_mib,
+                mib(root_bytes)
+            ),
+        ));
+    }
+
+    // 3. The UKI: the command line carries the root hash, so the signature
+    // over the UKI (or the manifest) covers the whole root.
+    let v = &root.verity;
+    let mut cmdline = vec![
+        "root=/dev/mapper/root".to_string(),
+        "rootfstype=erofs".into(),
+        "ro".into(),
+        format!("owui.verity={}", v.root_hash),
+        format!("owui.verity.data={}", v.data_uuid),
+        format!("owui.verity.hash={}", v.hash_uuid),
+    ];
+    cmdline.extend(spec.kernel_cmdline.iter().cloned());
+    let cmdline = cmdline.join(" ");
+    let uki_path = scratch.join("uki.efi");
+    stages.run(
+        "uki",
+        "kernel, initrd and command line into one EFI binary",
+        || {
+            let read = |n: &str| fs::read(root.dir.join(n)).at("reading", &root.dir.join(n));
+            let image = uki::assemble(
+                &read("linuxx64.efi.stub")?,
+                &UkiParts {
+                    osrel: &read("os-release")?,
+                    cmdline: cmdline.as_bytes(),
+                    initrd: &read("initrd")?,
+                    linux: &read("vmlinuz")?,
+                },
+            )?;
+            fs::write(&uki_path, image).at("writing", &uki_path)?;
+            Ok(((), false))
+        },
+    )?;
+
+    // 4. ESP.
+    let uki_name = format!("owui-{name}.efi");
+    let esp_path = scratch.join("esp.img");
+    stages.run(
+        "esp",
+        "systemd-boot and the UKI on a FAT32 partition",
+        || {
+            let need = fs::metadata(&uki_path).at("reading", &uki_path)?.len();
+            if mib(need) + 8 > spec.partitions.esp_mib {
+                return Err(Error::invalid(
+                    format!("{}: partitions.esp", spec.file.display()),
+                    format!(
+                        "{} MiB cannot hold the {} MiB UKI",
+                        spec.partitions.esp_mib,
+                        mib(need)
+                    ),
+                ));
+            }
+            esp::make_esp(
+                &EspFiles {
+                    systemd_boot: &root.dir.join("systemd-bootx64.efi"),
+                    uki: &uki_path,
+                    uki_name: &uki_name,
+                },
+                spec.partitions.esp_mib,
+                epoch,
+                scratch,
+                &esp_path,
+            )?;
+            Ok(((), false))
+        },
+    )?;
+
+    // 5. Disk.
+    let seed_of = |what: &str| -> [u8; 32] {
+        Sha256::new()
+            .chain_update(root_key)
+            .chain_update(what.as_bytes())
+            .chain_update(v.root_hash.as_bytes())
+            .chain_update(prefilled.bytes.to_le_bytes())
+            .finalize()
+            .into()
+    };
+    let content_img = scratch.join("content.ext4");
+    let tmp_image = scratch.join(format!("{name}.img"));
+    stages.run("disk", "GPT: ESP, verity root, content partition", || {
+        content::make_partition(
+            &mount,
+            content_mib,
+            &uuid_from(&seed_of("content-fs")),
+            epoch,
+            &content_img,
+        )?;
+        let parts = [
+            PartitionImage {
+                repart_type: "esp",
+                label: ESP_LABEL,
+                uuid: uuid_from(&seed_of("esp")),
+                file: esp_path.clone(),
+            },
+            PartitionImage {
+                repart_type: "root-x86-64",
+                label: ROOT_LABEL,
+                uuid: v.data_uuid.clone(),
+                file: root.dir.join("root.erofs"),
+            },
+            PartitionImage {
+                repart_type: "root-x86-64-verity",
+                label: VERITY_LABEL,
+                uuid: v.hash_uuid.clone(),
+                file: root.dir.join("root.verity"),
+            },
+            PartitionImage {
+                repart_type: "linux-generic",
+                label: CONTENT_LABEL,
+                uuid: uuid_from(&seed_of("content")),
+                file: content_img.clone(),
+            },
+        ];
+        disk::assemble(&parts, &uuid_from(&seed_of("disk")), scratch, &tmp_image)?;
+        Ok(((), false))
+    })?;
+
+    // 6. Manifest, SBOM, signature.
+    let manifest_path = opts.out.join(format!("{name}.manifest.json"));
+    let sbom_path = opts.out.join(format!("{name}.spdx.json"));
+    let image_path = opts.out.join(format!("{name}.img"));
+    let image = stages.run("manifest", "digests, SBOM and signature", || {
+        let gpt = disk::read_gpt(&tmp_image)?;
+        let partitions = gpt
+            .iter()
+            .map(|p| manifest::partition_digest(&tmp_image, p))
+            .collect::<Result<Vec<_>>>()?;
+        let sbom = sbom::spdx(&SbomInputs {
+            name: &format!("owui-{name}"),
+            suite: &spec.debian.suite,
+            root_hash: &v.root_hash,
+            source_date_epoch: epoch,
+            packages: &root.packages,
+            content: prefilled.manifest.as_ref(),
+        });
+        let sbom_bytes = serde_json::to_vec_pretty(&sbom).unwrap_or_default();
+        let tmp_sbom = scratch.join(format!("{name}.spdx.json"));
+        fs::write(&tmp_sbom, &sbom_bytes).at("writing", &tmp_sbom)?;
+        let image = manifest::file_digest(&tmp_image)?;
+        let uki_digest = manifest::file_digest(&uki_path)?;
+        let doc = ImageManifest {
+            format: FORMAT.into(),
+            role: role.clone(),
+            version: spec.version.clone(),
+            source_date_epoch: epoch,
+            image: image.clone(),
+            partitions,
+            verity: v.clone(),
+            uki: Uki {
+                path: format!("EFI/Linux/{uki_name}"),
+                sha256: uki_digest.sha256,
+                cmdline: cmdline.clone(),
+            },
+            content: prefilled.manifest.clone(),
+            packages: root.packages.clone(),
+            sbom: manifest::file_digest(&tmp_sbom)?,
+        };
+        let bytes = serde_json::to_vec_pretty(&doc)
+            .map_err(|e| Error::invalid("image manifest", e.to_string()))?;
+        let signature = opts
+            .key
+            .sign(&bytes, &format!("owui image {name} {}", image.sha256));
+        // The image last: a manifest without its image is harmless, an
+        // image without its manifest cannot be verified.
+        write_atomic(&sbom_path, &sbom_bytes, 0o644)?;
+        write_atomic(&manifest_path, &bytes, 0o644)?;
+        write_atomic(&minisig_path(&manifest_path), signature.as_bytes(), 0o644)?;
+        fs::rename(&tmp_image, &image_path).at("moving into place", &image_path)?;
+        Ok((image, false))
+    })?;
+
+    Ok(BuildReport {
+        image: image_path,
+        manifest: manifest_path,
+        sbom: sbom_path,
+        role,
+        version: spec.version.clone(),
+        root_hash: v.root_hash.clone(),
+        image_sha256: image.sha256,
+        image_bytes: image.size,
+        stages: stages.times,
+    })
+}
+
+pub fn minisig_path(manifest: &Path) -> PathBuf {
+    let mut s = manifest.as_os_str().to_os_string();
+    s.push(".minisig");
+    PathBuf::from(s)
+}

@@ -1,0 +1,155 @@
+//! The content partition: the role's containers and models, put in place by
+//! the same code that applies bundles on a node (pack a bundle, verify it,
+//! apply it), so a pre-filled node and a node filled from bundles hold the
+//! same store, generations and trees. The partition is mounted at
+//! /var/lib/owui, where later bundles extend it.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use owui_bundle::apply::{self, Node};
+use owui_bundle::archive::BundleReader;
+use owui_bundle::command::Cmd;
+use owui_bundle::create::{create_from_spec, CreateOptions};
+use owui_bundle::error::IoContext;
+use owui_bundle::manifest::Manifest;
+use owui_bundle::oci::PodmanStore;
+use owui_bundle::progress::Progress;
+use owui_bundle::sign::SecretKey;
+use owui_bundle::trust::TrustStore;
+use owui_bundle::{Error, Result};
+
+use super::spec::ImageSpec;
+
+/// The channel image content is recorded under; bundles for the site use
+/// their own channels, so this never blocks one.
+pub const IMAGE_CHANNEL: &str = "image";
+
+/// Paths on the content partition, relative to its mount point
+/// /var/lib/owui; the image's agent.toml names the same ones.
+pub fn node_for(spec: &ImageSpec, mount: &Path, run_root: &Path) -> Node {
+    Node {
+        role: spec.role,
+        content_dir: mount.join("content"),
+        bundles_dir: mount.join("bundles"),
+        ollama_dir: mount.join("ollama/models"),
+        huggingface_dir: mount.join("huggingface/hub"),
+        podman: Some(PodmanStore {
+            driver: "overlay".into(),
+            graph_root: mount.join("containers/storage"),
+            run_root: run_root.to_path_buf(),
+        }),
+        owner: None,
+    }
+}
+
+pub struct Prefilled {
+    /// The signed bundle manifest of what was pre-filled (None: no content).
+    pub manifest: Option<Manifest>,
+    /// Bytes of content (blobs), for the partition size.
+    pub bytes: u64,
+}
+
+/// Packs the spec's content into a bundle signed with `key`, then applies it
+/// into `mount` (a directory laid out as /var/lib/owui).
+pub fn prefill(
+    spec: &ImageSpec,
+    key: &SecretKey,
+    epoch: u64,
+    scratch: &Path,
+    mount: &Path,
+    progress: &dyn Progress,
+) -> Result<Prefilled> {
+    let node = node_for(spec, mount, &scratch.join("podman-run"));
+    fs::create_dir_all(&node.content_dir).at("creating", &node.content_dir)?;
+    fs::create_dir_all(&node.bundles_dir).at("creating", &node.bundles_dir)?;
+    if spec.content.is_empty() {
+        return Ok(Prefilled {
+            manifest: None,
+            bytes: 0,
+        });
+    }
+    let bundle_spec = spec.content.to_bundle_spec(spec.role, IMAGE_CHANNEL, 1);
+    let bundle = scratch.join("content.owb");
+    let report = create_from_spec(
+        &bundle_spec,
+        &CreateOptions {
+            spec: &spec.file,
+            key,
+            out: &bundle,
+            have: None,
+            created: epoch,
+            progress,
+        },
+    )?;
+    let trust_dir = scratch.join("trust");
+    let mut trust = TrustStore::load(&trust_dir)?;
+    trust.install(&key.public())?;
+    let reader = BundleReader::open(&bundle, &trust)?;
+    apply::apply(&reader, &node, false, progress)?;
+    fs::remove_file(&bundle).at("removing", &bundle)?;
+    let bytes = report.manifest.blobs.iter().map(|b| b.size).sum();
+    Ok(Prefilled {
+        manifest: Some(report.manifest),
+        bytes,
+    })
+}
+
+/// Sets every timestamp under `dir` to `epoch` (apply stamps the build's
+/// wall-clock time; the filesystem image must not carry it).
+pub fn clamp_times(dir: &Path, epoch: u64) -> Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(i64::try_from(epoch).unwrap_or(i64::MAX), 0);
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).at("reading", &path)?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).at("reading", &path)? {
+                stack.push(entry.at("reading", &path)?.path());
+            }
+        }
+        utimensat(
+            None,
+            path.as_os_str().as_bytes(),
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| Error::Io {
+            action: "setting the time of",
+            path: path.clone(),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// `mount` → an ext4 image of `size_mib`, reproducible: fixed UUID and hash
+/// seed, fake creation time, clamped file times.
+pub fn make_partition(
+    mount: &Path,
+    size_mib: u64,
+    uuid: &str,
+    epoch: u64,
+    out: &Path,
+) -> Result<()> {
+    clamp_times(mount, epoch)?;
+    if out.exists() {
+        fs::remove_file(out).at("replacing", out)?;
+    }
+    Cmd::new("mkfs.ext4")
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .args(["-q", "-F", "-L", "owui-content", "-U", uuid])
+        .arg("-E")
+        .arg(format!(
+            "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0"
+        ))
+        .arg("-d")
+        .arg(mount)
+        .arg(out)
+        .arg(format!("{size_mib}M"))
+        .output()
+        .map(|_| ())
+}

@@ -1,0 +1,171 @@
+//! The GPT disk: systemd-repart lays the finished partition images out
+//! (`CopyBlocks=`), with every UUID given so the table is reproducible; a
+//! small GPT reader finds them again for digests and `verify-image`.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use owui_bundle::command::Cmd;
+use owui_bundle::error::IoContext;
+use owui_bundle::{Error, Result};
+
+pub struct PartitionImage {
+    /// systemd-repart's type name (`esp`, `root-x86-64`, …).
+    pub repart_type: &'static str,
+    pub label: &'static str,
+    pub uuid: String,
+    pub file: PathBuf,
+}
+
+/// Partition labels: the units in the image mount by these.
+pub const ESP_LABEL: &str = "owui-esp";
+pub const ROOT_LABEL: &str = "owui-root";
+pub const VERITY_LABEL: &str = "owui-root-verity";
+pub const CONTENT_LABEL: &str = "owui-content";
+
+/// Writes `disk` from the partition images, in order.
+pub fn assemble(
+    parts: &[PartitionImage],
+    disk_uuid: &str,
+    scratch: &Path,
+    disk: &Path,
+) -> Result<()> {
+    let defs = scratch.join("repart.d");
+    if defs.exists() {
+        fs::remove_dir_all(&defs).at("removing", &defs)?;
+    }
+    fs::create_dir_all(&defs).at("creating", &defs)?;
+    for (i, p) in parts.iter().enumerate() {
+        let conf = defs.join(format!("{:02}-{}.conf", (i + 1) * 10, p.label));
+        let text = format!(
+            "[Partition]\nType={}\nLabel={}\nUUID={}\nCopyBlocks={}\n",
+            p.repart_type,
+            p.label,
+            p.uuid,
+            p.file.display()
+        );
+        fs::write(&conf, text).at("writing", &conf)?;
+    }
+    if disk.exists() {
+        fs::remove_file(disk).at("replacing", disk)?;
+    }
+    Cmd::new("systemd-repart")
+        .arg("--empty=create")
+        .arg("--size=auto")
+        .arg("--dry-run=no")
+        .arg("--no-pager")
+        .arg(format!("--definitions={}", defs.display()))
+        .arg(format!("--seed={disk_uuid}"))
+        .arg(disk)
+        .output()?;
+    fs::remove_dir_all(&defs).at("removing", &defs)
+}
+
+/// One GPT entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GptPartition {
+    pub label: String,
+    pub type_guid: String,
+    pub uuid: String,
+    /// Bytes from the start of the disk.
+    pub offset: u64,
+    pub size: u64,
+}
+
+const SECTOR: u64 = 512;
+
+/// Mixed-endian GUID bytes as the usual string.
+fn guid(b: &[u8]) -> String {
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    )
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Reads the primary GPT of a disk image; errors name the image and the
+/// byte offset that is wrong.
+pub fn read_gpt(disk: &Path) -> Result<Vec<GptPartition>> {
+    let bad = |at: u64, detail: &str| {
+        Error::invalid(
+            format!("{} at byte {at}", disk.display()),
+            detail.to_string(),
+        )
+    };
+    let mut f = File::open(disk).at("opening", disk)?;
+    let disk_len = f.metadata().at("reading", disk)?.len();
+    let mut header = [0u8; 92];
+    f.seek(SeekFrom::Start(SECTOR)).at("reading", disk)?;
+    f.read_exact(&mut header)
+        .map_err(|_| bad(SECTOR, "too short for a GPT header"))?;
+    if &header[0..8] != b"EFI PART" {
+        return Err(bad(
+            SECTOR,
+            "no GPT header (signature \"EFI PART\" missing)",
+        ));
+    }
+    let entries_lba = u64_at(&header, 72);
+    let count = u32_at(&header, 80);
+    let entry_len = u32_at(&header, 84) as usize;
+    if !(128..=4096).contains(&entry_len) || count > 1024 {
+        return Err(bad(
+            SECTOR + 80,
+            "implausible partition entry count or size",
+        ));
+    }
+    let table_at = entries_lba.saturating_mul(SECTOR);
+    let mut table = vec![0u8; count as usize * entry_len];
+    f.seek(SeekFrom::Start(table_at)).at("reading", disk)?;
+    f.read_exact(&mut table)
+        .map_err(|_| bad(table_at, "partition table runs past the end"))?;
+    let mut out = Vec::new();
+    for (i, e) in table.chunks(entry_len).enumerate() {
+        if e[0..16].iter().all(|b| *b == 0) {
+            continue;
+        }
+        let first = u64_at(e, 32);
+        let last = u64_at(e, 40);
+        let at = table_at + (i * entry_len) as u64;
+        if last < first || (last + 1).saturating_mul(SECTOR) > disk_len {
+            return Err(bad(at + 32, "partition extends past the end of the image"));
+        }
+        let name: Vec<u16> = e[56..128]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|c| *c != 0)
+            .collect();
+        out.push(GptPartition {
+            label: String::from_utf16_lossy(&name),
+            type_guid: guid(&e[0..16]),
+            uuid: guid(&e[16..32]),
+            offset: first * SECTOR,
+            size: (last - first + 1) * SECTOR,
+        });
+    }
+    Ok(out)
+}
+
+/// Copies one partition out of the disk into `dest`.
+pub fn extract(disk: &Path, part: &GptPartition, dest: &Path) -> Result<()> {
+    let mut src = File::open(disk).at("opening", disk)?;
+    src.seek(SeekFrom::Start(part.offset)).at("reading", disk)?;
+    let mut out = File::create(dest).at("creating", dest)?;
+    let copied = std::io::copy(&mut src.take(part.size), &mut out).at("copying to", dest)?;
+    if copied != part.size {
+        return Err(Error::invalid(
+            disk.display().to_string(),
+            format!("partition {} is truncated", part.label),
+        ));
+    }
+    Ok(())
+}

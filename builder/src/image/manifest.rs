@@ -1,0 +1,100 @@
+//! The image manifest: what an auditor checks an image against. Signed the
+//! same way as bundles (minisign format, `minisign -Vm IMG.manifest.json`
+//! works), next to the image as `<role>-<version>.manifest.json`.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use owui_bundle::digest::hash_reader;
+use owui_bundle::error::IoContext;
+use owui_bundle::manifest::Manifest;
+use owui_bundle::{Result, Sha256Digest};
+use serde::{Deserialize, Serialize};
+
+use super::disk::GptPartition;
+use super::rootfs::Package;
+use super::rootimg::Verity;
+
+pub const FORMAT: &str = "owui-image/1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageManifest {
+    pub format: String,
+    pub role: String,
+    pub version: String,
+    pub source_date_epoch: u64,
+    pub image: FileDigest,
+    pub partitions: Vec<PartitionDigest>,
+    pub verity: Verity,
+    pub uki: Uki,
+    /// What the content partition was pre-filled with (a bundle manifest).
+    pub content: Option<Manifest>,
+    pub packages: Vec<Package>,
+    pub sbom: FileDigest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    /// File name, next to the manifest.
+    pub file: String,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionDigest {
+    pub label: String,
+    pub type_guid: String,
+    pub uuid: String,
+    pub offset: u64,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Uki {
+    /// Path on the ESP.
+    pub path: String,
+    pub sha256: Sha256Digest,
+    pub cmdline: String,
+}
+
+pub fn file_digest(path: &Path) -> Result<FileDigest> {
+    let f = File::open(path).at("reading", path)?;
+    let (sha256, size) =
+        hash_reader(std::io::BufReader::with_capacity(1 << 20, f)).at("reading", path)?;
+    Ok(FileDigest {
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size,
+        sha256,
+    })
+}
+
+pub fn partition_digest(disk: &Path, p: &GptPartition) -> Result<PartitionDigest> {
+    let mut f = File::open(disk).at("reading", disk)?;
+    f.seek(SeekFrom::Start(p.offset)).at("reading", disk)?;
+    let (sha256, size) = hash_reader(std::io::BufReader::with_capacity(1 << 20, f.take(p.size)))
+        .at("reading", disk)?;
+    if size != p.size {
+        return Err(owui_bundle::Error::invalid(
+            disk.display().to_string(),
+            format!("partition {} is truncated", p.label),
+        ));
+    }
+    Ok(PartitionDigest {
+        label: p.label.clone(),
+        type_guid: p.type_guid.clone(),
+        uuid: p.uuid.clone(),
+        offset: p.offset,
+        size: p.size,
+        sha256,
+    })
+}

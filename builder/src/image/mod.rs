@@ -1,0 +1,13 @@
+//! Role images: spec → signed, reproducible GPT disk image (docs/images.md).
+
+pub mod build;
+mod content;
+mod disk;
+mod esp;
+mod manifest;
+mod rootfs;
+mod rootimg;
+mod sbom;
+pub mod spec;
+mod uki;
+pub mod verify;

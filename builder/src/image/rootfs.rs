@@ -1,0 +1,379 @@
+//! The root filesystem: Debian packages installed by mmdebstrap, then the
+//! agent, our units, the role's overlays and the verity initrd hook copied
+//! in, then the tree made image-shaped (no per-host identity, /var moved to
+//! a factory copy that first boot puts on the data partition).
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use owui_bundle::command::Cmd;
+use owui_bundle::error::IoContext;
+use owui_bundle::{Error, Result};
+
+use super::spec::ImageSpec;
+
+const VERITY_HOOK: &str = include_str!("../../assets/initramfs/owui-verity-hook");
+const VERITY_LOCAL_TOP: &str = include_str!("../../assets/initramfs/owui-verity-local-top");
+const FINALIZE: &str = include_str!("../../assets/finalize-rootfs.sh");
+
+/// What the rootfs stage is given besides the spec.
+pub struct RootfsInputs<'a> {
+    pub spec: &'a ImageSpec,
+    pub mirror: &'a str,
+    pub agent_binary: &'a Path,
+    /// Quadlet files by name, placeholders already replaced.
+    pub quadlets: &'a [(String, String)],
+    /// The builder's public key, minisign format: nodes trust bundles it signs.
+    pub trust_key: (&'a str, &'a str),
+    /// `/usr/lib/owui/image.json`: role and version, for the agent.
+    pub image_info: &'a str,
+    pub source_date_epoch: u64,
+    /// Downloaded .deb files kept between builds.
+    pub package_cache: &'a Path,
+}
+
+/// Writes the files the builder adds to the Debian tree into `dir`, laid out
+/// as they go under `/`.
+pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
+    let spec = inputs.spec;
+    for overlay in &spec.overlay_dirs {
+        copy_tree(overlay, dir)?;
+    }
+    for (relative, mode) in &spec.overlay_modes {
+        let path = dir.join(relative);
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+            .at("setting the mode of", &path)?;
+    }
+    let put = |relative: &str, data: &[u8], mode: u32| -> Result<()> {
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).at("creating", parent)?;
+        }
+        fs::write(&path, data).at("writing", &path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .at("setting the mode of", &path)
+    };
+    let agent =
+        fs::read(inputs.agent_binary).at("reading the agent binary", inputs.agent_binary)?;
+    put("usr/bin/owui-agent", &agent, 0o755)?;
+    for unit in spec.units.own_units() {
+        let name = unit
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = fs::read(&unit).at("reading unit", &unit)?;
+        put(&format!("usr/lib/systemd/system/{name}"), &text, 0o644)?;
+    }
+    for (name, text) in inputs.quadlets {
+        put(
+            &format!("etc/containers/systemd/{name}"),
+            text.as_bytes(),
+            0o644,
+        )?;
+    }
+    let (key_name, key_text) = inputs.trust_key;
+    put(
+        &format!("etc/owui/trust/{key_name}"),
+        key_text.as_bytes(),
+        0o644,
+    )?;
+    put(
+        "usr/lib/owui/image.json",
+        inputs.image_info.as_bytes(),
+        0o644,
+    )?;
+    put(
+        "etc/initramfs-tools/hooks/owui-verity",
+        VERITY_HOOK.as_bytes(),
+        0o755,
+    )?;
+    put(
+        "etc/initramfs-tools/scripts/local-top/owui-verity",
+        VERITY_LOCAL_TOP.as_bytes(),
+        0o755,
+    )?;
+    put(
+        "usr/lib/owui/finalize-rootfs.sh",
+        FINALIZE.as_bytes(),
+        0o755,
+    )
+}
+
+/// Copies a directory tree, keeping modes and symlinks; later copies win.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).at("creating", to)?;
+    let mut entries: Vec<_> = fs::read_dir(from)
+        .at("reading", from)?
+        .collect::<std::io::Result<_>>()
+        .at("reading", from)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let meta = fs::symlink_metadata(&src).at("reading", &src)?;
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&src).at("reading link", &src)?;
+            if dst.symlink_metadata().is_ok() {
+                fs::remove_file(&dst).at("replacing", &dst)?;
+            }
+            symlink(&target, &dst).at("creating link", &dst)?;
+        } else if meta.is_dir() {
+            copy_tree(&src, &dst)?;
+            fs::set_permissions(&dst, meta.permissions()).at("setting the mode of", &dst)?;
+        } else {
+            fs::copy(&src, &dst).at("copying to", &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs mmdebstrap into `tree` (which must not exist). Unknown packages are
+/// reported by name against the spec file.
+pub fn debootstrap(inputs: &RootfsInputs<'_>, injection: &Path, tree: &Path) -> Result<()> {
+    let spec = inputs.spec;
+    let cache = inputs.package_cache;
+    fs::create_dir_all(cache).at("creating the package cache", cache)?;
+    let cache_arg = cache.display().to_string();
+    let enable = spec.units.enable.join(" ");
+    let cmd = Cmd::new("mmdebstrap")
+        .env("SOURCE_DATE_EPOCH", inputs.source_date_epoch.to_string())
+        .env("LC_ALL", "C.UTF-8")
+        .arg("--mode=root")
+        .arg("--format=directory")
+        .arg("--variant=essential")
+        .arg(format!("--components={}", spec.debian.components.join(",")))
+        .arg(format!("--include={}", spec.debian.packages.join(",")))
+        // Keep the downloaded packages so a rebuild fetches nothing twice.
+        .arg("--skip=download/empty")
+        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
+        .arg(format!(
+            "--setup-hook=sync-in {cache_arg} /var/cache/apt/archives"
+        ))
+        .arg(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {cache_arg}"
+        ))
+        .arg(format!(
+            "--customize-hook=sync-in {} /",
+            injection.display()
+        ))
+        .arg(format!(
+            "--customize-hook=chroot \"$1\" /usr/lib/owui/finalize-rootfs.sh {enable}"
+        ))
+        .arg(&spec.debian.suite)
+        .arg(tree)
+        .arg(format!(
+            "deb {} {} {}",
+            inputs.mirror,
+            spec.debian.suite,
+            spec.debian.components.join(" ")
+        ));
+    cmd.output()
+        .map(|_| ())
+        .map_err(|e| unknown_package(spec, e))
+}
+
+/// apt's "Unable to locate package X" turned into an error naming X and the
+/// spec, instead of a page of mmdebstrap output.
+fn unknown_package(spec: &ImageSpec, err: Error) -> Error {
+    let text = err.to_string();
+    let patterns = ["Unable to locate package ", "has no installation candidate"];
+    for line in text.lines() {
+        if let Some(at) = line.find(patterns[0]) {
+            let name = line[at + patterns[0].len()..].split_whitespace().next();
+            if let Some(name) = name {
+                return Error::invalid(
+                    format!("{}: debian.packages", spec.file.display()),
+                    format!(
+                        "package {name:?} is not in {} ({})",
+                        spec.debian.suite,
+                        spec.debian.components.join(" ")
+                    ),
+                );
+            }
+        }
+        if line.contains(patterns[1]) {
+            return Error::invalid(
+                format!("{}: debian.packages", spec.file.display()),
+                line.trim().to_string(),
+            );
+        }
+    }
+    err
+}
+
+/// Files that would make two builds differ or give every node the same
+/// identity; first boot makes them per node.
+const PER_HOST: &[&str] = &[
+    "var/lib/dbus/machine-id",
+    "var/lib/systemd/random-seed",
+    "var/cache/ldconfig/aux-cache",
+    "etc/passwd-",
+    "etc/group-",
+    "etc/shadow-",
+    "etc/gshadow-",
+    "etc/subuid-",
+    "etc/subgid-",
+    "usr/lib/owui/finalize-rootfs.sh",
+];
+
+/// Makes the installed tree image-shaped.
+pub fn finish_tree(tree: &Path) -> Result<()> {
+    // An empty machine-id on a read-only /etc: systemd makes a transient one.
+    let machine_id = tree.join("etc/machine-id");
+    fs::write(&machine_id, b"").at("writing", &machine_id)?;
+    for relative in PER_HOST {
+        remove_if_present(&tree.join(relative))?;
+    }
+    for dir in ["var/cache/apt/archives", "var/lib/apt/lists", "etc/ssh"] {
+        remove_matching(&tree.join(dir), |name| {
+            name.ends_with(".deb")
+                || name.ends_with("_Packages")
+                || name.starts_with("ssh_host_")
+                || name.ends_with("_Release")
+                || name.ends_with("_InRelease")
+        })?;
+    }
+    for dir in ["var/cache/debconf", "var/lib/dpkg"] {
+        remove_matching(&tree.join(dir), |name| name.ends_with("-old"))?;
+    }
+    truncate_logs(&tree.join("var/log"))?;
+    move_var_to_factory(tree)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("removing", path),
+        _ => Ok(()),
+    }
+}
+
+fn remove_matching(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.at("reading", dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if matches(&name) && entry.file_type().at("reading", dir)?.is_file() {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn truncate_logs(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.at("reading", dir)?;
+        let kind = entry.file_type().at("reading", dir)?;
+        if kind.is_dir() {
+            truncate_logs(&entry.path())?;
+        } else if kind.is_file() {
+            let path = entry.path();
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(0))
+                .at("emptying", &path)?;
+        }
+    }
+    Ok(())
+}
+
+/// /var lives on the data partition that first boot creates; what packages
+/// put there moves to /usr/share/factory/var, and a tmpfiles.d file copies
+/// each entry back when it is missing (systemd's "factory" convention). The
+/// entries are listed one level down because /var/lib/owui is a mount point:
+/// `C /var/lib` would see a non-empty directory and copy nothing.
+fn move_var_to_factory(tree: &Path) -> Result<()> {
+    let var = tree.join("var");
+    let factory = tree.join("usr/share/factory");
+    fs::create_dir_all(&factory).at("creating", &factory)?;
+    let factory_var = factory.join("var");
+    fs::rename(&var, &factory_var).at("moving /var to", &factory_var)?;
+    fs::create_dir(&var).at("creating", &var)?;
+    fs::set_permissions(&var, fs::Permissions::from_mode(0o755)).at("setting the mode of", &var)?;
+
+    let mut lines = vec![
+        "# Written by owui-builder: first boot fills the data partition (/var)".to_string(),
+        "# from the image's factory copy; see docs/images.md.".to_string(),
+    ];
+    let mut top: Vec<_> = sorted_entries(&factory_var)?;
+    top.retain(|(name, _)| name != "owui");
+    for (name, path) in &top {
+        let meta = fs::symlink_metadata(path).at("reading", path)?;
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(path).at("reading link", path)?;
+            lines.push(format!("L /var/{name} - - - - {}", target.display()));
+            continue;
+        }
+        if !meta.is_dir() {
+            lines.push(format!("C /var/{name} - - - -"));
+            continue;
+        }
+        // Owners by number: tmpfiles accepts them, and names would need the
+        // image's passwd.
+        lines.push(format!(
+            "d /var/{name} {:04o} {} {} -",
+            meta.permissions().mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        ));
+        for (child, _) in sorted_entries(path)? {
+            if name == "lib" && child == "owui" {
+                continue;
+            }
+            lines.push(format!("C /var/{name}/{child} - - - -"));
+        }
+    }
+    lines.push(String::new());
+    let conf = tree.join("usr/lib/tmpfiles.d/owui-factory-var.conf");
+    fs::write(&conf, lines.join("\n")).at("writing", &conf)
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).at("reading", dir)? {
+        let entry = entry.at("reading", dir)?;
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Debian packages installed, from the list finalize-rootfs.sh wrote.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+pub fn read_packages(tree: &Path) -> Result<Vec<Package>> {
+    let path = tree.join("usr/lib/owui/packages.tsv");
+    let text = fs::read_to_string(&path).at("reading", &path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, line)| {
+            let mut f = line.split('\t');
+            match (f.next(), f.next(), f.next()) {
+                (Some(name), Some(version), Some(arch)) => Ok(Package {
+                    name: name.into(),
+                    version: version.into(),
+                    arch: arch.into(),
+                }),
+                _ => Err(Error::invalid(
+                    format!("{} line {}", path.display(), i + 1),
+                    "expected package, version and architecture separated by tabs",
+                )),
+            }
+        })
+        .collect()
+}

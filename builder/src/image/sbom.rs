@@ -1,0 +1,196 @@
+//! The SPDX 2.3 JSON software bill of materials: the image, its Debian
+//! packages, its containers and its models, each with a package URL.
+
+use owui_bundle::manifest::Manifest;
+use serde_json::{json, Value};
+
+use super::rootfs::Package;
+
+pub struct SbomInputs<'a> {
+    pub name: &'a str,
+    pub suite: &'a str,
+    pub root_hash: &'a str,
+    pub source_date_epoch: u64,
+    pub packages: &'a [Package],
+    pub content: Option<&'a Manifest>,
+}
+
+fn rfc3339(epoch: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch))
+        .to_string()
+}
+
+/// purl components escape what is not a letter, digit or `.-_~`.
+fn purl_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn package(id: String, name: &str, version: &str, purl: String) -> Value {
+    json!({
+        "SPDXID": id,
+        "name": name,
+        "versionInfo": version,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": purl,
+        }],
+    })
+}
+
+pub fn spdx(input: &SbomInputs<'_>) -> Value {
+    let mut packages = vec![json!({
+        "SPDXID": "SPDXRef-Image",
+        "name": input.name,
+        "versionInfo": input.root_hash,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+    })];
+    let mut contains = Vec::new();
+    for (i, p) in input.packages.iter().enumerate() {
+        let id = format!("SPDXRef-deb-{i}");
+        let purl = format!(
+            "pkg:deb/debian/{}@{}?arch={}&distro=debian-{}",
+            purl_escape(&p.name),
+            purl_escape(&p.version),
+            purl_escape(&p.arch),
+            purl_escape(input.suite)
+        );
+        packages.push(package(id.clone(), &p.name, &p.version, purl));
+        contains.push(id);
+    }
+    if let Some(m) = input.content {
+        for (i, o) in m.oci.iter().enumerate() {
+            let id = format!("SPDXRef-oci-{i}");
+            let (repo, tag) = split_reference(&o.reference);
+            let name = repo.rsplit('/').next().unwrap_or(repo);
+            let purl = format!(
+                "pkg:oci/{}@{}?repository_url={}{}",
+                purl_escape(name),
+                purl_escape(&o.manifest.to_string()),
+                purl_escape(repo),
+                tag.map(|t| format!("&tag={}", purl_escape(t)))
+                    .unwrap_or_default()
+            );
+            packages.push(package(
+                id.clone(),
+                &o.reference,
+                &o.manifest.to_string(),
+                purl,
+            ));
+            contains.push(id);
+        }
+        for (i, model) in m.ollama.iter().enumerate() {
+            let id = format!("SPDXRef-ollama-{i}");
+            let purl = format!("pkg:generic/ollama/{}", purl_escape(&model.name));
+            packages.push(package(
+                id.clone(),
+                &model.name,
+                &model.manifest.to_string(),
+                purl,
+            ));
+            contains.push(id);
+        }
+        for (i, snap) in m.huggingface.iter().enumerate() {
+            let id = format!("SPDXRef-hf-{i}");
+            let purl = format!(
+                "pkg:huggingface/{}@{}",
+                snap.repo,
+                purl_escape(&snap.revision)
+            );
+            packages.push(package(id.clone(), &snap.repo, &snap.revision, purl));
+            contains.push(id);
+        }
+    }
+    let mut relationships = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": "SPDXRef-Image",
+    })];
+    relationships.extend(contains.into_iter().map(|id| {
+        json!({
+            "spdxElementId": "SPDXRef-Image",
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        })
+    }));
+    json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": input.name,
+        "documentNamespace": format!("https://owui-appliance.invalid/spdx/{}/{}", input.name, input.root_hash),
+        "creationInfo": {
+            "created": rfc3339(input.source_date_epoch),
+            "creators": [format!("Tool: owui-builder-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        "packages": packages,
+        "relationships": relationships,
+    })
+}
+
+/// `registry/repo:tag@digest` → (`registry/repo`, tag).
+fn split_reference(reference: &str) -> (&str, Option<&str>) {
+    let without_digest = reference.split('@').next().unwrap_or(reference);
+    match without_digest.rfind(':') {
+        Some(i) if !without_digest[i..].contains('/') => {
+            (&without_digest[..i], Some(&without_digest[i + 1..]))
+        }
+        _ => (without_digest, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_packages_get_package_urls_and_the_image_contains_them() {
+        let packages = vec![Package {
+            name: "libstdc++6".into(),
+            version: "14.2.0-19".into(),
+            arch: "amd64".into(),
+        }];
+        let doc = spdx(&SbomInputs {
+            name: "owui-app-0.1.0",
+            suite: "trixie",
+            root_hash: "ab",
+            source_date_epoch: 1_700_000_000,
+            packages: &packages,
+            content: None,
+        });
+        assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+        assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            doc["packages"][1]["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/libstdc%2B%2B6@14.2.0-19?arch=amd64&distro=debian-trixie"
+        );
+        assert_eq!(
+            doc["relationships"][1]["relatedSpdxElement"],
+            "SPDXRef-deb-0"
+        );
+    }
+
+    #[test]
+    fn references_split_into_repository_and_tag() {
+        assert_eq!(
+            split_reference("ghcr.io/open-webui/open-webui:v0.6.5"),
+            ("ghcr.io/open-webui/open-webui", Some("v0.6.5"))
+        );
+        assert_eq!(
+            split_reference("localhost:5000/x"),
+            ("localhost:5000/x", None)
+        );
+        assert_eq!(split_reference("a/b@sha256:00"), ("a/b", None));
+    }
+}

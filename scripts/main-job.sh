@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# The main job. Image building (`owui-builder build images/allinone.toml`)
-# is not built yet; until it is, this builds both tools and runs the offline
-# bundle path end to end for the all-in-one role: a signing key, a signed
-# bundle of a small generated model, and its verify + apply on a scratch node
-# root under out/. Usage: bash scripts/main-job.sh [OUT_DIR]
+# The main job: builds both tools, a signing key, and the signed all-in-one
+# image (`owui-builder build images/allinone.toml`) with stand-in container
+# images (no registry is reachable here: each is a one-file OCI image under
+# the real name, written to images/content/oci), then checks it with
+# `owui-builder verify-image` and minisign. Then the offline bundle path end
+# to end: a signed bundle of a small generated model, verified and applied on
+# a scratch node root under out/. Needs root (mmdebstrap) and Debian's
+# package registry. Usage: bash scripts/main-job.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out}
 export DEBIAN_FRONTEND=noninteractive
 
-if [ "$(id -u)" -eq 0 ] && ! command -v minisign >/dev/null; then
+if [ "$(id -u)" -ne 0 ]; then
+    echo "main-job.sh: run as root (mmdebstrap builds the image's root filesystem)" >&2
+    exit 1
+fi
+need="minisign mmdebstrap erofs-utils cryptsetup-bin dosfstools mtools binutils e2fsprogs systemd"
+missing=$(for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
     apt-get update -qq
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq minisign >/dev/null
+    # shellcheck disable=SC2086
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
 fi
 
 echo "== building owui-builder and owui-agent (release)"
@@ -24,6 +34,16 @@ if [ ! -f "$out/keys/owui.key" ]; then
     echo "== generating the signing key in $out/keys"
     "$builder" key generate --out "$out/keys"
 fi
+
+echo "== stand-in container images in images/content/oci (no registry here)"
+python3 scripts/standin-oci.py images/content/oci
+
+echo "== building the all-in-one image into $out/images (stages print their times)"
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+"$builder" build images/allinone.toml --key "$out/keys/owui.key" --out "$out/images" --agent "$agent"
+img="$out/images/allinone-0.1.0.img"
+"$builder" verify-image "$img" --pub "$out/keys/owui.pub"
+minisign -V -m "$out/images/allinone-0.1.0.manifest.json" -p "$out/keys/owui.pub"
 
 echo "== generating a small sample model in $out/sample"
 mkdir -p "$out/sample/hf"
@@ -71,4 +91,5 @@ printf 'node = "allinone-1"\nrole = "allinone"\n' > "$node/etc/owui/seed.toml"
 "$agent" --root "$node" bundle verify "$out/sample.owb"
 "$agent" --root "$node" bundle apply "$out/sample.owb"
 "$agent" --root "$node" bundle list
-echo "== done: Ollama models at $node/var/lib/ollama/models, HF cache at $node/var/lib/owui/huggingface/hub"
+echo "== done: image $img (write it to a disk with dd; docs/images.md),"
+echo "   Ollama models at $node/var/lib/ollama/models, HF cache at $node/var/lib/owui/huggingface/hub"

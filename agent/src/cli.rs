@@ -47,6 +47,34 @@ pub enum Command {
     /// NVIDIA GPUs: driver set, device nodes, CDI spec, health.
     #[command(subcommand)]
     Gpu(GpuCommand),
+    /// The node seed on first boot: import it, print the READY banner.
+    #[command(subcommand)]
+    Seed(SeedCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Find this node's seed, check it, and put it in place.
+    ///
+    /// Looks on a FAT volume labelled OWUI-SEED (waiting up to 10 s for it),
+    /// then at each --from file; checks the seed (and that its role is this
+    /// image's role), writes it to /run/owui/seed.toml (mode 0600; the
+    /// read-only root links /etc/owui/seed.toml there) and sets the hostname.
+    Import {
+        /// Seed files to try after the medium, in order.
+        #[arg(long, default_value = "/efi/owui/seed.toml")]
+        from: Vec<PathBuf>,
+        /// Do not look for an OWUI-SEED volume.
+        #[arg(long)]
+        no_medium: bool,
+        /// Leave the hostname alone.
+        #[arg(long)]
+        no_hostname: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print `OWUI-AGENT READY role=<role> node=<name>` from the seed.
+    Banner,
 }
 
 #[derive(Debug, Subcommand)]

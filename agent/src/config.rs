@@ -96,7 +96,7 @@ impl Default for BundlesConfig {
     }
 }
 
-fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = fs::read_to_string(path).at("reading", path)?;
     toml::from_str(&text)
         .map_err(|e| Error::invalid(path.display().to_string(), e.to_string().trim_end()))
@@ -173,6 +173,7 @@ pub fn node(root: &Root) -> Result<(Seed, Node)> {
         huggingface_dir: root.host(&cfg.huggingface_cache),
         podman,
         owner,
+        applied_at: None,
     };
     Ok((seed, node))
 }

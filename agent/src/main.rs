@@ -8,6 +8,7 @@ mod gpu;
 mod hardening;
 mod health;
 mod layout;
+mod seed_cmd;
 mod status;
 mod trust_cmd;
 
@@ -17,7 +18,7 @@ use clap::Parser;
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use cli::{BundleCommand, Cli, Command, GpuCommand, TrustCommand};
+use cli::{BundleCommand, Cli, Command, GpuCommand, SeedCommand, TrustCommand};
 use layout::Root;
 
 /// `status` has its own exit codes: the node's overall state.
@@ -128,6 +129,26 @@ fn main() -> ExitCode {
         }
         Command::Gpu(GpuCommand::CdiHook { folder, .. }) => {
             finish(gpu::hook::update_ldcache(&folder), false, |_| {})
+        }
+        Command::Seed(SeedCommand::Import {
+            from,
+            no_medium,
+            no_hostname,
+            json,
+        }) => finish(
+            seed_cmd::import(&root, &from, !no_medium, !no_hostname),
+            json,
+            |i| {
+                println!(
+                    "seed: node {} role {} from {}",
+                    i.node,
+                    i.role,
+                    i.from.display()
+                )
+            },
+        ),
+        Command::Seed(SeedCommand::Banner) => {
+            finish(seed_cmd::banner(&root), false, |line| println!("{line}"))
         }
         Command::Trust(TrustCommand::List { json }) => {
             finish(trust_cmd::list(&root), json, trust_cmd::print)

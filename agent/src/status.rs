@@ -57,6 +57,9 @@ pub struct Section {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bundles {
+    /// Why the bundle state could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub generation: Option<u64>,
     pub channels: BTreeMap<String, ChannelState>,
     pub last_applied: Option<AppliedBundle>,
@@ -104,8 +107,19 @@ pub fn assemble(
     hardening: Audit,
     daemon: Daemon,
 ) -> Result<StatusDoc> {
-    let current = Generations::open(&node.bundles_dir).and_then(|g| g.current())?;
+    // The bundle state is one section of the document: when it cannot be
+    // read (content partition not mounted, say) the rest still reports.
+    let read = if node.bundles_dir.exists() {
+        Generations::open(&node.bundles_dir).and_then(|g| g.current())
+    } else {
+        Ok(None)
+    };
+    let (current, error) = match read {
+        Ok(c) => (c, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let bundles = Bundles {
+        error,
         generation: current.as_ref().map(|c| c.generation),
         channels: current
             .as_ref()
@@ -262,7 +276,10 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
                 ""
             }
         )?,
-        _ => writeln!(out, "bundles   none applied")?,
+        _ => match &doc.bundles.error {
+            Some(e) => writeln!(out, "bundles   unreadable: {e}")?,
+            None => writeln!(out, "bundles   none applied")?,
+        },
     }
     if let Some(g) = &doc.gpu {
         writeln!(out, "{:<9} {}: {}", "gpu", p.state(g.state), g.detail)?;

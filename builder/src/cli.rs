@@ -54,6 +54,10 @@ pub struct BuildArgs {
     /// program].
     #[arg(long)]
     pub agent: Option<PathBuf>,
+    /// Where the spec's units and Quadlet files are [default: ../units
+    /// from the spec's directory, as in the repository].
+    #[arg(long)]
+    pub units: Option<PathBuf>,
     /// Stage outputs and downloaded Debian packages, kept between builds.
     #[arg(long, default_value = "/var/cache/owui-builder")]
     pub cache: PathBuf,

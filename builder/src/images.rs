@@ -12,12 +12,15 @@ use crate::image::verify::{default_manifest, verify_image, Keys, Verified};
 use crate::keys::load_secret;
 
 /// A path to a spec file, or the name of a built-in role spec.
-fn load_spec(spec: &Path, cache: &Path) -> Result<ImageSpec> {
+fn load_spec(spec: &Path, units: Option<&Path>, cache: &Path) -> Result<ImageSpec> {
     if spec.exists() {
-        let units = spec
-            .parent()
-            .map(|dir| dir.join("../units"))
-            .unwrap_or_else(|| PathBuf::from("../units"));
+        let units = match units {
+            Some(u) => u.to_path_buf(),
+            None => spec
+                .parent()
+                .map(|dir| dir.join("../units"))
+                .unwrap_or_else(|| PathBuf::from("../units")),
+        };
         return ImageSpec::load(spec, &units);
     }
     match spec.to_str() {
@@ -69,7 +72,7 @@ fn source_date_epoch(given: Option<u64>, spec: &Path) -> Result<u64> {
 
 pub fn run_build(args: &BuildArgs, progress: &dyn Progress) -> Result<BuildReport> {
     let key = load_secret(&args.key)?;
-    let spec = load_spec(&args.spec, &args.cache)?;
+    let spec = load_spec(&args.spec, args.units.as_deref(), &args.cache)?;
     let agent = agent_binary(args.agent.as_deref())?;
     let epoch = source_date_epoch(args.source_date_epoch, &spec.file)?;
     build(&BuildOptions {

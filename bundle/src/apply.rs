@@ -51,6 +51,9 @@ pub struct Node {
     /// Podman's image store; OCI images need one.
     pub podman: Option<PodmanStore>,
     pub owner: Option<Owner>,
+    /// The `applied_at` time recorded; None is now. The image builder fixes
+    /// it (SOURCE_DATE_EPOCH) so a pre-filled image is reproducible.
+    pub applied_at: Option<u64>,
 }
 
 /// What the node's policy says of a verified bundle.
@@ -395,7 +398,7 @@ pub fn apply(
         sequence: manifest.sequence,
         bundle: manifest.digest(),
         signed_by: manifest.signer().key_id.to_string(),
-        applied_at: now(),
+        applied_at: node.applied_at.unwrap_or_else(now),
         downgrade_forced: verdict == Verdict::ForcedDowngrade,
     };
     let mut next = next_state(current.as_ref(), manifest, applied);

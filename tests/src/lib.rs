@@ -3,6 +3,7 @@
 pub mod fake_http;
 pub mod nginx;
 pub mod pki;
+pub mod qemu;
 pub mod redis;
 pub mod site;
 

@@ -18,7 +18,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::content::{self, Prefilled};
-use super::disk::{self, PartitionImage, CONTENT_LABEL, ESP_LABEL, ROOT_LABEL, VERITY_LABEL};
+use super::disk::{
+    self, PartitionImage, CONTENT_LABEL, CONTENT_TYPE, ESP_LABEL, ROOT_LABEL, VERITY_LABEL,
+};
 use super::esp::{self, EspFiles};
 use super::manifest::{self, ImageManifest, Uki, FORMAT};
 use super::rootfs::{self, Package, RootfsInputs};
@@ -74,6 +76,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("mmd", "mtools"),
     ("systemd-repart", "systemd"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
+    ("strip", "binutils"),
 ];
 
 fn on_path(program: &str) -> bool {
@@ -153,6 +157,10 @@ fn estimate_content_bytes(spec: &ImageSpec) -> Result<u64> {
     }
     Ok(total)
 }
+
+/// Part of the rootfs cache key: bump it when the way the tree is made
+/// changes (rootfs.rs, the assets), so no stale stage output is reused.
+const TREE_FORMAT: u32 = 2;
 
 /// The rootfs stage's outputs, as kept in the cache.
 struct RootArtifacts {
@@ -379,7 +387,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
     rootfs::write_injection(&inputs, &injection)?;
     let mut h = Sha256::new();
     h.update(format!(
-        "owui-builder {} rootfs\n{:?}\n{mirror}\n{epoch}\n{:?}\n",
+        "owui-builder {} rootfs {TREE_FORMAT}\n{:?}\n{mirror}\n{epoch}\n{:?}\n",
         env!("CARGO_PKG_VERSION"),
         spec.debian,
         spec.units.enable
@@ -532,7 +540,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
                 file: root.dir.join("root.verity"),
             },
             PartitionImage {
-                repart_type: "linux-generic",
+                repart_type: CONTENT_TYPE,
                 label: CONTENT_LABEL,
                 uuid: uuid_from(&seed_of("content")),
                 file: content_img.clone(),

@@ -4,6 +4,7 @@
 //! same store, generations and trees. The partition is mounted at
 //! /var/lib/owui, where later bundles extend it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub const IMAGE_CHANNEL: &str = "image";
 
 /// Paths on the content partition, relative to its mount point
 /// /var/lib/owui; the image's agent.toml names the same ones.
-pub fn node_for(spec: &ImageSpec, mount: &Path, run_root: &Path) -> Node {
+pub fn node_for(spec: &ImageSpec, mount: &Path, run_root: &Path, epoch: u64) -> Node {
     Node {
         role: spec.role,
         content_dir: mount.join("content"),
@@ -41,6 +42,7 @@ pub fn node_for(spec: &ImageSpec, mount: &Path, run_root: &Path) -> Node {
             run_root: run_root.to_path_buf(),
         }),
         owner: None,
+        applied_at: Some(epoch),
     }
 }
 
@@ -61,7 +63,7 @@ pub fn prefill(
     mount: &Path,
     progress: &dyn Progress,
 ) -> Result<Prefilled> {
-    let node = node_for(spec, mount, &scratch.join("podman-run"));
+    let node = node_for(spec, mount, &scratch.join("podman-run"), epoch);
     fs::create_dir_all(&node.content_dir).at("creating", &node.content_dir)?;
     fs::create_dir_all(&node.bundles_dir).at("creating", &node.bundles_dir)?;
     if spec.content.is_empty() {
@@ -94,6 +96,48 @@ pub fn prefill(
         manifest: Some(report.manifest),
         bytes,
     })
+}
+
+/// Recreates `from` at `to` with every directory's entries made in name
+/// order; files become hard links (so files linked together stay so).
+fn link_tree_sorted(
+    from: &Path,
+    to: &Path,
+    seen: &mut BTreeMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    let meta = fs::symlink_metadata(from).at("reading", from)?;
+    fs::create_dir(to).at("creating", to)?;
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .at("setting the mode of", to)?;
+    nix::unistd::chown(to, Some(meta.uid().into()), Some(meta.gid().into())).map_err(|e| {
+        Error::Io {
+            action: "setting the owner of",
+            path: to.to_path_buf(),
+            source: e.into(),
+        }
+    })?;
+    let mut entries: Vec<_> = fs::read_dir(from)
+        .at("reading", from)?
+        .collect::<std::io::Result<_>>()
+        .at("reading", from)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let m = fs::symlink_metadata(&src).at("reading", &src)?;
+        if m.file_type().is_symlink() {
+            let target = fs::read_link(&src).at("reading link", &src)?;
+            symlink(&target, &dst).at("creating link", &dst)?;
+        } else if m.is_dir() {
+            link_tree_sorted(&src, &dst, seen)?;
+        } else {
+            let key = (m.dev(), m.ino());
+            let first = seen.entry(key).or_insert_with(|| src.clone()).clone();
+            fs::hard_link(&first, &dst).at("linking", &dst)?;
+        }
+    }
+    Ok(())
 }
 
 /// Sets every timestamp under `dir` to `epoch` (apply stamps the build's
@@ -135,7 +179,16 @@ pub fn make_partition(
     epoch: u64,
     out: &Path,
 ) -> Result<()> {
-    clamp_times(mount, epoch)?;
+    // mke2fs takes entries in readdir order, which for small directories is
+    // creation order, and apply creates blobs from parallel workers: a copy
+    // made in sorted order (hard links, no data copied) fixes the order.
+    let sorted = mount.with_extension("sorted");
+    if sorted.exists() {
+        fs::remove_dir_all(&sorted).at("removing", &sorted)?;
+    }
+    link_tree_sorted(mount, &sorted, &mut BTreeMap::new())?;
+    clamp_times(&sorted, epoch)?;
+    let mount = sorted.as_path();
     if out.exists() {
         fs::remove_file(out).at("replacing", out)?;
     }
@@ -150,6 +203,40 @@ pub fn make_partition(
         .arg(mount)
         .arg(out)
         .arg(format!("{size_mib}M"))
-        .output()
-        .map(|_| ())
+        .output()?;
+    reset_change_times(mount, epoch, out)
+}
+
+/// mke2fs copies each file's change time (ctime) from the source tree, and
+/// no call can set a ctime: debugfs sets them in the image afterwards.
+fn reset_change_times(tree: &Path, epoch: u64, image: &Path) -> Result<()> {
+    let mut script = String::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = tree.join(&rel);
+        for entry in fs::read_dir(&dir).at("reading", &dir)? {
+            let entry = entry.at("reading", &dir)?;
+            let child = rel.join(entry.file_name());
+            let text = child.to_string_lossy();
+            if text.contains(['"', '\n', '\\']) {
+                return Err(Error::invalid(
+                    format!("content file {text:?}"),
+                    "names with quotes, backslashes or newlines cannot go on the content partition",
+                ));
+            }
+            script.push_str(&format!("sif \"/{text}\" ctime @{epoch}\n"));
+            if entry.file_type().at("reading", &dir)?.is_dir() {
+                stack.push(child);
+            }
+        }
+    }
+    let script_path = tree.with_extension("debugfs");
+    fs::write(&script_path, script).at("writing", &script_path)?;
+    Cmd::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script_path)
+        .arg(image)
+        .output()?;
+    fs::remove_file(&script_path).at("removing", &script_path)
 }

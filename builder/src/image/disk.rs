@@ -23,6 +23,10 @@ pub const ESP_LABEL: &str = "owui-esp";
 pub const ROOT_LABEL: &str = "owui-root";
 pub const VERITY_LABEL: &str = "owui-root-verity";
 pub const CONTENT_LABEL: &str = "owui-content";
+/// The content partition's GPT type: our own, so that systemd-repart on
+/// first boot never takes it for the data partition (linux-generic) and
+/// grows it instead of making /var.
+pub const CONTENT_TYPE: &str = "8a5f0b7c-3e2d-4c61-9b7e-6f1d2c3b4a59";
 
 /// Writes `disk` from the partition images, in order.
 pub fn assemble(

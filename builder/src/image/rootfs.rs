@@ -54,9 +54,18 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
             .at("setting the mode of", &path)
     };
-    let agent =
-        fs::read(inputs.agent_binary).at("reading the agent binary", inputs.agent_binary)?;
-    put("usr/bin/owui-agent", &agent, 0o755)?;
+    // Debug sections stay on the build host: a debug build of the agent is
+    // ten times its stripped size.
+    let agent = dir.join("usr/bin/owui-agent");
+    fs::create_dir_all(dir.join("usr/bin")).at("creating", dir)?;
+    Cmd::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&agent)
+        .arg(inputs.agent_binary)
+        .output()?;
+    fs::set_permissions(&agent, fs::Permissions::from_mode(0o755))
+        .at("setting the mode of", &agent)?;
     for unit in spec.units.own_units() {
         let name = unit
             .file_name()
@@ -93,6 +102,14 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
         VERITY_LOCAL_TOP.as_bytes(),
         0o755,
     )?;
+    let data = format!(
+        "# Written by owui-builder from partitions.data: the data partition\n\
+         # (/var), made by systemd-repart on first boot in the disk's free\n\
+         # space; var.mount mounts it by its label.\n\
+         [Partition]\nType=linux-generic\nLabel=owui-data\nFormat=ext4\nSizeMinBytes={}M\n",
+        spec.partitions.data_mib
+    );
+    put("usr/lib/repart.d/50-owui-data.conf", data.as_bytes(), 0o644)?;
     put(
         "usr/lib/owui/finalize-rootfs.sh",
         FINALIZE.as_bytes(),
@@ -238,6 +255,9 @@ pub fn finish_tree(tree: &Path) -> Result<()> {
         remove_matching(&tree.join(dir), |name| name.ends_with("-old"))?;
     }
     truncate_logs(&tree.join("var/log"))?;
+    // Mount points must exist in a read-only root.
+    let efi = tree.join("efi");
+    fs::create_dir_all(&efi).at("creating", &efi)?;
     move_var_to_factory(tree)
 }
 

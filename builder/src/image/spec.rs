@@ -1363,6 +1363,20 @@ const EMBEDDED: &[Embedded] = &[
         include_str!("../../../units/owui-agent.service"),
     ),
     Embedded::File(
+        "units/owui-seed.service",
+        include_str!("../../../units/owui-seed.service"),
+    ),
+    Embedded::File(
+        "units/owui-ready.service",
+        include_str!("../../../units/owui-ready.service"),
+    ),
+    Embedded::File("units/var.mount", include_str!("../../../units/var.mount")),
+    Embedded::File(
+        "units/var-lib-owui.mount",
+        include_str!("../../../units/var-lib-owui.mount"),
+    ),
+    Embedded::File("units/efi.mount", include_str!("../../../units/efi.mount")),
+    Embedded::File(
         "units/owui-ssh-host-keys.service",
         include_str!("../../../units/owui-ssh-host-keys.service"),
     ),

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Image build benchmark: cold and warm build time of the all-in-one image,
+# image size per role, boot-to-READY time under qemu (software emulation,
+# UEFI), and mkosi (Debian's package) building the all-in-one package set in
+# the same run.
+#
+#   bash benches/image.sh            # print the results table
+#   bash benches/image.sh --write    # ... and write its section of docs/performance.md
+#
+# Environment:
+#   BENCH_ROLES="allinone app db gpu"  roles whose image size is measured
+#   BENCH_DIR=          scratch directory (default: mktemp -d under /var/tmp)
+#   PERF_DOC=           the document --write updates (default docs/performance.md)
+#
+# Method (also written into docs/performance.md):
+# - Release binaries; SOURCE_DATE_EPOCH=1700000000; stand-in container
+#   images (scripts/standin-oci.py) as in the main job.
+# - Downloaded .deb files are shared (/var/cache/owui-builder/debs, filled
+#   by a first build when empty): the network is not what is measured.
+# - Cold: an empty stage cache. Warm: the same spec again with the cache the
+#   cold build left (the rootfs stage is reused; content, UKI, ESP, disk and
+#   manifest run again).
+# - Boot to READY: qemu-system-x86_64 -accel tcg (no KVM on these machines),
+#   2 vCPUs, 1.5 GiB, OVMF; from starting qemu to the
+#   "OWUI-AGENT READY" line on the serial console, with a seed medium.
+# - mkosi: the Debian 12 package, Distribution=debian Release=trixie,
+#   Format=disk-like output where the version supports it, the same package
+#   list; timed the same way, or reported as failed with its last line.
+
+set -euo pipefail
+WRITE=${BENCH_WRITE:-0}
+for arg in "$@"; do
+    case $arg in
+        --write) WRITE=1 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+[ "$(id -u)" -eq 0 ] || die "run as root (mmdebstrap)"
+log() { printf '[bench] %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+export SOURCE_DATE_EPOCH=1700000000
+ROLES=${BENCH_ROLES:-"allinone app db gpu"}
+DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/owui-image-bench.XXXXXX)}
+DEBS=/var/cache/owui-builder/debs
+cargo build --release -q -p owui-builder -p owui-agent
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+builder=$target/release/owui-builder
+agent=$target/release/owui-agent
+python3 scripts/standin-oci.py images/content/oci
+[ -f "$DIR/keys/owui.key" ] || "$builder" key generate --out "$DIR/keys" >/dev/null
+
+build() { # build ROLE CACHE OUT: prints seconds
+    local t0; t0=$(now)
+    "$builder" build "images/$1.toml" --key "$DIR/keys/owui.key" --out "$3" \
+        --agent "$agent" --cache "$2" --json >"$3.json"
+    since "$t0"
+}
+fresh_cache() { # a stage cache holding only the shared packages
+    rm -rf "$1"; mkdir -p "$1/debs"
+    if [ -d "$DEBS" ]; then cp -al "$DEBS/." "$1/debs/"; fi
+}
+
+log "all-in-one: first build fills the package cache when empty"
+mkdir -p "$DEBS"
+fresh_cache "$DIR/cache-cold"
+cold=$(build allinone "$DIR/cache-cold" "$DIR/out-cold")
+cp -al "$DIR/cache-cold/debs/." "$DEBS/" 2>/dev/null || true
+warm=$(build allinone "$DIR/cache-cold" "$DIR/out-warm")
+stages_cold=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(", ".join(f"{s[\"stage\"]} {s[\"seconds\"]:.1f} s" for s in d["stages"]))' "$DIR/out-cold.json")
+stages_warm=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(", ".join(f"{s[\"stage\"]} {s[\"seconds\"]:.1f} s" + (" (cached)" if s["cached"] else "") for s in d["stages"]))' "$DIR/out-warm.json")
+log "cold $cold s, warm $warm s"
+
+sizes=""
+for role in $ROLES; do
+    out="$DIR/out-cold"
+    if [ "$role" != allinone ]; then
+        out="$DIR/out-$role"
+        build "$role" "$DIR/cache-cold" "$out" >/dev/null
+    fi
+    img=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image"])' "$out.json")
+    bytes=$(stat -c %s "$img")
+    sizes+="| $role | $(( bytes / 1048576 )) MiB |"$'\n'
+    log "$role: $bytes bytes"
+done
+
+log "boot to READY under qemu (tcg)"
+boot="$DIR/boot"; mkdir -p "$boot"
+img=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image"])' "$DIR/out-cold.json")
+cp "$img" "$boot/disk.img"; truncate -s +9G "$boot/disk.img"
+printf 'node = "bench-1"\nrole = "allinone"\n' >"$boot/seed.toml"
+rm -f "$boot/seed.img"; mkfs.vfat -C -n OWUI-SEED "$boot/seed.img" 2048 >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -i "$boot/seed.img" "$boot/seed.toml" ::seed.toml
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$boot/vars.fd"; rm -f "$boot/serial.log"
+t0=$(now)
+qemu-system-x86_64 -machine q35 -accel tcg -m 1536 -smp 2 -display none -nodefaults -no-reboot \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive "if=pflash,format=raw,unit=1,file=$boot/vars.fd" \
+    -drive "if=virtio,format=raw,file=$boot/disk.img" \
+    -drive "if=virtio,format=raw,readonly=on,file=$boot/seed.img" \
+    -serial "file:$boot/serial.log" & qemu=$!
+ready="not seen in 600 s"
+for _ in $(seq 1 1200); do
+    if grep -aq 'OWUI-AGENT READY' "$boot/serial.log" 2>/dev/null; then ready="$(since "$t0") s"; break; fi
+    sleep 0.5
+done
+kill "$qemu" 2>/dev/null || true; wait "$qemu" 2>/dev/null || true
+log "READY: $ready"
+
+mkosi_result="mkosi not installed (apt-get install mkosi)"
+if command -v mkosi >/dev/null; then
+    m="$DIR/mkosi"; rm -rf "$m"; mkdir -p "$m"
+    pkgs=$(python3 - <<'PY'
+import tomllib
+base = tomllib.load(open("images/base.toml", "rb"))["debian"]["packages"]
+role = tomllib.load(open("images/allinone.toml", "rb"))["debian"]["packages"]
+print(",".join(sorted(set(base + role))))
+PY
+)
+    t0=$(now)
+    if (cd "$m" && mkosi --distribution debian --release trixie --format directory \
+            --package "$pkgs" --output image build >"$m/log" 2>&1); then
+        mkosi_result="$(since "$t0") s ($(mkosi --version 2>/dev/null | head -1), directory output: package install only, no erofs/verity/UKI/disk)"
+    else
+        mkosi_result="failed after $(since "$t0") s ($(mkosi --version 2>/dev/null | head -1)): $(grep -v '^$' "$m/log" | tail -1 | cut -c1-160)"
+    fi
+fi
+log "mkosi: $mkosi_result"
+
+section=$(mktemp)
+{
+    echo '<!-- image-bench:begin -->'
+    echo '## Image builds (`bash benches/image.sh --write`)'
+    echo
+    echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; method in benches/image.sh."
+    echo
+    echo '| measure | result |'
+    echo '| --- | --- |'
+    echo "| all-in-one, cold (empty stage cache, packages already downloaded) | $cold s ($stages_cold) |"
+    echo "| all-in-one, warm (unchanged spec, rootfs stage reused) | $warm s ($stages_warm) |"
+    echo "| boot to READY under qemu -accel tcg (no KVM), 2 vCPUs | $ready |"
+    echo "| mkosi, the same package set | $mkosi_result |"
+    echo
+    echo '| role | image size |'
+    echo '| --- | --- |'
+    printf '%s' "$sizes"
+    echo '<!-- image-bench:end -->'
+} >"$section"
+cat "$section"
+if [ "$WRITE" = 1 ]; then
+    replace_section "${PERF_DOC:-docs/performance.md}" '<!-- image-bench:begin -->' '<!-- image-bench:end -->' "$section"
+fi
+rm -f "$section"

@@ -21,6 +21,7 @@ use owui_bundle::sign::SecretKey;
 use owui_bundle::trust::TrustStore;
 use owui_bundle::{Error, Result};
 
+use super::rootfs::sorted_entries;
 use super::spec::ImageSpec;
 
 /// The channel image content is recorded under; bundles for the site use
@@ -117,14 +118,8 @@ fn link_tree_sorted(
             source: e.into(),
         }
     })?;
-    let mut entries: Vec<_> = fs::read_dir(from)
-        .at("reading", from)?
-        .collect::<std::io::Result<_>>()
-        .at("reading", from)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let src = entry.path();
-        let dst = to.join(entry.file_name());
+    for (name, src) in sorted_entries(from)? {
+        let dst = to.join(name);
         let m = fs::symlink_metadata(&src).at("reading", &src)?;
         if m.file_type().is_symlink() {
             let target = fs::read_link(&src).at("reading link", &src)?;
@@ -232,7 +227,9 @@ fn reset_change_times(tree: &Path, epoch: u64, image: &Path) -> Result<()> {
     }
     let script_path = tree.with_extension("debugfs");
     fs::write(&script_path, script).at("writing", &script_path)?;
+    // debugfs stamps the superblock's write time as it closes.
     Cmd::new("debugfs")
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .arg("-w")
         .arg("-f")
         .arg(&script_path)

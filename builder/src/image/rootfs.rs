@@ -3,6 +3,7 @@
 //! in, then the tree made image-shaped (no per-host identity, /var moved to
 //! a factory copy that first boot puts on the data partition).
 
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -120,14 +121,8 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
 /// Copies a directory tree, keeping modes and symlinks; later copies win.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to).at("creating", to)?;
-    let mut entries: Vec<_> = fs::read_dir(from)
-        .at("reading", from)?
-        .collect::<std::io::Result<_>>()
-        .at("reading", from)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let src = entry.path();
-        let dst = to.join(entry.file_name());
+    for (name, src) in sorted_entries(from)? {
+        let dst = to.join(name);
         let meta = fs::symlink_metadata(&src).at("reading", &src)?;
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&src).at("reading link", &src)?;
@@ -324,6 +319,7 @@ fn move_var_to_factory(tree: &Path) -> Result<()> {
     let mut top: Vec<_> = sorted_entries(&factory_var)?;
     top.retain(|(name, _)| name != "owui");
     for (name, path) in &top {
+        let name = name.to_string_lossy();
         let meta = fs::symlink_metadata(path).at("reading", path)?;
         if meta.file_type().is_symlink() {
             let target = fs::read_link(path).at("reading link", path)?;
@@ -346,7 +342,7 @@ fn move_var_to_factory(tree: &Path) -> Result<()> {
             if name == "lib" && child == "owui" {
                 continue;
             }
-            lines.push(format!("C /var/{name}/{child} - - - -"));
+            lines.push(format!("C /var/{name}/{} - - - -", child.to_string_lossy()));
         }
     }
     lines.push(String::new());
@@ -354,14 +350,13 @@ fn move_var_to_factory(tree: &Path) -> Result<()> {
     fs::write(&conf, lines.join("\n")).at("writing", &conf)
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// A directory's entries by name, in byte order: what every tree walk
+/// that must give the same result twice goes by.
+pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, PathBuf)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).at("reading", dir)? {
         let entry = entry.at("reading", dir)?;
-        out.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            entry.path(),
-        ));
+        out.push((entry.file_name(), entry.path()));
     }
     out.sort();
     Ok(out)

@@ -57,8 +57,15 @@ python3 scripts/standin-oci.py images/content/oci
 build() { # build ROLE CACHE OUT: prints seconds
     local t0; t0=$(now)
     "$builder" build "images/$1.toml" --key "$DIR/keys/owui.key" --out "$3" \
-        --agent "$agent" --cache "$2" --json >"$3.json"
+        --agent "$agent" --cache "$2" --json >"$3.json" || { cat "$3.json" >&2; die "building $1 failed"; }
     since "$t0"
+}
+stage_times() { # stage_times BUILD_JSON: "rootfs 41.2 s (cached), ..."
+    python3 - "$1" <<'PY'
+import json, sys
+stages = json.load(open(sys.argv[1]))["stages"]
+print(", ".join("%s %.1f s%s" % (s["stage"], s["seconds"], " (cached)" if s["cached"] else "") for s in stages))
+PY
 }
 fresh_cache() { # a stage cache holding only the shared packages
     rm -rf "$1"; mkdir -p "$1/debs"
@@ -68,11 +75,11 @@ fresh_cache() { # a stage cache holding only the shared packages
 log "all-in-one: first build fills the package cache when empty"
 mkdir -p "$DEBS"
 fresh_cache "$DIR/cache-cold"
-cold=$(build allinone "$DIR/cache-cold" "$DIR/out-cold")
+cold=$(build allinone "$DIR/cache-cold" "$DIR/out-cold") || exit 1
 cp -al "$DIR/cache-cold/debs/." "$DEBS/" 2>/dev/null || true
-warm=$(build allinone "$DIR/cache-cold" "$DIR/out-warm")
-stages_cold=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(", ".join(f"{s[\"stage\"]} {s[\"seconds\"]:.1f} s" for s in d["stages"]))' "$DIR/out-cold.json")
-stages_warm=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(", ".join(f"{s[\"stage\"]} {s[\"seconds\"]:.1f} s" + (" (cached)" if s["cached"] else "") for s in d["stages"]))' "$DIR/out-warm.json")
+warm=$(build allinone "$DIR/cache-cold" "$DIR/out-warm") || exit 1
+stages_cold=$(stage_times "$DIR/out-cold.json")
+stages_warm=$(stage_times "$DIR/out-warm.json")
 log "cold $cold s, warm $warm s"
 
 sizes=""
@@ -80,7 +87,7 @@ for role in $ROLES; do
     out="$DIR/out-cold"
     if [ "$role" != allinone ]; then
         out="$DIR/out-$role"
-        build "$role" "$DIR/cache-cold" "$out" >/dev/null
+        build "$role" "$DIR/cache-cold" "$out" >/dev/null || exit 1
     fi
     img=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image"])' "$out.json")
     bytes=$(stat -c %s "$img")
@@ -122,7 +129,7 @@ print(",".join(sorted(set(base + role))))
 PY
 )
     t0=$(now)
-    if (cd "$m" && mkosi --distribution debian --release trixie --format directory \
+    if (cd "$m" && timeout 900 mkosi --distribution debian --release trixie --format directory \
             --package "$pkgs" --output image build >"$m/log" 2>&1); then
         mkosi_result="$(since "$t0") s ($(mkosi --version 2>/dev/null | head -1), directory output: package install only, no erofs/verity/UKI/disk)"
     else

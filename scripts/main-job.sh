@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "main-job.sh: run as root (mmdebstrap builds the image's root filesystem)" >&2
     exit 1
 fi
-need="minisign mmdebstrap erofs-utils cryptsetup-bin dosfstools mtools binutils e2fsprogs systemd"
+need="minisign mmdebstrap erofs-utils cryptsetup-bin dosfstools mtools binutils e2fsprogs systemd skopeo"
 missing=$(for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq

@@ -85,8 +85,9 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-pub fn check_tools() -> Result<()> {
-    for (program, package) in TOOLS {
+pub fn check_tools(spec: &ImageSpec) -> Result<()> {
+    let oci = (!spec.content.oci.is_empty()).then_some(("skopeo", "skopeo"));
+    for (program, package) in TOOLS.iter().chain(oci.as_ref()) {
         if !on_path(program) {
             return Err(Error::tool(
                 *program,
@@ -319,7 +320,7 @@ fn mib(bytes: u64) -> u64 {
 
 pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
     let spec = opts.spec;
-    check_tools()?;
+    check_tools(spec)?;
     spec.check_sources()?;
     spec.content_mib(estimate_content_bytes(spec)?)?;
     fs::create_dir_all(opts.out).at("creating", opts.out)?;

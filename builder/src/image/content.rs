@@ -90,7 +90,11 @@ pub fn prefill(
     let mut trust = TrustStore::load(&trust_dir)?;
     trust.install(&key.public())?;
     let reader = BundleReader::open(&bundle, &trust)?;
-    apply::apply(&reader, &node, false, progress)?;
+    let applied = apply::apply(&reader, &node, false, progress);
+    // containers/storage's overlay driver bind-mounts its own directory and
+    // leaves the mount behind when skopeo exits.
+    unmount_below(mount)?;
+    applied?;
     fs::remove_file(&bundle).at("removing", &bundle)?;
     let bytes = report.manifest.blobs.iter().map(|b| b.size).sum();
     Ok(Prefilled {
@@ -131,6 +135,29 @@ fn link_tree_sorted(
             let first = seen.entry(key).or_insert_with(|| src.clone()).clone();
             fs::hard_link(&first, &dst).at("linking", &dst)?;
         }
+    }
+    Ok(())
+}
+
+/// Detaches every mount at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) -> Result<()> {
+    let info = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(info).at("reading", info)?;
+    let dir = dir.canonicalize().at("resolving", dir)?;
+    // Field 5 is the mount point, with spaces and the like as octal escapes.
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::Io {
+            action: "unmounting",
+            path: p.clone(),
+            source: e.into(),
+        })?;
     }
     Ok(())
 }

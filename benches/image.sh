@@ -98,7 +98,15 @@ done
 log "boot to READY under qemu (tcg)"
 boot="$DIR/boot"; mkdir -p "$boot"
 img=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image"])' "$DIR/out-cold.json")
-cp "$img" "$boot/disk.img"; truncate -s +9G "$boot/disk.img"
+# Room for the data partition first boot makes (partitions.data; sparse).
+data_mib=$(python3 - <<'PY'
+import tomllib
+base = tomllib.load(open("images/base.toml", "rb")).get("partitions", {})
+role = tomllib.load(open("images/allinone.toml", "rb")).get("partitions", {})
+print({**base, **role}["data"])
+PY
+)
+cp "$img" "$boot/disk.img"; truncate -s "+$(( data_mib + 1024 ))M" "$boot/disk.img"
 printf 'node = "bench-1"\nrole = "allinone"\n' >"$boot/seed.toml"
 rm -f "$boot/seed.img"; mkfs.vfat -C -n OWUI-SEED "$boot/seed.img" 2048 >/dev/null
 MTOOLS_SKIP_CHECK=1 mcopy -i "$boot/seed.img" "$boot/seed.toml" ::seed.toml

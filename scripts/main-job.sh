@@ -26,8 +26,9 @@ fi
 
 echo "== building owui-builder and owui-agent (release)"
 cargo build --release -p owui-builder -p owui-agent
-builder=target/release/owui-builder
-agent=target/release/owui-agent
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+builder=$target/release/owui-builder
+agent=$target/release/owui-agent
 
 mkdir -p "$out"
 if [ ! -f "$out/keys/owui.key" ]; then

@@ -54,6 +54,22 @@ pub struct HfSpec {
     pub path: PathBuf,
 }
 
+impl OllamaSpec {
+    /// Every file the model is made from: the GGUF, then the optional ones.
+    pub fn paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        std::iter::once(&mut self.gguf).chain(
+            [
+                &mut self.template,
+                &mut self.params,
+                &mut self.system,
+                &mut self.license,
+            ]
+            .into_iter()
+            .flatten(),
+        )
+    }
+}
+
 fn default_ref() -> String {
     "main".to_string()
 }
@@ -121,18 +137,7 @@ impl BundleSpec {
             }
         };
         for m in &mut self.ollama {
-            resolve(&mut m.gguf);
-            for p in [
-                &mut m.template,
-                &mut m.params,
-                &mut m.system,
-                &mut m.license,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                resolve(p);
-            }
+            m.paths_mut().for_each(resolve);
         }
         for h in &mut self.huggingface {
             resolve(&mut h.path);

@@ -1615,32 +1615,8 @@ mod nspawn_tests {
     /// run, which is `Err` (unknown), not a failed unit.
     #[tokio::test]
     async fn bus_without_systemd_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("bus");
-        let mut daemon = std::process::Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address=unix:path={}", socket.display()))
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run dbus-daemon: {e}; run .ci/run (it installs dbus)")
-            });
-        struct Kill<'a>(&'a mut std::process::Child);
-        impl Drop for Kill<'_> {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let _guard = Kill(&mut daemon);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "dbus-daemon made no socket");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let bus = Bus::connect(Some(&format!("unix:path={}", socket.display())))
-            .await
-            .unwrap();
+        let private = crate::health::PrivateBus::start().await;
+        let bus = Bus::connect(Some(&private.address)).await.unwrap();
         let got = check(&bus, "owui-ok.service").await;
         assert!(
             matches!(&got, Err(e) if e.starts_with("systemd is not on D-Bus at unix:path=")),

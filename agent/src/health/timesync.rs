@@ -236,28 +236,8 @@ mod tests {
 
     #[tokio::test]
     async fn asks_timedated_over_a_real_bus() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("bus");
-        let mut daemon = std::process::Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address=unix:path={}", socket.display()))
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (.ci/run installs dbus)");
-        struct Kill<'a>(&'a mut std::process::Child);
-        impl Drop for Kill<'_> {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let _guard = Kill(&mut daemon);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(std::time::Instant::now() < deadline, "no bus socket");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let address = format!("unix:path={}", socket.display());
+        let private = crate::health::PrivateBus::start().await;
+        let address = private.address.clone();
         let bus = Bus::connect(Some(&address)).await.unwrap();
         // Nobody serves timedate1 yet: the check cannot run.
         let err = timedated(&bus, POLICY).await.unwrap_err();

@@ -395,11 +395,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
     ));
     hash_tree(&mut h, &injection)?;
     let root_key: [u8; 32] = h.finalize().into();
-    let root_key_hex: String = root_key
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let root_key_hex = hex::encode(&root_key[..8]);
     let root_cache = opts.cache_dir.join(format!("rootfs-{root_key_hex}"));
     let packages_note = format!(
         "{} packages from {} {}",

@@ -29,31 +29,22 @@ pub fn uuid_from(bytes: &[u8]) -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let digits = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
+        &digits[0..8],
+        &digits[8..12],
+        &digits[12..16],
+        &digits[16..20],
+        &digits[20..32]
     )
-}
-
-fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect()
 }
 
 /// The partition UUIDs a root hash implies: first and second half, as
 /// systemd's discoverable-partitions convention does.
 pub fn partition_uuids(root_hash: &str) -> Result<(String, String)> {
-    let bytes = hex_to_bytes(root_hash)
+    let bytes = hex::decode(root_hash)
+        .ok()
         .filter(|b| b.len() == 32)
         .ok_or_else(|| {
             Error::invalid(
@@ -75,7 +66,7 @@ pub fn make_root(
 ) -> Result<Verity> {
     let fs_uuid = uuid_from(&seed[..16]);
     let verity_uuid = uuid_from(&seed[16..]);
-    let salt: String = seed.iter().map(|x| format!("{x:02x}")).collect();
+    let salt = hex::encode(seed);
     Cmd::new("mkfs.erofs")
         .arg("-zlz4hc")
         .arg(format!("-T{epoch}"))

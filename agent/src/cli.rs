@@ -50,6 +50,48 @@ pub enum Command {
     /// The node seed on first boot: import it, print the READY banner.
     #[command(subcommand)]
     Seed(SeedCommand),
+    /// This node's secrets and TLS files (made on the node, never in the image).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// This node's PostgreSQL cluster and Open WebUI's database.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Make and start the cluster, then Open WebUI's user and database.
+    ///
+    /// Run at boot by owui-postgresql-setup.service on db and allinone
+    /// nodes (other roles: nothing to do). First boot creates the cluster
+    /// with Debian's pg_createcluster (UTF-8, page checksums, the image's
+    /// createcluster.d settings) on the data partition; every boot starts
+    /// it and makes sure user `openwebui` (password from
+    /// /etc/owui/secrets/postgres-openwebui-password), database `openwebui`
+    /// and the pgvector extension exist. Runs on the node itself only.
+    Setup {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Make whatever of the role's secrets and TLS files is missing.
+    ///
+    /// Run at boot by owui-secrets.service, before the services that read
+    /// them. Makes random keys and passwords (0600 files in
+    /// /etc/owui/secrets, a 0700 directory), the env files Open WebUI, Open
+    /// Terminal and vLLM read, and for web roles nginx's certificate: a
+    /// node-local CA and a server certificate for the node's name,
+    /// localhost and 127.0.0.1 (/etc/owui/tls). Never overwrites a file:
+    /// put a site certificate or a cluster-wide key there first and it is
+    /// used. Prints file names only, never values. A secret file others can
+    /// read is refused (exit 5).
+    Init {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

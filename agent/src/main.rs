@@ -4,10 +4,12 @@ mod bundles;
 mod cli;
 mod config;
 mod daemon;
+mod db_setup;
 mod gpu;
 mod hardening;
 mod health;
 mod layout;
+mod node_secrets;
 mod seed_cmd;
 mod status;
 mod trust_cmd;
@@ -18,7 +20,9 @@ use clap::Parser;
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use cli::{BundleCommand, Cli, Command, GpuCommand, SeedCommand, TrustCommand};
+use cli::{
+    BundleCommand, Cli, Command, DbCommand, GpuCommand, SecretsCommand, SeedCommand, TrustCommand,
+};
 use layout::Root;
 
 /// `status` has its own exit codes: the node's overall state.
@@ -149,6 +153,12 @@ fn main() -> ExitCode {
         ),
         Command::Seed(SeedCommand::Banner) => {
             finish(seed_cmd::banner(&root), false, |line| println!("{line}"))
+        }
+        Command::Db(DbCommand::Setup { json }) => {
+            finish(db_setup::setup(&root), json, db_setup::print)
+        }
+        Command::Secrets(SecretsCommand::Init { json }) => {
+            finish(node_secrets::init(&root), json, node_secrets::print)
         }
         Command::Trust(TrustCommand::List { json }) => {
             finish(trust_cmd::list(&root), json, trust_cmd::print)

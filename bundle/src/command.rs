@@ -13,6 +13,9 @@ const STDERR_TAIL: usize = 2000;
 pub struct Cmd {
     program: String,
     inner: Command,
+    /// Fed to stdin (secrets go here, never on the command line, which
+    /// every user can read in /proc).
+    input: Option<Vec<u8>>,
 }
 
 impl Cmd {
@@ -22,7 +25,14 @@ impl Cmd {
         Cmd {
             program: program.to_string(),
             inner,
+            input: None,
         }
+    }
+
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.inner.stdin(Stdio::piped());
+        self.input = Some(data.into());
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -57,12 +67,29 @@ impl Cmd {
     pub fn output(mut self) -> Result<Vec<u8>> {
         let line = self.describe();
         tracing::debug!(command = %line, "running");
-        let out = self
+        let started = |e: std::io::Error| {
+            Error::tool(&self.program, format!("could not start `{line}`: {e}"))
+        };
+        let mut child = self
             .inner
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| Error::tool(&self.program, format!("could not start `{line}`: {e}")))?;
+            .spawn()
+            .map_err(started)?;
+        // Written from a thread, so a program that answers before it has read
+        // everything cannot deadlock on full pipes. One that exits without
+        // reading it all fails below with its own message, which says more
+        // than the broken pipe would.
+        let writer = match (self.input.take(), child.stdin.take()) {
+            (Some(data), Some(mut stdin)) => Some(std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut stdin, &data);
+            })),
+            _ => None,
+        };
+        let out = child.wait_with_output().map_err(started)?;
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
         if out.status.success() {
             return Ok(out.stdout);
         }
@@ -104,6 +131,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(err.exit_code(), 7);
+    }
+
+    #[test]
+    fn stdin_reaches_the_program() {
+        let out = Cmd::new("cat").stdin("fed on stdin").output().unwrap();
+        assert_eq!(out, b"fed on stdin");
     }
 
     #[test]

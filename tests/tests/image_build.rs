@@ -1,7 +1,9 @@
-//! `owui-builder build` for real: a small app-role image from Debian 13
-//! packages, booted under qemu with UEFI firmware until the agent's READY
-//! banner, checked inside the VM, rebuilt from the cache and from scratch
-//! (byte-identical), and refused once a byte of its root is flipped.
+//! `owui-builder build` for real: a small all-in-one image from Debian 13
+//! packages (boot essentials and PostgreSQL), booted under qemu with UEFI
+//! firmware until the agent's READY banner, checked inside the VM (status,
+//! first-boot secrets, the PostgreSQL cluster and Open WebUI's database),
+//! rebuilt from the cache and from scratch (byte-identical), and refused
+//! once a byte of its root is flipped.
 //! Needs root, mmdebstrap, qemu, OVMF and Debian's package registry
 //! (.ci/run installs them); downloaded packages are kept in
 //! /var/tmp/owui-test-image-cache between runs.
@@ -18,44 +20,74 @@ use owui_tests::site::{bin, model_sources, run, Run};
 const EPOCH: &str = "1700000000";
 const REPORT_BEGIN: &str = "BOOT-TEST-STATUS-BEGIN";
 const REPORT_END: &str = "BOOT-TEST-STATUS-END";
+/// What owui-secrets.service makes on a web node's first boot.
+const SECRET_FILES: &str =
+    "/etc/owui/secrets/open-webui.env /etc/owui/tls/privkey.pem /etc/owui/tls/fullchain.pem";
+/// The report the VM prints on its console once the banner is out: the
+/// agent's status, the secrets' modes, the cluster's settings, and a login
+/// as Open WebUI's user over TCP with the password first boot made.
+const REPORT_SCRIPT: &str = r#"#!/bin/sh
+one_line() { tr '\n' ' '; echo; }
+echo REPORT_BEGIN
+/usr/bin/owui-agent status --json | one_line
+stat -c '%a %n' FILES | one_line
+runuser -u postgres -- psql -XAt -d openwebui -c "select concat_ws(',', current_setting('work_mem'),
+    current_setting('shared_buffers'), current_setting('data_checksums'),
+    current_setting('server_encoding'), (select extversion from pg_extension where extname = 'vector'))" 2>&1 | one_line
+PGPASSWORD="$(cat /etc/owui/secrets/postgres-openwebui-password)" \
+    psql -XAt -h 127.0.0.1 -U openwebui -d openwebui -c 'select current_user' 2>&1 | one_line
+echo REPORT_END
+"#;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A role spec with the boot essentials only (no base), the repository's
-/// common and app overlays, one small model, and a unit that prints the
-/// agent's status on the console once the banner is out.
+/// A spec with the boot essentials and PostgreSQL only (no base), the
+/// repository's common, app and postgresql overlays, one small model, and a
+/// unit that prints the report on the console once the banner is out.
 fn write_spec(dir: &Path, extra: &str) -> PathBuf {
-    let overlay = dir.join("overlay/etc/systemd/system");
-    fs::create_dir_all(&overlay).unwrap();
+    let overlay = dir.join("overlay");
+    let units = overlay.join("etc/systemd/system");
+    fs::create_dir_all(&units).unwrap();
     fs::write(
-        overlay.join("boot-test-report.service"),
-        format!(
-            "[Unit]\nAfter=owui-ready.service\nWants=owui-ready.service\n\
-             [Service]\nType=oneshot\n\
-             ExecStart=/bin/sh -c 'echo {REPORT_BEGIN}; /usr/bin/owui-agent status --json | tr -d \"\\\\n\"; echo; echo {REPORT_END}'\n\
-             StandardOutput=tty\nTTYPath=/dev/console\n\
-             [Install]\nWantedBy=multi-user.target\n"
-        ),
+        units.join("boot-test-report.service"),
+        "[Unit]\nAfter=owui-ready.service owui-postgresql-setup.service\nWants=owui-ready.service\n\
+         [Service]\nType=oneshot\nExecStart=/usr/local/bin/boot-test-report\n\
+         StandardOutput=tty\nTTYPath=/dev/console\n\
+         [Install]\nWantedBy=multi-user.target\n",
     )
     .unwrap();
+    let script = overlay.join("usr/local/bin/boot-test-report");
+    fs::create_dir_all(script.parent().unwrap()).unwrap();
+    let report = REPORT_SCRIPT
+        .replace("REPORT_BEGIN", REPORT_BEGIN)
+        .replace("REPORT_END", REPORT_END)
+        .replace("FILES", SECRET_FILES);
+    fs::write(&script, report).unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The shipped settings are for servers; the VM has 1.5 GiB of memory.
+    let conf = overlay.join("etc/postgresql-common/createcluster.d/60-boot-test.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(&conf, "shared_buffers = '128MB'\n").unwrap();
     let models = model_sources(dir, "img", 100_000, 2);
     let images = repo().join("images/overlay");
     let spec = format!(
-        r#"role = "app"
+        r#"role = "allinone"
 version = "0.1.0"
 [debian]
 suite = "trixie"
 mirror = "http://deb.debian.org/debian"
 components = ["main"]
 packages = ["systemd", "systemd-sysv", "udev", "dbus", "linux-image-amd64", "initramfs-tools",
-            "zstd", "kmod", "cryptsetup-bin", "systemd-boot-efi", "systemd-repart", "e2fsprogs"]
+            "zstd", "kmod", "cryptsetup-bin", "systemd-boot-efi", "systemd-repart", "e2fsprogs",
+            "postgresql-17", "postgresql-17-pgvector"]
 [units]
 enable = ["var.mount", "var-lib-owui.mount", "efi.mount", "owui-seed.service",
-          "owui-agent.service", "owui-ready.service", "boot-test-report.service"]
+          "owui-secrets.service", "owui-postgresql-setup.service", "owui-agent.service",
+          "owui-ready.service", "boot-test-report.service"]
 [overlay]
-dirs = ["{common}", "{app}", "overlay"]
+dirs = ["{common}", "{app}", "{postgresql}", "overlay"]
 [partitions]
 esp = 128
 root = 1024
@@ -67,6 +99,7 @@ cmdline = ["console=ttyS0,115200", "systemd.show_status=false"]
 {models}"#,
         common = images.join("common").display(),
         app = images.join("app").display(),
+        postgresql = images.join("postgresql").display(),
     );
     let path = dir.join("mini.toml");
     fs::write(&path, spec).unwrap();
@@ -150,7 +183,7 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     let out1 = dir.join("out1");
     let first = build(&spec, &key, &out1, cache, &[]).ok().json();
     let image = PathBuf::from(first["image"].as_str().unwrap());
-    assert_eq!(image, out1.join("app-0.1.0.img"));
+    assert_eq!(image, out1.join("allinone-0.1.0.img"));
     let stages: Vec<&str> = first["stages"]
         .as_array()
         .unwrap()
@@ -170,9 +203,9 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     ])
     .ok()
     .json();
-    assert_eq!(verified["role"], "app");
+    assert_eq!(verified["role"], "allinone");
     assert_eq!(verified["root_hash"], first["root_hash"]);
-    let manifest = out1.join("app-0.1.0.manifest.json");
+    let manifest = out1.join("allinone-0.1.0.manifest.json");
     let minisign = Command::new("minisign")
         .arg("-Vm")
         .arg(&manifest)
@@ -189,26 +222,42 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         .any(|p| p["name"] == "systemd"));
     assert_eq!(m["content"]["ollama"][0]["name"], "tiny-img:1b");
     let sbom: serde_json::Value =
-        serde_json::from_slice(&fs::read(out1.join("app-0.1.0.spdx.json")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(out1.join("allinone-0.1.0.spdx.json")).unwrap()).unwrap();
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     assert!(sbom["packages"].as_array().unwrap().len() > 50);
 
     // 2. Boot it with a seed medium: READY banner, then the status the
     // agent gives inside the VM lists the role's units.
     let disk = boot_disk(&image, &dir.join("boot.img"));
-    let medium = seed_medium(dir, "node = \"rack1-n07\"\nrole = \"app\"\n");
+    let medium = seed_medium(dir, "node = \"rack1-n07\"\nrole = \"allinone\"\n");
     let mut vm = Boot::start(dir, &disk, &[&medium]);
-    let banner = "OWUI-AGENT READY role=app node=rack1-n07";
+    let banner = "OWUI-AGENT READY role=allinone node=rack1-n07";
     let seen = vm.wait_for(&[banner], Duration::from_secs(400));
     assert_eq!(seen.as_deref(), Some(banner), "serial log:\n{}", vm.log());
     let report = vm
         .between(REPORT_BEGIN, REPORT_END, Duration::from_secs(120))
         .unwrap_or_else(|| panic!("no status report; serial log:\n{}", vm.log()));
     drop(vm);
-    let status: serde_json::Value = serde_json::from_str(report.trim())
+    let mut lines = report.lines().filter(|l| !l.trim().is_empty());
+    let status_line = lines.next().unwrap_or_default();
+    let status: serde_json::Value = serde_json::from_str(status_line.trim())
         .unwrap_or_else(|e| panic!("status in the VM is not JSON ({e}):\n{report}"));
+    // First boot made the node's secrets and certificate, private.
+    let modes = lines.next().unwrap_or_default();
+    for file in SECRET_FILES.split(' ') {
+        assert!(modes.contains(&format!("600 {file}")), "{file}: {report}");
+    }
+    // The cluster first boot made: the image's createcluster.d settings
+    // (work_mem) under the test's own (shared_buffers), page checksums,
+    // UTF-8, pgvector; and Open WebUI's user logs in with its password.
+    let settings = lines.next().unwrap_or_default().trim();
+    assert!(
+        settings.starts_with("64MB,128MB,on,UTF8,"),
+        "cluster settings: {report}"
+    );
+    assert_eq!(lines.next().map(str::trim), Some("openwebui"), "{report}");
     assert_eq!(status["node"], "rack1-n07");
-    assert_eq!(status["role"], "app");
+    assert_eq!(status["role"], "allinone");
     let names: Vec<&str> = status["checks"]
         .as_array()
         .unwrap()
@@ -223,7 +272,7 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         assert!(names.contains(&unit), "{unit} not in {names:?}");
     }
     // The data and content partitions were mounted: their disk checks ran.
-    let disk_state = |name: &str| {
+    let state_of = |name: &str| {
         status["checks"]
             .as_array()
             .unwrap()
@@ -232,11 +281,13 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
             .map(|c| c["state"].clone())
     };
     assert_eq!(
-        disk_state("disk:/var/lib/owui"),
+        state_of("disk:/var/lib/owui"),
         Some("healthy".into()),
         "{report}"
     );
-    assert_eq!(disk_state("disk:/var"), Some("healthy".into()), "{report}");
+    assert_eq!(state_of("disk:/var"), Some("healthy".into()), "{report}");
+    // The agent's health check logs in to the cluster first boot made.
+    assert_eq!(state_of("postgresql"), Some("healthy".into()), "{report}");
 
     // 3. An unchanged rebuild reuses the rootfs stage; a rebuild of every
     // stage gives the same bytes.
@@ -266,12 +317,12 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     let at = root["offset"].as_u64().unwrap() + 1024;
     let bad_dir = dir.join("bad");
     fs::create_dir_all(&bad_dir).unwrap();
-    let bad = bad_dir.join("app-0.1.0.img");
+    let bad = bad_dir.join("allinone-0.1.0.img");
     fs::copy(&image, &bad).unwrap();
-    fs::copy(&manifest, bad_dir.join("app-0.1.0.manifest.json")).unwrap();
+    fs::copy(&manifest, bad_dir.join("allinone-0.1.0.manifest.json")).unwrap();
     fs::copy(
-        out1.join("app-0.1.0.manifest.json.minisig"),
-        bad_dir.join("app-0.1.0.manifest.json.minisig"),
+        out1.join("allinone-0.1.0.manifest.json.minisig"),
+        bad_dir.join("allinone-0.1.0.manifest.json.minisig"),
     )
     .unwrap();
     let mut f = fs::OpenOptions::new()

@@ -398,3 +398,61 @@ fn bad_tls_config_is_refused_naming_the_key() {
         );
     }
 }
+
+/// First boot on a web node: `secrets init` makes nginx's certificate and the
+/// CA the health check trusts; a real nginx serves them and the check, left
+/// at its image defaults (CA /etc/owui/tls/ca.pem, no server name), passes.
+#[test]
+fn the_certificate_secrets_init_makes_is_served_and_trusted() {
+    let site = Site::new("app");
+    let made = site.agent(&["secrets", "init", "--json"]).ok().json();
+    let created: Vec<&str> = made["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for file in [
+        "/etc/owui/tls/fullchain.pem",
+        "/etc/owui/tls/privkey.pem",
+        "/etc/owui/tls/ca.pem",
+    ] {
+        assert!(created.contains(&file), "{made}");
+    }
+    // The report names files, never what is in them.
+    let password = fs::read_to_string(site.root.join("etc/owui/secrets/admin-password")).unwrap();
+    assert!(!made.to_string().contains(password.trim()));
+
+    let port = free_port();
+    fs::write(
+        site.root.join("etc/owui/agent.toml"),
+        format!("[health]\ntimeout_s = 5\ndisks = [\"/\"]\nnginx_url = \"https://127.0.0.1:{port}/health\"\n"),
+    )
+    .unwrap();
+    let tls = site.root.join("etc/owui/tls");
+    let _nginx = NginxServer::start(
+        port,
+        &site.work.join("nginx"),
+        &ServerTls {
+            cert: tls.join("fullchain.pem"),
+            key: tls.join("privkey.pem"),
+            client_ca: None,
+        },
+    );
+    let doc = site.agent(&["status", "--json"]).json();
+    let check = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "nginx-tls")
+        .unwrap_or_else(|| panic!("no nginx-tls check in {doc}"));
+    assert_eq!(check["state"], "healthy", "{check}");
+    assert!(
+        check["detail"].as_str().unwrap().contains("CN=node-1"),
+        "{check}"
+    );
+
+    // A second boot changes nothing.
+    let again = site.agent(&["secrets", "init", "--json"]).ok().json();
+    assert_eq!(again["created"], serde_json::json!([]), "{again}");
+}

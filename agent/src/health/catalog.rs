@@ -73,7 +73,7 @@ impl Default for HealthConfig {
             open_webui_url: "http://127.0.0.1:8080".into(),
             ollama_url: "http://127.0.0.1:11434".into(),
             vllm_url: "http://127.0.0.1:8000".into(),
-            postgres: "host=/run/postgresql user=postgres dbname=postgres".into(),
+            postgres: "host=/run/postgresql user=owui_agent dbname=postgres".into(),
             redis: "127.0.0.1:6379".into(),
             redis_password_file: None,
             systemd_bus: String::new(),

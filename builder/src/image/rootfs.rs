@@ -227,6 +227,10 @@ const PER_HOST: &[&str] = &[
     "etc/subuid-",
     "etc/subgid-",
     "usr/lib/owui/finalize-rootfs.sh",
+    // ssl-cert's "snakeoil" pair, made at install: one private key on every
+    // node, and new bytes in every build.
+    "etc/ssl/private/ssl-cert-snakeoil.key",
+    "etc/ssl/certs/ssl-cert-snakeoil.pem",
 ];
 
 /// Makes the installed tree image-shaped.
@@ -249,6 +253,7 @@ pub fn finish_tree(tree: &Path) -> Result<()> {
     for dir in ["var/cache/debconf", "var/lib/dpkg"] {
         remove_matching(&tree.join(dir), |name| name.ends_with("-old"))?;
     }
+    remove_links_to(&tree.join("etc/ssl/certs"), "ssl-cert-snakeoil.pem")?;
     truncate_logs(&tree.join("var/log"))?;
     // Mount points must exist in a read-only root.
     let efi = tree.join("efi");
@@ -272,6 +277,21 @@ fn remove_matching(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if matches(&name) && entry.file_type().at("reading", dir)?.is_file() {
             remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the symlinks in `dir` that point at `target` (the hash links
+/// OpenSSL looks certificates up by).
+fn remove_links_to(dir: &Path, target: &str) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry.at("reading", dir)?.path();
+        if fs::read_link(&path).is_ok_and(|to| to == Path::new(target)) {
+            fs::remove_file(&path).at("removing", &path)?;
         }
     }
     Ok(())

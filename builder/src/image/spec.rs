@@ -1357,6 +1357,14 @@ const EMBEDDED: &[Embedded] = &[
         include_str!("../../../units/owui-seed.service"),
     ),
     Embedded::File(
+        "units/owui-secrets.service",
+        include_str!("../../../units/owui-secrets.service"),
+    ),
+    Embedded::File(
+        "units/owui-postgresql-setup.service",
+        include_str!("../../../units/owui-postgresql-setup.service"),
+    ),
+    Embedded::File(
         "units/owui-ready.service",
         include_str!("../../../units/owui-ready.service"),
     ),

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
@@ -122,6 +122,13 @@ pub fn local_mirror(cache: &Path, debian: &DebianSpec, dir: &Path) -> Result<Str
     } else {
         HashMap::new()
     };
+    // One-line sources.list entries are split at white space.
+    if dir.to_string_lossy().contains(char::is_whitespace) {
+        return Err(Error::invalid(
+            dir.display().to_string(),
+            "--offline needs an --out path without spaces (its local mirror goes there)",
+        ));
+    }
     let dists_dir = dir.join("dists");
     fs::create_dir_all(&dists_dir).at("creating", &dists_dir)?;
     let suite_link = dists_dir.join(&debian.suite);
@@ -134,6 +141,21 @@ pub fn local_mirror(cache: &Path, debian: &DebianSpec, dir: &Path) -> Result<Str
             let Some(deb) = have.get(&entry.cache_name) else {
                 continue;
             };
+            // Links are made before apt has checked the index: a path
+            // that leaves the pool must not place one elsewhere.
+            let inside = entry.filename.starts_with("pool/")
+                && Path::new(entry.filename)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)));
+            if !inside {
+                return Err(Error::invalid(
+                    index.display().to_string(),
+                    format!(
+                        "package {}: Filename {:?} is not under pool/",
+                        entry.package, entry.filename
+                    ),
+                ));
+            }
             served.insert(entry.package.to_string());
             let dest = dir.join(entry.filename);
             if dest.symlink_metadata().is_ok() {
@@ -146,7 +168,7 @@ pub fn local_mirror(cache: &Path, debian: &DebianSpec, dir: &Path) -> Result<Str
         }
     }
     // The spec's own packages are checked here, all at once; a missing
-    // dependency shows when apt fails (see missing_packages).
+    // dependency shows when apt fails (see apt_failure).
     let absent: Vec<String> = debian
         .packages
         .iter()
@@ -326,6 +348,43 @@ mod tests {
             Some(AptFailure::Unverified(bad.trim().to_string()))
         );
         assert_eq!(apt_failure("E: Sub-process /usr/bin/dpkg returned 1"), None);
+    }
+
+    #[test]
+    fn a_pool_path_leaving_the_mirror_is_refused_before_any_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let index = cache.join("dists/trixie/main/binary-amd64");
+        fs::create_dir_all(&index).unwrap();
+        fs::create_dir_all(cache.join("debs")).unwrap();
+        fs::write(cache.join("dists/trixie/InRelease"), "Suite: stable\n").unwrap();
+        fs::write(cache.join("debs/zstd_1.5_amd64.deb"), "").unwrap();
+        fs::write(
+            index.join("Packages"),
+            "Package: zstd\nVersion: 1.5\nArchitecture: amd64\nFilename: pool/../../../x\n",
+        )
+        .unwrap();
+        let debian = DebianSpec {
+            suite: "trixie".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            components: vec!["main".into()],
+            packages: vec!["zstd".into()],
+        };
+        let mirror = tmp.path().join("mirror");
+        let err = local_mirror(&cache, &debian, &mirror).unwrap_err();
+        assert!(err.to_string().contains("not under pool/"), "{err}");
+        assert!(!tmp.path().join("x").exists());
+
+        fs::write(
+            index.join("Packages"),
+            "Package: zstd\nVersion: 1.5\nArchitecture: amd64\nFilename: pool/main/z/zstd_1.5_amd64.deb\n",
+        )
+        .unwrap();
+        fs::remove_dir_all(&mirror).unwrap();
+        let line = local_mirror(&cache, &debian, &mirror).unwrap();
+        assert_eq!(line, format!("deb copy://{} trixie main", mirror.display()));
+        assert!(mirror.join("pool/main/z/zstd_1.5_amd64.deb").is_file());
+        assert!(mirror.join("dists/trixie/InRelease").is_file());
     }
 
     #[test]

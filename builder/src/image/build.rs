@@ -37,7 +37,7 @@ pub struct BuildOptions<'a> {
     pub agent_binary: &'a Path,
     /// Stage outputs and downloaded packages, kept between builds.
     pub cache_dir: &'a Path,
-    /// Overrides the spec's mirror (a local mirror for offline rebuilds).
+    /// Overrides the spec's mirror for this build (a site's own mirror).
     pub mirror: Option<&'a str>,
     /// Install from the cache's packages and signed indices alone.
     pub offline: bool,
@@ -239,6 +239,16 @@ enum Source<'a> {
     Cache(&'a Path),
 }
 
+impl Source<'_> {
+    /// How progress lines and errors name it.
+    fn describe(&self) -> String {
+        match self {
+            Source::Cache(cache) => mirror::offline_source(cache),
+            Source::Mirror { url, .. } => format!("mirror {url}"),
+        }
+    }
+}
+
 fn build_root(
     inputs: &RootfsInputs<'_>,
     source: &Source<'_>,
@@ -249,10 +259,7 @@ fn build_root(
 ) -> Result<RootArtifacts> {
     let tree = scratch.join("rootfs");
     rootfs::debootstrap(inputs, injection, &tree).map_err(|e| {
-        let what = match source {
-            Source::Cache(cache) => mirror::offline_source(cache),
-            Source::Mirror { url, .. } => format!("mirror {url}"),
-        };
+        let what = source.describe();
         match (mirror::apt_failure(&e.to_string()), source) {
             (None, _) => e,
             (Some(AptFailure::Unverified(line)), _) => Error::untrusted(what, line),
@@ -453,14 +460,11 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
     let root_key: [u8; 32] = h.finalize().into();
     let root_key_hex = hex::encode(&root_key[..8]);
     let root_cache = opts.cache_dir.join(format!("rootfs-{root_key_hex}"));
-    let from = match source {
-        Source::Cache(cache) => format!("the cache {} (offline)", cache.display()),
-        Source::Mirror { url, .. } => url.to_string(),
-    };
     let packages_note = format!(
-        "{} packages from {} {from}",
+        "{} packages from {}, {}",
         spec.debian.packages.len(),
         spec.debian.suite,
+        source.describe()
     );
     let root = stages.run("rootfs", &packages_note, || {
         if opts.reuse_cache {

@@ -61,10 +61,16 @@ pub struct BuildArgs {
     /// Stage outputs and downloaded Debian packages, kept between builds.
     #[arg(long, default_value = "/var/cache/owui-builder")]
     pub cache: PathBuf,
-    /// Debian mirror URL, overriding the spec's (e.g. a local mirror,
-    /// file:///srv/mirror, for a rebuild with no network).
+    /// Debian mirror URL, overriding the spec's for this build only (e.g. a
+    /// site's own mirror, file:///srv/debian); the image's sources.list
+    /// still names the spec's. Its signed indices are checked as usual.
     #[arg(long)]
     pub mirror: Option<String>,
+    /// Use no network: install from the package cache (.deb files and
+    /// signed indices kept by an earlier online build with this --cache).
+    /// Gives the same image as the online build.
+    #[arg(long, conflicts_with = "mirror")]
+    pub offline: bool,
     /// Timestamp for every file and record in the image [default:
     /// $SOURCE_DATE_EPOCH, else the spec file's modification time].
     #[arg(long)]

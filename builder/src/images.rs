@@ -7,7 +7,7 @@ use owui_bundle::{Error, Result};
 
 use crate::cli::{BuildArgs, VerifyImageArgs};
 use crate::image::build::{build, BuildOptions, BuildReport};
-use crate::image::spec::ImageSpec;
+use crate::image::spec::{mirror_problem, ImageSpec};
 use crate::image::verify::{default_manifest, verify_image, Keys, Verified};
 use crate::keys::load_secret;
 
@@ -74,6 +74,9 @@ pub fn run_build(args: &BuildArgs, progress: &dyn Progress) -> Result<BuildRepor
     let key = load_secret(&args.key)?;
     let spec = load_spec(&args.spec, args.units.as_deref(), &args.cache)?;
     let agent = agent_binary(args.agent.as_deref())?;
+    if let Some(problem) = args.mirror.as_deref().and_then(mirror_problem) {
+        return Err(Error::invalid("--mirror", problem));
+    }
     let epoch = source_date_epoch(args.source_date_epoch, &spec.file)?;
     build(&BuildOptions {
         spec: &spec,
@@ -82,6 +85,7 @@ pub fn run_build(args: &BuildArgs, progress: &dyn Progress) -> Result<BuildRepor
         agent_binary: &agent,
         cache_dir: &args.cache,
         mirror: args.mirror.as_deref(),
+        offline: args.offline,
         source_date_epoch: epoch,
         reuse_cache: !args.no_cache,
         quiet: args.output.quiet || args.output.json,

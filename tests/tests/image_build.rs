@@ -2,8 +2,9 @@
 //! packages (boot essentials and PostgreSQL), booted under qemu with UEFI
 //! firmware until the agent's READY banner, checked inside the VM (status,
 //! first-boot secrets, the PostgreSQL cluster and Open WebUI's database),
-//! rebuilt from the cache and from scratch (byte-identical), and refused
-//! once a byte of its root is flipped.
+//! rebuilt from the cache and from scratch (byte-identical), rebuilt with no
+//! network from the cache alone (the same bytes), and refused once a byte of
+//! its root is flipped.
 //! Needs root, mmdebstrap, qemu, OVMF and Debian's package registry
 //! (.ci/run installs them); downloaded packages are kept in
 //! /var/tmp/owui-test-image-cache between runs.
@@ -110,30 +111,46 @@ fn builder(args: &[&str]) -> Run {
     run(&bin("owui-builder"), args, &[])
 }
 
-fn build(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Run {
-    let agent = bin("owui-agent");
-    let mut args = vec![
+fn build_args(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Vec<String> {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let mut args: Vec<String> = [
         "build",
-        spec.to_str().unwrap(),
+        &path(spec),
         "--key",
-        key.to_str().unwrap(),
+        &path(key),
         "--out",
-        out.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "--units",
-    ];
-    let units = repo().join("units");
-    args.push(units.to_str().unwrap());
+        &path(out),
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend([
-        "--cache",
-        cache.to_str().unwrap(),
-        "--source-date-epoch",
-        EPOCH,
-        "--json",
+        "--agent".into(),
+        path(&bin("owui-agent")),
+        "--units".into(),
+        path(&repo().join("units")),
+        "--cache".into(),
+        path(cache),
+        "--source-date-epoch".into(),
+        EPOCH.into(),
+        "--json".into(),
     ]);
-    args.extend(more);
-    builder(&args)
+    args.extend(more.iter().map(|m| m.to_string()));
+    args
+}
+
+fn build(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Run {
+    let args = build_args(spec, key, out, cache, more);
+    builder(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The builder in a network namespace of its own: a loopback device and
+/// nothing else, as in a room with no network.
+fn build_with_no_network(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Run {
+    let builder = bin("owui-builder");
+    let mut args = vec!["-n", "--", builder.to_str().unwrap()];
+    let rest = build_args(spec, key, out, cache, more);
+    args.extend(rest.iter().map(String::as_str));
+    run(Path::new("unshare"), &args, &[])
 }
 
 fn keys(dir: &Path) -> (PathBuf, PathBuf) {
@@ -305,6 +322,18 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         cold["image_sha256"], first["image_sha256"],
         "two builds differ"
     );
+    // With no network at all, from the packages and signed indices the
+    // online builds left in the cache: the same bytes again.
+    let out4 = dir.join("out4");
+    let offline = build_with_no_network(&spec, &key, &out4, cache, &["--no-cache", "--offline"])
+        .ok()
+        .json();
+    assert_eq!(offline["stages"][1]["cached"], false);
+    assert_eq!(offline["root_hash"], first["root_hash"]);
+    assert_eq!(
+        offline["image_sha256"], first["image_sha256"],
+        "the offline build differs from the online one"
+    );
 
     // 4. One flipped byte in the root: verify-image names the partition,
     // and the boot stops at dm-verity.
@@ -416,6 +445,38 @@ fn bad_image_inputs_fail_with_the_file_and_key_named_and_write_nothing() {
     let r = build(&spec, &key, &out, &cache, &[]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("owui-no-such-package"), "{}", r.stderr);
+
+    // --offline with a cache no online build filled: the missing index is
+    // named, with what to do.
+    let f = dir.join("f");
+    let spec = write_spec(&f, "");
+    let r = build(&spec, &key, &out, &f.join("empty-cache"), &["--offline"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("dists/trixie/InRelease") && r.stderr.contains("online build"),
+        "{}",
+        r.stderr
+    );
+    // An index without the packages' files: the spec's packages are named.
+    let partial = f.join("partial-cache");
+    let index = partial.join("dists/trixie/main/binary-amd64");
+    fs::create_dir_all(&index).unwrap();
+    fs::write(partial.join("dists/trixie/InRelease"), "Origin: Debian\n").unwrap();
+    fs::write(
+        index.join("Packages"),
+        "Package: zstd\nVersion: 1.5.7+dfsg-1\nArchitecture: amd64\n\
+         Filename: pool/main/libz/libzstd/zstd_1.5.7+dfsg-1_amd64.deb\n",
+    )
+    .unwrap();
+    let r = build(&spec, &key, &out, &partial, &["--offline"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not in the package cache")
+            && r.stderr.contains("systemd-boot-efi")
+            && r.stderr.contains("zstd"),
+        "{}",
+        r.stderr
+    );
 
     // Nothing was left in the output directory.
     let left: Vec<_> = fs::read_dir(&out)

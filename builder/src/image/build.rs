@@ -23,6 +23,7 @@ use super::disk::{
 };
 use super::esp::{self, EspFiles};
 use super::manifest::{self, ImageManifest, Uki, FORMAT};
+use super::mirror::{self, AptFailure};
 use super::rootfs::{self, Package, RootfsInputs};
 use super::rootimg::{self, uuid_from, Verity};
 use super::sbom::{self, SbomInputs};
@@ -36,8 +37,10 @@ pub struct BuildOptions<'a> {
     pub agent_binary: &'a Path,
     /// Stage outputs and downloaded packages, kept between builds.
     pub cache_dir: &'a Path,
-    /// Overrides the spec's mirror (a local mirror for offline rebuilds).
+    /// Overrides the spec's mirror for this build (a site's own mirror).
     pub mirror: Option<&'a str>,
+    /// Install from the cache's packages and signed indices alone.
+    pub offline: bool,
     pub source_date_epoch: u64,
     /// false: build every stage afresh (the cache is still refreshed).
     pub reuse_cache: bool,
@@ -161,7 +164,7 @@ fn estimate_content_bytes(spec: &ImageSpec) -> Result<u64> {
 
 /// Part of the rootfs cache key: bump it when the way the tree is made
 /// changes (rootfs.rs, the assets), so no stale stage output is reused.
-const TREE_FORMAT: u32 = 2;
+const TREE_FORMAT: u32 = 3;
 
 /// The rootfs stage's outputs, as kept in the cache.
 struct RootArtifacts {
@@ -227,15 +230,50 @@ fn hash_tree(h: &mut Sha256, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where the rootfs stage's packages come from.
+enum Source<'a> {
+    /// A mirror (the spec's, or `--mirror`): its signed indices are kept in
+    /// `keep_in` (the cache) for later offline builds.
+    Mirror { url: &'a str, keep_in: &'a Path },
+    /// `--offline`: the cache, served as a mirror.
+    Cache(&'a Path),
+}
+
+impl Source<'_> {
+    /// How progress lines and errors name it.
+    fn describe(&self) -> String {
+        match self {
+            Source::Cache(cache) => mirror::offline_source(cache),
+            Source::Mirror { url, .. } => format!("mirror {url}"),
+        }
+    }
+}
+
 fn build_root(
     inputs: &RootfsInputs<'_>,
+    source: &Source<'_>,
     injection: &Path,
     scratch: &Path,
     dest: &Path,
     key: &[u8; 32],
 ) -> Result<RootArtifacts> {
     let tree = scratch.join("rootfs");
-    rootfs::debootstrap(inputs, injection, &tree)?;
+    rootfs::debootstrap(inputs, injection, &tree).map_err(|e| {
+        let what = source.describe();
+        match (mirror::apt_failure(&e.to_string()), source) {
+            (None, _) => e,
+            (Some(AptFailure::Unverified(line)), _) => Error::untrusted(what, line),
+            (Some(AptFailure::Missing(names)), Source::Cache(cache)) => {
+                mirror::not_cached(cache, &names)
+            }
+            (Some(AptFailure::Missing(names)), Source::Mirror { .. }) => {
+                Error::invalid(what, format!("does not have {}", names.join(", ")))
+            }
+        }
+    })?;
+    if let Source::Mirror { keep_in, .. } = source {
+        mirror::keep_indices(inputs.apt_lists, &inputs.spec.debian, keep_in)?;
+    }
     rootfs::finish_tree(&tree)?;
     let packages = rootfs::read_packages(&tree)?;
 
@@ -338,6 +376,28 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
         total: 6,
     };
 
+    // Offline: the cache's packages as a mirror, checked before any work.
+    let url = opts.mirror.unwrap_or(&spec.debian.mirror);
+    let (source, apt_source) = if opts.offline {
+        let line = mirror::local_mirror(opts.cache_dir, &spec.debian, &scratch.join("mirror"))?;
+        (Source::Cache(opts.cache_dir), line)
+    } else {
+        let d = &spec.debian;
+        let line = format!(
+            "deb {} {} {}",
+            mirror::apt_uri(url),
+            d.suite,
+            d.components.join(" ")
+        );
+        (
+            Source::Mirror {
+                url,
+                keep_in: opts.cache_dir,
+            },
+            line,
+        )
+    };
+
     // 1. Content, first: the Quadlet units name the images by the digests
     // it yields, and a too-small partition shows before the slow stage.
     let mount = scratch.join("content");
@@ -373,10 +433,10 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
         "version": spec.version,
     }))
     .unwrap_or_default();
-    let mirror = opts.mirror.unwrap_or(&spec.debian.mirror);
     let inputs = RootfsInputs {
         spec,
-        mirror,
+        apt_source: &apt_source,
+        apt_lists: &scratch.join("apt-lists"),
         agent_binary: opts.agent_binary,
         quadlets: &quadlets,
         trust_key: (&trust_name, &trust_text),
@@ -386,9 +446,12 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
     };
     let injection = scratch.join("inject");
     rootfs::write_injection(&inputs, &injection)?;
+    // Where the packages come from (--mirror, --offline) is left out: an
+    // offline rebuild must give the online build's bytes, and these key
+    // the verity salt and the partition UUIDs.
     let mut h = Sha256::new();
     h.update(format!(
-        "owui-builder {} rootfs {TREE_FORMAT}\n{:?}\n{mirror}\n{epoch}\n{:?}\n",
+        "owui-builder {} rootfs {TREE_FORMAT}\n{:?}\n{epoch}\n{:?}\n",
         env!("CARGO_PKG_VERSION"),
         spec.debian,
         spec.units.enable
@@ -398,10 +461,10 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
     let root_key_hex = hex::encode(&root_key[..8]);
     let root_cache = opts.cache_dir.join(format!("rootfs-{root_key_hex}"));
     let packages_note = format!(
-        "{} packages from {} {}",
+        "{} packages from {}, {}",
         spec.debian.packages.len(),
         spec.debian.suite,
-        mirror
+        source.describe()
     );
     let root = stages.run("rootfs", &packages_note, || {
         if opts.reuse_cache {
@@ -410,7 +473,14 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             }
         }
         Ok((
-            build_root(&inputs, &injection, scratch, &root_cache, &root_key)?,
+            build_root(
+                &inputs,
+                &source,
+                &injection,
+                scratch,
+                &root_cache,
+                &root_key,
+            )?,
             false,
         ))
     })?;

@@ -5,6 +5,7 @@ mod content;
 mod disk;
 mod esp;
 mod manifest;
+mod mirror;
 mod rootfs;
 mod rootimg;
 mod sbom;

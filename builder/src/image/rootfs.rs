@@ -21,7 +21,11 @@ const FINALIZE: &str = include_str!("../../assets/finalize-rootfs.sh");
 /// What the rootfs stage is given besides the spec.
 pub struct RootfsInputs<'a> {
     pub spec: &'a ImageSpec,
-    pub mirror: &'a str,
+    /// The sources.list entry apt installs from; the image's own
+    /// sources.list names the spec's mirror whatever this is.
+    pub apt_source: &'a str,
+    /// Where apt's signed indices are copied after the install.
+    pub apt_lists: &'a Path,
     pub agent_binary: &'a Path,
     /// Quadlet files by name, placeholders already replaced.
     pub quadlets: &'a [(String, String)],
@@ -38,6 +42,15 @@ pub struct RootfsInputs<'a> {
 /// as they go under `/`.
 pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
     let spec = inputs.spec;
+    // First, so an overlay may replace it. mmdebstrap would write the
+    // mirror it was given, which for a rebuild from a local mirror is a
+    // path that exists only during the build.
+    let apt = dir.join("etc/apt");
+    fs::create_dir_all(&apt).at("creating", &apt)?;
+    let sources = apt.join("sources.list");
+    let d = &spec.debian;
+    let line = format!("deb {} {} {}\n", d.mirror, d.suite, d.components.join(" "));
+    fs::write(&sources, line).at("writing", &sources)?;
     for overlay in &spec.overlay_dirs {
         copy_tree(overlay, dir)?;
     }
@@ -156,14 +169,19 @@ pub fn debootstrap(inputs: &RootfsInputs<'_>, injection: &Path, tree: &Path) -> 
         .arg("--variant=essential")
         .arg(format!("--components={}", spec.debian.components.join(",")))
         .arg(format!("--include={}", spec.debian.packages.join(",")))
-        // Keep the downloaded packages so a rebuild fetches nothing twice.
-        .arg("--skip=download/empty")
+        // Keep the downloaded packages, the essential ones too, so a
+        // rebuild fetches nothing twice and one can run offline.
+        .arg("--skip=download/empty,essential/unlink")
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
         .arg(format!(
             "--setup-hook=sync-in {cache_arg} /var/cache/apt/archives"
         ))
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {cache_arg}"
+        ))
+        .arg(format!(
+            "--customize-hook=sync-out /var/lib/apt/lists {}",
+            inputs.apt_lists.display()
         ))
         .arg(format!(
             "--customize-hook=sync-in {} /",
@@ -174,12 +192,7 @@ pub fn debootstrap(inputs: &RootfsInputs<'_>, injection: &Path, tree: &Path) -> 
         ))
         .arg(&spec.debian.suite)
         .arg(tree)
-        .arg(format!(
-            "deb {} {} {}",
-            inputs.mirror,
-            spec.debian.suite,
-            spec.debian.components.join(" ")
-        ));
+        .arg(inputs.apt_source);
     cmd.output()
         .map(|_| ())
         .map_err(|e| unknown_package(spec, e))

@@ -917,18 +917,20 @@ fn check_word(v: &At<String>, key: &str, what: &str) -> Result<()> {
 }
 
 fn check_mirror(v: &At<String>) -> Result<()> {
-    let s = &v.value;
+    match mirror_problem(&v.value) {
+        None => Ok(()),
+        Some(problem) => Err(v.loc.err("debian.mirror", problem)),
+    }
+}
+
+/// What is wrong with a mirror URL (the spec's or `--mirror`), if anything.
+pub fn mirror_problem(s: &str) -> Option<String> {
     let scheme_ok = ["http://", "https://", "file:/", "copy:/", "mirror+file:/"]
         .iter()
         .any(|p| s.starts_with(p));
-    if scheme_ok && !s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Ok(())
-    } else {
-        Err(v.loc.err(
-            "debian.mirror",
-            format!("{s:?}: use an http://, https:// or file:/ URL with no spaces"),
-        ))
-    }
+    let clean = !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    (!(scheme_ok && clean))
+        .then(|| format!("{s:?}: use an http://, https:// or file:/ URL with no spaces"))
 }
 
 /// Debian policy 5.6.1: at least two characters, lower-case letters,

@@ -12,16 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use owui_tests::image::{build, builder, keys, repo, BOOT_PACKAGES};
 use owui_tests::qemu::Boot;
-use owui_tests::site::{bin, model_sources, run, Run};
+use owui_tests::site::model_sources;
 
-const EPOCH: &str = "1700000000";
 const REPORT_BEGIN: &str = "BOOT-TEST-STATUS-BEGIN";
 const REPORT_END: &str = "BOOT-TEST-STATUS-END";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A role spec with the boot essentials only (no base), the repository's
 /// common and app overlays, one small model, and a unit that prints the
@@ -49,8 +45,7 @@ version = "0.1.0"
 suite = "trixie"
 mirror = "http://deb.debian.org/debian"
 components = ["main"]
-packages = ["systemd", "systemd-sysv", "udev", "dbus", "linux-image-amd64", "initramfs-tools",
-            "zstd", "kmod", "cryptsetup-bin", "systemd-boot-efi", "systemd-repart", "e2fsprogs"]
+packages = [{BOOT_PACKAGES}]
 [units]
 enable = ["var.mount", "var-lib-owui.mount", "efi.mount", "owui-seed.service",
           "owui-agent.service", "owui-ready.service", "boot-test-report.service"]
@@ -71,42 +66,6 @@ cmdline = ["console=ttyS0,115200", "systemd.show_status=false"]
     let path = dir.join("mini.toml");
     fs::write(&path, spec).unwrap();
     path
-}
-
-fn builder(args: &[&str]) -> Run {
-    run(&bin("owui-builder"), args, &[])
-}
-
-fn build(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Run {
-    let agent = bin("owui-agent");
-    let mut args = vec![
-        "build",
-        spec.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "--units",
-    ];
-    let units = repo().join("units");
-    args.push(units.to_str().unwrap());
-    args.extend([
-        "--cache",
-        cache.to_str().unwrap(),
-        "--source-date-epoch",
-        EPOCH,
-        "--json",
-    ]);
-    args.extend(more);
-    builder(&args)
-}
-
-fn keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let keys = dir.join("keys");
-    builder(&["key", "generate", "--out", keys.to_str().unwrap()]).ok();
-    (keys.join("owui.key"), keys.join("owui.pub"))
 }
 
 /// A FAT volume labelled OWUI-SEED holding seed.toml: the install medium.

@@ -77,7 +77,11 @@ build_modules() {
         >"$root/etc/dkms/framework.conf.d/owui.conf"
     export KBUILD_BUILD_TIMESTAMP="$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S UTC')"
     export KBUILD_BUILD_USER=owui KBUILD_BUILD_HOST=owui-builder
-    apt_install "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES
+    apt_install "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES || {
+        log=$(ls "$root"/var/lib/dkms/*/*/build/make.log 2>/dev/null | head -n 1)
+        why=$([ -n "$log" ] && grep -m 3 -E 'error|Error' "$log" | tr '\n' ' ')
+        fail "DKMS could not build $MODULE_PACKAGE for $kver: ${why:-no make.log}"
+    }
     # The package's postinst builds for every kernel with headers; this
     # makes sure of ours and is a no-op when it already did.
     chroot "$root" dkms autoinstall -k "$kver"

@@ -113,6 +113,11 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let modules_package = format!("owui-nvidia-modules-{kernel}");
     assert_eq!(gpu["modules_package"], modules_package.as_str());
     assert!(packages.contains(&(modules_package.as_str(), "550.163.01")));
+    let sbom = fs::read_to_string(report["sbom"].as_str().unwrap()).unwrap();
+    assert!(
+        sbom.contains(&format!("pkg:deb/owui/{modules_package}@550.163.01")),
+        "the SBOM lists the module package as ours"
+    );
     let kernel_package = format!("linux-image-{kernel}");
     assert!(packages.iter().any(|(n, _)| *n == kernel_package));
     // Nothing to compile with is left.

@@ -79,7 +79,8 @@ build_modules() {
     export KBUILD_BUILD_USER=owui KBUILD_BUILD_HOST=owui-builder
     apt_install "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES || {
         log=$(ls "$root"/var/lib/dkms/*/*/build/make.log 2>/dev/null | head -n 1)
-        why=$([ -n "$log" ] && grep -m 3 -E 'error|Error' "$log" | tr '\n' ' ')
+        # The compiler's own errors, not the configure probes' or flags'.
+        why=$([ -n "$log" ] && grep -m 3 -E ': error: |\*\*\* ' "$log" | cut -c1-300 | tr '\n' ' ')
         fail "DKMS could not build $MODULE_PACKAGE for $kver: ${why:-no make.log}"
     }
     # The package's postinst builds for every kernel with headers; this

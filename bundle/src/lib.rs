@@ -8,6 +8,7 @@ pub mod crash;
 pub mod create;
 pub mod digest;
 pub mod error;
+pub mod firmware;
 pub mod fsutil;
 pub mod generation;
 pub mod have;

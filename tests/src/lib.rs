@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 
 pub mod fake_http;
+pub mod image;
 pub mod nginx;
 pub mod pki;
 pub mod qemu;

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use owui_tests::image::{build, build_with_no_network, builder, keys, repo, BOOT_PACKAGES};
 use owui_tests::qemu::Boot;
-use owui_tests::site::{bin, model_sources, run, Run};
+use owui_tests::site::model_sources;
 
-const EPOCH: &str = "1700000000";
 const REPORT_BEGIN: &str = "BOOT-TEST-STATUS-BEGIN";
 const REPORT_END: &str = "BOOT-TEST-STATUS-END";
 /// What owui-secrets.service makes on a web node's first boot.
@@ -39,10 +39,6 @@ PGPASSWORD="$(cat /etc/owui/secrets/postgres-openwebui-password)" \
     psql -XAt -h 127.0.0.1 -U openwebui -d openwebui -c 'select current_user' 2>&1 | one_line
 echo REPORT_END
 "#;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A spec with the boot essentials and PostgreSQL only (no base), the
 /// repository's common, app and postgresql overlays, one small model, and a
@@ -80,9 +76,7 @@ version = "0.1.0"
 suite = "trixie"
 mirror = "http://deb.debian.org/debian"
 components = ["main"]
-packages = ["systemd", "systemd-sysv", "udev", "dbus", "linux-image-amd64", "initramfs-tools",
-            "zstd", "kmod", "cryptsetup-bin", "systemd-boot-efi", "systemd-repart", "e2fsprogs",
-            "postgresql-17", "postgresql-17-pgvector"]
+packages = [{BOOT_PACKAGES}, "postgresql-17", "postgresql-17-pgvector"]
 [units]
 enable = ["var.mount", "var-lib-owui.mount", "efi.mount", "owui-seed.service",
           "owui-secrets.service", "owui-postgresql-setup.service", "owui-agent.service",
@@ -105,58 +99,6 @@ cmdline = ["console=ttyS0,115200", "systemd.show_status=false"]
     let path = dir.join("mini.toml");
     fs::write(&path, spec).unwrap();
     path
-}
-
-fn builder(args: &[&str]) -> Run {
-    run(&bin("owui-builder"), args, &[])
-}
-
-fn build_args(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Vec<String> {
-    let path = |p: &Path| p.to_str().unwrap().to_string();
-    let mut args: Vec<String> = [
-        "build",
-        &path(spec),
-        "--key",
-        &path(key),
-        "--out",
-        &path(out),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend([
-        "--agent".into(),
-        path(&bin("owui-agent")),
-        "--units".into(),
-        path(&repo().join("units")),
-        "--cache".into(),
-        path(cache),
-        "--source-date-epoch".into(),
-        EPOCH.into(),
-        "--json".into(),
-    ]);
-    args.extend(more.iter().map(|m| m.to_string()));
-    args
-}
-
-fn build(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Run {
-    let args = build_args(spec, key, out, cache, more);
-    builder(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// The builder in a network namespace of its own: a loopback device and
-/// nothing else, as in a room with no network.
-fn build_with_no_network(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Run {
-    let builder = bin("owui-builder");
-    let mut args = vec!["-n", "--", builder.to_str().unwrap()];
-    let rest = build_args(spec, key, out, cache, more);
-    args.extend(rest.iter().map(String::as_str));
-    run(Path::new("unshare"), &args, &[])
-}
-
-fn keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let keys = dir.join("keys");
-    builder(&["key", "generate", "--out", keys.to_str().unwrap()]).ok();
-    (keys.join("owui.key"), keys.join("owui.pub"))
 }
 
 /// A FAT volume labelled OWUI-SEED holding seed.toml: the install medium.

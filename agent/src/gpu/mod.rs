@@ -13,7 +13,6 @@ pub mod api;
 pub mod cdi;
 pub mod choice;
 pub mod devnodes;
-pub mod firmware;
 pub mod fixture;
 pub mod health;
 pub mod hook;
@@ -22,6 +21,9 @@ pub mod pci;
 pub mod runtime_config;
 pub mod setup;
 pub mod status;
+
+/// The driver set files are shared with the builder.
+pub use owui_bundle::firmware;
 
 use std::path::PathBuf;
 

@@ -22,7 +22,7 @@ use super::disk::{
     self, PartitionImage, CONTENT_LABEL, CONTENT_TYPE, ESP_LABEL, ROOT_LABEL, VERITY_LABEL,
 };
 use super::esp::{self, EspFiles};
-use super::manifest::{self, ImageManifest, Uki, FORMAT};
+use super::manifest::{self, GpuDriver, ImageManifest, Uki, FORMAT};
 use super::mirror::{self, AptFailure};
 use super::rootfs::{self, Package, RootfsInputs};
 use super::rootimg::{self, uuid_from, Verity};
@@ -348,6 +348,33 @@ fn newest(dir: &Path, prefix: &str) -> Result<PathBuf> {
     }
 }
 
+/// The manifest's record of the driver set, from the module package the
+/// rootfs stage installed (`owui-nvidia-modules-<kernel>`).
+fn gpu_driver(spec: &ImageSpec, packages: &[Package]) -> Result<Option<GpuDriver>> {
+    let Some(gpu) = &spec.gpu else {
+        return Ok(None);
+    };
+    let modules = packages
+        .iter()
+        .find_map(|p| Some((p, p.name.strip_prefix(MODULES_PACKAGE_PREFIX)?)));
+    let Some((package, kernel)) = modules else {
+        return Err(Error::invalid(
+            format!("{}: gpu", spec.file.display()),
+            "the root filesystem has no NVIDIA module package",
+        ));
+    };
+    Ok(Some(GpuDriver {
+        driver_set: gpu.set.name().to_string(),
+        driver_version: package.version.clone(),
+        kernel_modules: gpu.flavour,
+        kernel: kernel.to_string(),
+        modules_package: package.name.clone(),
+    }))
+}
+
+/// nvidia-modules.sh names the package it makes this plus the kernel.
+const MODULES_PACKAGE_PREFIX: &str = "owui-nvidia-modules-";
+
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| Error::invalid("stage output", e.to_string()))
 }
@@ -443,6 +470,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
         image_info: &image_info,
         source_date_epoch: epoch,
         package_cache: &opts.cache_dir.join("debs"),
+        module_cache: &opts.cache_dir.join("nvidia-modules"),
     };
     let injection = scratch.join("inject");
     rootfs::write_injection(&inputs, &injection)?;
@@ -456,6 +484,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
         spec.debian,
         spec.units.enable
     ));
+    // The injection holds the driver set files and the GPU script too.
     hash_tree(&mut h, &injection)?;
     let root_key: [u8; 32] = h.finalize().into();
     let root_key_hex = hex::encode(&root_key[..8]);
@@ -500,6 +529,8 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             ),
         ));
     }
+
+    let gpu = gpu_driver(spec, &root.packages)?;
 
     // 3. The UKI: the command line carries the root hash, so the signature
     // over the UKI (or the manifest) covers the whole root.
@@ -655,6 +686,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             },
             content: prefilled.manifest.clone(),
             packages: root.packages.clone(),
+            gpu: gpu.clone(),
             sbom: manifest::file_digest(&tmp_sbom)?,
         };
         let bytes = serde_json::to_vec_pretty(&doc)

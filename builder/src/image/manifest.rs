@@ -8,6 +8,7 @@ use std::path::Path;
 
 use owui_bundle::digest::hash_reader;
 use owui_bundle::error::IoContext;
+use owui_bundle::firmware::ModuleFlavour;
 use owui_bundle::manifest::Manifest;
 use owui_bundle::{Result, Sha256Digest};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,24 @@ pub struct ImageManifest {
     /// What the content partition was pre-filled with (a bundle manifest).
     pub content: Option<Manifest>,
     pub packages: Vec<Package>,
+    /// The NVIDIA driver set of a gpu or allinone image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuDriver>,
     pub sbom: FileDigest,
+}
+
+/// Which driver set an image carries and the kernel its modules were built
+/// for (they load into no other).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GpuDriver {
+    pub driver_set: String,
+    pub driver_version: String,
+    pub kernel_modules: ModuleFlavour,
+    /// `uname -r` of the image's kernel.
+    pub kernel: String,
+    /// The package that holds the built modules, in `packages`.
+    pub modules_package: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

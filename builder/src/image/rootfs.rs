@@ -11,12 +11,16 @@ use std::path::{Path, PathBuf};
 use owui_bundle::command::Cmd;
 use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
+use sha2::{Digest, Sha256};
 
-use super::spec::ImageSpec;
+use super::spec::{GpuSpec, ImageSpec};
 
 const VERITY_HOOK: &str = include_str!("../../assets/initramfs/owui-verity-hook");
 const VERITY_LOCAL_TOP: &str = include_str!("../../assets/initramfs/owui-verity-local-top");
 const FINALIZE: &str = include_str!("../../assets/finalize-rootfs.sh");
+const NVIDIA_MODULES: &str = include_str!("../../assets/nvidia-modules.sh");
+/// Where the agent reads the driver sets on a node (its `firmware_dir`).
+const FIRMWARE_IN_IMAGE: &str = "usr/share/owui/firmware";
 
 /// What the rootfs stage is given besides the spec.
 pub struct RootfsInputs<'a> {
@@ -36,6 +40,8 @@ pub struct RootfsInputs<'a> {
     pub source_date_epoch: u64,
     /// Downloaded .deb files kept between builds.
     pub package_cache: &'a Path,
+    /// NVIDIA module packages built for a kernel, kept between builds.
+    pub module_cache: &'a Path,
 }
 
 /// Writes the files the builder adds to the Debian tree into `dir`, laid out
@@ -128,7 +134,64 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
         "usr/lib/owui/finalize-rootfs.sh",
         FINALIZE.as_bytes(),
         0o755,
-    )
+    )?;
+    if let Some(gpu) = &spec.gpu {
+        put(
+            "usr/lib/owui/nvidia/nvidia-modules.sh",
+            NVIDIA_MODULES.as_bytes(),
+            0o755,
+        )?;
+        put(
+            "usr/lib/owui/nvidia/set.env",
+            nvidia_settings(gpu)?.as_bytes(),
+            0o644,
+        )?;
+        let sums: String = gpu
+            .archive_packages()
+            .map(|p| format!("{} {}\n", p.sha256.0, p.name))
+            .collect();
+        put("usr/lib/owui/nvidia/sha256sums", sums.as_bytes(), 0o644)?;
+        copy_tree(&gpu.firmware_dir, &dir.join(FIRMWARE_IN_IMAGE))?;
+    }
+    Ok(())
+}
+
+/// The shell settings nvidia-modules.sh reads. The values are package
+/// names and versions from a checked set; anything else is refused rather
+/// than quoted.
+fn nvidia_settings(gpu: &GpuSpec) -> Result<String> {
+    let pin = |p: &owui_bundle::firmware::Package| format!("{}={}", p.name, p.version);
+    let module = gpu.module_package().map(pin).unwrap_or_default();
+    let packages: Vec<String> = gpu.runtime_packages().map(pin).collect();
+    let set_file = fs::read(&gpu.set.file).at("reading", &gpu.set.file)?;
+    let key = Sha256::new()
+        .chain_update(&set_file)
+        .chain_update(gpu.flavour.to_string())
+        .chain_update(NVIDIA_MODULES)
+        .finalize();
+    let vars = [
+        ("SET_NAME", gpu.set.name().to_string()),
+        ("DRIVER_VERSION", gpu.set.version().to_string()),
+        ("FLAVOUR", gpu.flavour.to_string()),
+        ("MODULE_PACKAGE", module),
+        ("PROVIDES", gpu.provides()),
+        ("PACKAGES", packages.join(" ")),
+        ("CACHE_KEY", hex::encode(&key[..8])),
+    ];
+    let mut out = String::from("# Written by owui-builder from the image spec's [gpu].\n");
+    for (name, value) in vars {
+        let safe = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" .+-=:~_".contains(&b));
+        if !safe {
+            return Err(Error::invalid(
+                gpu.set.file.display().to_string(),
+                format!("{name}: {value:?} has characters a package name or version cannot have"),
+            ));
+        }
+        out.push_str(&format!("{name}='{value}'\n"));
+    }
+    Ok(out)
 }
 
 /// Copies a directory tree, keeping modes and symlinks; later copies win.
@@ -161,6 +224,21 @@ pub fn debootstrap(inputs: &RootfsInputs<'_>, injection: &Path, tree: &Path) -> 
     fs::create_dir_all(cache).at("creating the package cache", cache)?;
     let cache_arg = cache.display().to_string();
     let enable = spec.units.enable.join(" ");
+    // Built NVIDIA module packages come in and go back out around the
+    // script that builds or reuses them, then leave the tree.
+    let mut gpu_hooks = Vec::new();
+    if spec.gpu.is_some() {
+        let modules = inputs.module_cache;
+        fs::create_dir_all(modules).at("creating the module cache", modules)?;
+        let in_tree = "/var/cache/owui-nvidia";
+        gpu_hooks = vec![
+            format!("--customize-hook=mkdir -p \"$1\"{in_tree}"),
+            format!("--customize-hook=sync-in {} {in_tree}", modules.display()),
+            "--customize-hook=sh \"$1\"/usr/lib/owui/nvidia/nvidia-modules.sh \"$1\"".to_string(),
+            format!("--customize-hook=sync-out {in_tree} {}", modules.display()),
+            format!("--customize-hook=rm -rf \"$1\"{in_tree}"),
+        ];
+    }
     let cmd = Cmd::new("mmdebstrap")
         .env("SOURCE_DATE_EPOCH", inputs.source_date_epoch.to_string())
         .env("LC_ALL", "C.UTF-8")
@@ -177,15 +255,17 @@ pub fn debootstrap(inputs: &RootfsInputs<'_>, injection: &Path, tree: &Path) -> 
             "--setup-hook=sync-in {cache_arg} /var/cache/apt/archives"
         ))
         .arg(format!(
+            "--customize-hook=sync-in {} /",
+            injection.display()
+        ))
+        .args(gpu_hooks)
+        // After the GPU step, so the driver packages are kept too.
+        .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {cache_arg}"
         ))
         .arg(format!(
             "--customize-hook=sync-out /var/lib/apt/lists {}",
             inputs.apt_lists.display()
-        ))
-        .arg(format!(
-            "--customize-hook=sync-in {} /",
-            injection.display()
         ))
         .arg(format!(
             "--customize-hook=chroot \"$1\" /usr/lib/owui/finalize-rootfs.sh {enable}"
@@ -195,7 +275,40 @@ pub fn debootstrap(inputs: &RootfsInputs<'_>, injection: &Path, tree: &Path) -> 
         .arg(inputs.apt_source);
     cmd.output()
         .map(|_| ())
-        .map_err(|e| unknown_package(spec, e))
+        .map_err(|e| nvidia_failure(spec, e).unwrap_or_else(|e| unknown_package(spec, e)))
+}
+
+/// The "owui-nvidia: " line nvidia-modules.sh prints when it fails, with
+/// apt's own error lines, as an error naming the driver set; a digest that
+/// differs from the set's pin is exit 4 like every other bad digest.
+fn nvidia_failure(spec: &ImageSpec, err: Error) -> std::result::Result<Error, Error> {
+    let Some(gpu) = &spec.gpu else {
+        return Err(err);
+    };
+    let text = err.to_string();
+    let ours = text.lines().find_map(|l| {
+        l.find("owui-nvidia: ")
+            .map(|at| l[at + "owui-nvidia: ".len()..].trim().to_string())
+    });
+    let apt: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("E: "))
+        .collect();
+    let what = format!("{}: gpu.driver_set", spec.file.display());
+    let set = gpu.set.file.display();
+    match ours {
+        Some(line) if line.contains("sha256") => {
+            Ok(Error::untrusted(what, format!("{set}: {line}")))
+        }
+        Some(line) => Ok(Error::invalid(
+            what,
+            format!("{set}: {line} {}", apt.join(" "))
+                .trim_end()
+                .to_string(),
+        )),
+        None => Err(err),
+    }
 }
 
 /// apt's "Unable to locate package X" turned into an error naming X and the

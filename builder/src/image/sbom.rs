@@ -59,8 +59,14 @@ pub fn spdx(input: &SbomInputs<'_>) -> Value {
     let mut contains = Vec::new();
     for (i, p) in input.packages.iter().enumerate() {
         let id = format!("SPDXRef-deb-{i}");
+        // Packages the builder makes (the NVIDIA modules) are not Debian's.
+        let vendor = if p.name.starts_with("owui-") {
+            "owui"
+        } else {
+            "debian"
+        };
         let purl = format!(
-            "pkg:deb/debian/{}@{}?arch={}&distro=debian-{}",
+            "pkg:deb/{vendor}/{}@{}?arch={}&distro=debian-{}",
             purl_escape(&p.name),
             purl_escape(&p.version),
             purl_escape(&p.arch),

@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use owui_bundle::error::IoContext;
+use owui_bundle::firmware::{DriverSet, Firmware, ModuleFlavour, Package};
 use owui_bundle::oci::check_reference;
 use owui_bundle::spec::{BundleSpec, HfSpec, OciSpec, OllamaSpec};
 use owui_bundle::{Error, Result, Role, Sha256Digest};
@@ -98,8 +99,57 @@ pub struct ImageSpec {
     pub kernel_cmdline: Vec<String>,
     /// What to pre-fill on the content partition.
     pub content: ImageContent,
+    /// The NVIDIA driver set (`[gpu]`; gpu and allinone images only).
+    pub gpu: Option<GpuSpec>,
     /// Where `partitions.content` was set, for the size error.
     content_size_at: Option<Loc>,
+}
+
+/// `[gpu]`: the driver set an image carries and which kernel modules of it
+/// the builder compiles for the image's kernel.
+#[derive(Debug, Clone)]
+pub struct GpuSpec {
+    pub set: DriverSet,
+    pub flavour: ModuleFlavour,
+    /// The `firmware/` directory the set came from; it goes into the image
+    /// at /usr/share/owui/firmware for the agent.
+    pub firmware_dir: PathBuf,
+}
+
+impl GpuSpec {
+    /// The set's DKMS package of the chosen flavour (checked at load).
+    pub fn module_package(&self) -> Option<&Package> {
+        let name = self.set.module_package(self.flavour)?;
+        self.set.packages.iter().find(|p| p.name == name)
+    }
+
+    /// What goes into the image as it is: every package of the set but the
+    /// DKMS ones (those are build inputs; their modules go in as our own
+    /// package).
+    pub fn runtime_packages(&self) -> impl Iterator<Item = &Package> {
+        let dkms =
+            [ModuleFlavour::Open, ModuleFlavour::Proprietary].map(|f| self.set.module_package(f));
+        self.set
+            .packages
+            .iter()
+            .filter(move |p| !dkms.contains(&Some(p.name.as_str())))
+    }
+
+    /// The packages the image installs from the archive: the runtime ones
+    /// and the DKMS package it builds from.
+    pub fn archive_packages(&self) -> impl Iterator<Item = &Package> {
+        self.runtime_packages().chain(self.module_package())
+    }
+
+    /// The virtual package Debian's DKMS package provides and the driver
+    /// packages depend on; the module package we make provides it instead.
+    pub fn provides(&self) -> String {
+        let prefix = match self.flavour {
+            ModuleFlavour::Open => "nvidia-open-kernel",
+            ModuleFlavour::Proprietary => "nvidia-kernel",
+        };
+        format!("{prefix}-{}", self.set.version())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +363,16 @@ struct RawSpec {
     ollama: Vec<Spanned<OllamaSpec>>,
     #[serde(default)]
     huggingface: Vec<Spanned<HfSpec>>,
+    gpu: Option<Spanned<RawGpu>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGpu {
+    driver_set: Spanned<String>,
+    kernel_modules: Spanned<ModuleFlavour>,
+    /// Default: `../firmware` from the spec's directory (the repository's).
+    firmware: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -416,6 +476,15 @@ struct Layer {
     oci: Vec<At<OciSpec>>,
     ollama: Vec<At<OllamaSpec>>,
     huggingface: Vec<At<HfSpec>>,
+    gpu: Option<GpuLayer>,
+}
+
+/// `[gpu]` as written, the firmware path resolved.
+struct GpuLayer {
+    at: Loc,
+    driver_set: At<String>,
+    flavour: At<ModuleFlavour>,
+    firmware: At<PathBuf>,
 }
 
 fn layer(src: &Source, raw: RawSpec) -> Result<Layer> {
@@ -431,7 +500,31 @@ fn layer(src: &Source, raw: RawSpec) -> Result<Layer> {
         oci,
         ollama,
         huggingface,
+        gpu,
     } = raw;
+    let gpu = gpu.map(|g| {
+        let at = src.loc(g.span());
+        let g = g.into_inner();
+        let firmware = match g.firmware {
+            Some(f) => {
+                let f = src.at(f);
+                At {
+                    value: src.resolve(&f.value),
+                    loc: f.loc,
+                }
+            }
+            None => At {
+                value: src.resolve(Path::new("../firmware")),
+                loc: at.clone(),
+            },
+        };
+        GpuLayer {
+            at,
+            driver_set: src.at(g.driver_set),
+            flavour: src.at(g.kernel_modules),
+            firmware,
+        }
+    });
     let components = debian.components.map(|c| {
         let loc = src.loc(c.span());
         (loc, c.into_inner())
@@ -485,6 +578,7 @@ fn layer(src: &Source, raw: RawSpec) -> Result<Layer> {
         oci,
         ollama,
         huggingface,
+        gpu,
     })
 }
 
@@ -543,6 +637,12 @@ impl ImageSpec {
                     return Err(base_src
                         .loc(r.span())
                         .err("role", "the role belongs in the role spec, not in its base"));
+                }
+                if let Some(g) = &base_raw.gpu {
+                    return Err(base_src.loc(g.span()).err(
+                        "gpu",
+                        "the driver set belongs in a gpu or allinone role spec, not in the base",
+                    ));
                 }
                 if let Some(b2) = &base_raw.base {
                     return Err(base_src.loc(b2.span()).err(
@@ -703,6 +803,7 @@ fn merge(
         oci: Vec::new(),
         ollama: Vec::new(),
         huggingface: Vec::new(),
+        gpu: None,
     });
 
     let version = pick(base.version, own.version)
@@ -805,6 +906,11 @@ fn merge(
     for u in &enable {
         check_unit(u, units_dir, &quadlets)?;
     }
+    let components: Vec<String> = components.into_iter().map(|c| c.value).collect();
+    let gpu = match own.gpu {
+        Some(g) => Some(check_gpu(g, role, &suite.value, &components)?),
+        None => None,
+    };
 
     Ok(ImageSpec {
         file: file.to_path_buf(),
@@ -813,7 +919,7 @@ fn merge(
         debian: DebianSpec {
             suite: suite.value,
             mirror: mirror.value,
-            components: components.into_iter().map(|c| c.value).collect(),
+            components,
             packages: package_names,
         },
         units: UnitsSpec {
@@ -831,8 +937,75 @@ fn merge(
         },
         kernel_cmdline: cmdline.into_iter().map(|a| a.value).collect(),
         content,
+        gpu,
         content_size_at: content_at.map(|c| c.loc),
     })
+}
+
+/// The `[gpu]` section against the role, the driver sets in its firmware
+/// directory, the suite and the components the image installs from.
+fn check_gpu(g: GpuLayer, role: Role, suite: &str, components: &[String]) -> Result<GpuSpec> {
+    if !matches!(role, Role::Gpu | Role::Allinone) {
+        return Err(g.at.err(
+            "gpu",
+            format!("a {role} image carries no NVIDIA driver: [gpu] is for gpu and allinone specs"),
+        ));
+    }
+    let firmware = Firmware::load(&g.firmware.value)
+        .map_err(|e| g.firmware.loc.err("gpu.firmware", e.to_string()))?;
+    let name = &g.driver_set.value;
+    let Some(set) = firmware.sets.get(name) else {
+        let have: Vec<&str> = firmware.sets.keys().map(String::as_str).collect();
+        return Err(g.driver_set.loc.err(
+            "gpu.driver_set",
+            format!(
+                "no driver set {name:?} in {} (have: {})",
+                g.firmware.value.join("sets").display(),
+                have.join(", ")
+            ),
+        ));
+    };
+    if set.module_package(g.flavour.value).is_none() {
+        return Err(g.flavour.loc.err(
+            "gpu.kernel_modules",
+            format!(
+                "driver set {name:?} has no {} kernel modules",
+                g.flavour.value
+            ),
+        ));
+    }
+    if set.suite != suite {
+        return Err(g.driver_set.loc.err(
+            "gpu.driver_set",
+            format!(
+                "driver set {name:?} is for Debian {} and the image is {suite}",
+                set.suite
+            ),
+        ));
+    }
+    let spec = GpuSpec {
+        set: set.clone(),
+        flavour: g.flavour.value,
+        firmware_dir: g.firmware.value,
+    };
+    let mut outside: Vec<String> = spec
+        .archive_packages()
+        .filter(|p| !components.contains(&p.component))
+        .map(|p| format!("{} ({})", p.name, p.component))
+        .collect();
+    outside.dedup();
+    if !outside.is_empty() {
+        return Err(g.driver_set.loc.err(
+            "gpu.driver_set",
+            format!(
+                "driver set {name:?} needs packages from components the image does not use: \
+                 {}; add them to debian.components (now: {})",
+                outside.join(", "),
+                components.join(", ")
+            ),
+        ));
+    }
+    Ok(spec)
 }
 
 /// Base and role entries together; the same name twice (in one file or
@@ -1210,8 +1383,8 @@ enum Embedded {
     Link(&'static str, &'static str),
 }
 
-/// `images/` (without `content/`) and `units/` as compiled in; a test keeps
-/// this list equal to the repository.
+/// `images/` (without `content/`), `units/` and `firmware/` as compiled in;
+/// a test keeps this list equal to the repository.
 const EMBEDDED: &[Embedded] = &[
     Embedded::File(
         "images/base.toml",
@@ -1389,6 +1562,14 @@ const EMBEDDED: &[Embedded] = &[
         include_str!("../../../units/open-terminal.container"),
     ),
     Embedded::File(
+        "firmware/gpus.toml",
+        include_str!("../../../firmware/gpus.toml"),
+    ),
+    Embedded::File(
+        "firmware/sets/debian-550.toml",
+        include_str!("../../../firmware/sets/debian-550.toml"),
+    ),
+    Embedded::File(
         "units/ollama.container",
         include_str!("../../../units/ollama.container"),
     ),
@@ -1398,7 +1579,7 @@ const EMBEDDED: &[Embedded] = &[
     ),
 ];
 
-/// Writes the built-in `images/` and `units/` trees under `dir` (replacing
+/// Writes the built-in `images/`, `units/` and `firmware/` trees under `dir` (replacing
 /// files of the same names) and returns `dir/images`. Content is not built
 /// in: put it under `dir/images/content/` as in the repository.
 pub fn write_builtin(dir: &Path) -> Result<PathBuf> {
@@ -1427,7 +1608,7 @@ pub fn write_builtin(dir: &Path) -> Result<PathBuf> {
 
 impl ImageSpec {
     /// The built-in spec of `role` (`app`, `db`, `gpu`, `allinone`): the
-    /// repository's `images/` and `units/` as compiled into the builder,
+    /// repository's `images/`, `units/` and `firmware/` as compiled in,
     /// written under `dir` by [`write_builtin`] and loaded from there, so
     /// `owui-builder build allinone` needs no spec files. Content sources
     /// must be under `dir/images/content/`.
@@ -2026,6 +2207,96 @@ source = "content/app"
     }
 
     #[test]
+    fn gpu_section_checks() {
+        let f = Fixture::new();
+        with_base(&f);
+        let firmware = repo().join("firmware");
+        let gpu = |role: &str, components: &str, section: &str| {
+            format!(
+                "role = \"{role}\"\nbase = \"base.toml\"\n[debian]\ncomponents = {components}\n\
+                 [gpu]\nfirmware = \"{}\"\n{section}",
+                firmware.display()
+            )
+        };
+        let all = r#"["main", "contrib", "non-free", "non-free-firmware"]"#;
+        let s = f
+            .read(&gpu(
+                "gpu",
+                all,
+                "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
+            ))
+            .unwrap();
+        let g = s.gpu.unwrap();
+        assert_eq!(
+            (g.set.name(), g.flavour),
+            ("debian-550", ModuleFlavour::Open)
+        );
+        let names: Vec<&str> = g.archive_packages().map(|p| p.name.as_str()).collect();
+        assert!(names.contains(&"nvidia-open-kernel-dkms") && names.contains(&"libcuda1"));
+        assert!(!names.contains(&"nvidia-kernel-dkms"));
+        assert_eq!(g.provides(), "nvidia-open-kernel-550.163.01");
+
+        // An unknown set names the file, the line, the key and the sets there are.
+        let (code, e) = err_of(f.read(&gpu(
+            "gpu",
+            all,
+            "driver_set = \"debian-535\"\nkernel_modules = \"open\"\n",
+        )));
+        assert_eq!(code, 3);
+        assert!(
+            e.contains("role.toml line 7: gpu.driver_set")
+                && e.contains("debian-535")
+                && e.contains("have: debian-550"),
+            "{e}"
+        );
+        // The set's packages must be in the image's components.
+        let (_, e) = err_of(f.read(&gpu(
+            "allinone",
+            r#"["main", "non-free"]"#,
+            "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
+        )));
+        assert!(
+            e.contains("gpu.driver_set")
+                && e.contains("nvidia-open-kernel-dkms (contrib)")
+                && e.contains("firmware-nvidia-gsp (non-free-firmware)"),
+            "{e}"
+        );
+        let (_, e) = err_of(f.read(&gpu(
+            "gpu",
+            all,
+            "driver_set = \"debian-550\"\nkernel_modules = \"closed\"\n",
+        )));
+        assert!(
+            e.contains("role.toml") && e.contains("kernel_modules"),
+            "{e}"
+        );
+        // Only gpu and allinone images carry a driver.
+        let (_, e) = err_of(f.read(&gpu(
+            "app",
+            all,
+            "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
+        )));
+        assert!(
+            e.contains("role.toml line 5: gpu") && e.contains("app image"),
+            "{e}"
+        );
+        // Not in the base: every role would get it.
+        f.write(
+            "spec/base.toml",
+            &format!("{BASE}[gpu]\ndriver_set = \"debian-550\"\nkernel_modules = \"open\"\n"),
+        );
+        let (_, e) = err_of(f.read(&gpu(
+            "gpu",
+            all,
+            "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
+        )));
+        assert!(
+            e.contains("base.toml line") && e.contains("role spec"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn every_shipped_spec_reads() {
         let images = repo().join("images");
         let units = repo().join("units");
@@ -2061,6 +2332,14 @@ source = "content/app"
                 );
             }
         }
+        for role in [Role::Gpu, Role::Allinone] {
+            let s = ImageSpec::read(&images.join(format!("{role}.toml")), &units).unwrap();
+            let g = s.gpu.unwrap_or_else(|| panic!("{role}: no [gpu]"));
+            assert_eq!(
+                (g.set.name(), g.flavour),
+                ("debian-550", ModuleFlavour::Open)
+            );
+        }
         let all = ImageSpec::read(&images.join("allinone.toml"), &units).unwrap();
         for q in [
             "open-webui.container",
@@ -2093,6 +2372,7 @@ source = "content/app"
         }
         walk(&root.join("images"), &root, &mut on_disk);
         walk(&root.join("units"), &root, &mut on_disk);
+        walk(&root.join("firmware"), &root, &mut on_disk);
         let embedded: BTreeSet<String> = EMBEDDED
             .iter()
             .map(|e| match e {

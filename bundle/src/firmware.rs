@@ -1,5 +1,6 @@
 //! `firmware/`: the pinned driver sets (`sets/<name>.toml`) and the table
-//! from GPU PCI device IDs to architectures and sets (`gpus.toml`). Every
+//! from GPU PCI device IDs to architectures and sets (`gpus.toml`). The
+//! builder puts a set into GPU images; the agent picks and loads it. Every
 //! error names the file, the line and the field.
 
 use std::collections::BTreeMap;
@@ -7,8 +8,8 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use owui_bundle::error::IoContext;
-use owui_bundle::{Error, Result};
+use crate::error::IoContext;
+use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 

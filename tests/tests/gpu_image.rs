@@ -1,0 +1,222 @@
+//! `owui-builder build` of a gpu-role image for real: the driver set's
+//! packages at their pinned versions, the NVIDIA kernel modules compiled
+//! with DKMS for the image's own kernel and shipped as our own package, and
+//! no compiler, DKMS or kernel headers left in the image. Needs root,
+//! mmdebstrap, erofs-utils, kmod and Debian's package registry; downloaded
+//! packages and the built module package are kept in
+//! /var/tmp/owui-test-gpu-image-cache between runs.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use owui_bundle::firmware::parse_set;
+use owui_tests::image::{build, keys, repo, BOOT_PACKAGES};
+
+const CACHE: &str = "/var/tmp/owui-test-gpu-image-cache";
+
+/// A gpu-role spec with the boot essentials and `gpu` as its [gpu] body.
+fn write_spec(dir: &Path, gpu: &str) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let spec = format!(
+        r#"role = "gpu"
+version = "0.1.0"
+[debian]
+suite = "trixie"
+mirror = "http://deb.debian.org/debian"
+components = ["main", "contrib", "non-free", "non-free-firmware"]
+packages = [{BOOT_PACKAGES}]
+[units]
+enable = ["owui-agent.service"]
+[partitions]
+esp = 128
+root = 2048
+data = 256
+[gpu]
+firmware = "{firmware}"
+{gpu}
+"#,
+        firmware = repo().join("firmware").display(),
+    );
+    let path = dir.join("mini-gpu.toml");
+    fs::write(&path, spec).unwrap();
+    path
+}
+
+/// The root partition (erofs) of `image`, unpacked into `dest`.
+fn extract_root(image: &Path, manifest: &serde_json::Value, dest: &Path) {
+    let root = manifest["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == "owui-root")
+        .expect("a root partition in the manifest");
+    let (offset, size) = (
+        root["offset"].as_u64().unwrap(),
+        root["size"].as_u64().unwrap(),
+    );
+    let mut f = fs::File::open(image).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut bytes = vec![0; usize::try_from(size).unwrap()];
+    f.read_exact(&mut bytes).unwrap();
+    let erofs = dest.with_extension("erofs");
+    fs::write(&erofs, bytes).unwrap();
+    let out = Command::new("fsck.erofs")
+        .arg(format!("--extract={}", dest.display()))
+        .arg(&erofs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck.erofs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (key, _) = keys(dir);
+    let spec = write_spec(
+        &dir.join("spec"),
+        "driver_set = \"debian-550\"\nkernel_modules = \"open\"",
+    );
+    let out = dir.join("out");
+    let report = build(&spec, &key, &out, Path::new(CACHE), &[]).ok().json();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(report["manifest"].as_str().unwrap()).unwrap()).unwrap();
+
+    let set_file = repo().join("firmware/sets/debian-550.toml");
+    let set = parse_set(&set_file, &fs::read_to_string(&set_file).unwrap()).unwrap();
+    let packages: Vec<(&str, &str)> = manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect();
+    for p in &set.packages {
+        let dkms = p.name.ends_with("-kernel-dkms");
+        let found = packages.iter().find(|(n, _)| *n == p.name);
+        if dkms {
+            assert!(found.is_none(), "{} is in the image", p.name);
+        } else {
+            assert_eq!(found, Some(&(p.name.as_str(), p.version.as_str())));
+        }
+    }
+    let gpu = &manifest["gpu"];
+    assert_eq!(gpu["driver_set"], "debian-550");
+    assert_eq!(gpu["driver_version"], "550.163.01");
+    assert_eq!(gpu["kernel_modules"], "open");
+    let kernel = gpu["kernel"].as_str().unwrap();
+    let modules_package = format!("owui-nvidia-modules-{kernel}");
+    assert_eq!(gpu["modules_package"], modules_package.as_str());
+    assert!(packages.contains(&(modules_package.as_str(), "550.163.01")));
+    let sbom = fs::read_to_string(report["sbom"].as_str().unwrap()).unwrap();
+    assert!(
+        sbom.contains(&format!("pkg:deb/owui/{modules_package}@550.163.01")),
+        "the SBOM lists the module package as ours"
+    );
+    let kernel_package = format!("linux-image-{kernel}");
+    assert!(packages.iter().any(|(n, _)| *n == kernel_package));
+    // Nothing to compile with is left.
+    let tools: Vec<&str> = packages
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| {
+            n.starts_with("gcc")
+                || n.starts_with("cpp")
+                || n.starts_with("linux-headers-")
+                || n.starts_with("linux-kbuild-")
+                || n.contains("dkms")
+                || *n == "make"
+        })
+        .collect();
+    assert!(tools.is_empty(), "build tools in the image: {tools:?}");
+
+    // The modules themselves, in the root, built for that kernel.
+    let root = dir.join("root");
+    extract_root(
+        Path::new(report["image"].as_str().unwrap()),
+        &manifest,
+        &root,
+    );
+    let modules = root.join(format!("usr/lib/modules/{kernel}/updates/owui-nvidia"));
+    let mut kos: Vec<PathBuf> = fs::read_dir(&modules)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    kos.sort();
+    let names: Vec<String> = kos
+        .iter()
+        .map(|k| k.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("nvidia-current.ko")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("nvidia-current-uvm.ko")),
+        "{names:?}"
+    );
+    for ko in &kos {
+        let out = Command::new("modinfo")
+            .args(["-F", "vermagic"])
+            .arg(ko)
+            .output()
+            .unwrap();
+        let vermagic = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            vermagic.starts_with(&format!("{kernel} ")),
+            "{}: vermagic {vermagic:?}",
+            ko.display()
+        );
+    }
+    // depmod ran: the modules are in the index the image boots with.
+    let dep =
+        fs::read_to_string(root.join(format!("usr/lib/modules/{kernel}/modules.dep"))).unwrap();
+    assert!(
+        dep.contains("updates/owui-nvidia/nvidia-current"),
+        "modules.dep"
+    );
+    for gone in [
+        "usr/sbin/dkms",
+        "usr/bin/gcc",
+        "usr/bin/make",
+        "var/lib/dkms",
+        "usr/share/factory/var/lib/dkms",
+    ] {
+        assert!(!root.join(gone).exists(), "{gone} is in the image");
+    }
+    // The agent finds the driver sets where it looks for them.
+    assert!(root
+        .join("usr/share/owui/firmware/sets/debian-550.toml")
+        .is_file());
+}
+
+#[test]
+fn an_unknown_driver_set_is_refused_naming_the_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (key, _) = keys(dir);
+    let spec = write_spec(
+        &dir.join("spec"),
+        "driver_set = \"debian-999\"\nkernel_modules = \"open\"",
+    );
+    let out = dir.join("out");
+    let r = build(&spec, &key, &out, &dir.join("cache"), &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("mini-gpu.toml line")
+            && r.stderr.contains("gpu.driver_set")
+            && r.stderr.contains("debian-999")
+            && r.stderr.contains("debian-550"),
+        "{}",
+        r.stderr
+    );
+    let left: Vec<_> = fs::read_dir(&out)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

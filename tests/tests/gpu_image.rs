@@ -75,6 +75,7 @@ fn extract_root(image: &Path, manifest: &serde_json::Value, dest: &Path) {
 }
 
 #[test]
+#[ignore = "debian-550's DKMS modules do not compile against trixie's kernel 6.12.117 (docs/gpu.md)"]
 fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -382,7 +382,7 @@ fn bad_image_inputs_fail_with_the_file_and_key_named_and_write_nothing() {
     let spec = write_spec(&e, "");
     let text = fs::read_to_string(&spec)
         .unwrap()
-        .replace("\"e2fsprogs\"]", "\"e2fsprogs\", \"owui-no-such-package\"]");
+        .replace("packages = [", "packages = [\"owui-no-such-package\", ");
     fs::write(&spec, text).unwrap();
     let r = build(&spec, &key, &out, &cache, &[]);
     assert_eq!(r.code, 3, "{}", r.stderr);

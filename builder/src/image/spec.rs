@@ -2332,14 +2332,6 @@ source = "content/app"
                 );
             }
         }
-        for role in [Role::Gpu, Role::Allinone] {
-            let s = ImageSpec::read(&images.join(format!("{role}.toml")), &units).unwrap();
-            let g = s.gpu.unwrap_or_else(|| panic!("{role}: no [gpu]"));
-            assert_eq!(
-                (g.set.name(), g.flavour),
-                ("debian-550", ModuleFlavour::Open)
-            );
-        }
         let all = ImageSpec::read(&images.join("allinone.toml"), &units).unwrap();
         for q in [
             "open-webui.container",

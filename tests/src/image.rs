@@ -1,5 +1,6 @@
 //! Building images with the real `owui-builder`, for the image tests.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::site::{bin, run, Run};
@@ -71,4 +72,13 @@ pub fn keys(dir: &Path) -> (PathBuf, PathBuf) {
     let keys = dir.join("keys");
     builder(&["key", "generate", "--out", keys.to_str().unwrap()]).ok();
     (keys.join("owui.key"), keys.join("owui.pub"))
+}
+
+/// A failed build leaves nothing in its `--out` directory (which may not
+/// even exist).
+pub fn assert_nothing_in(out: &Path) {
+    let left: Vec<_> = fs::read_dir(out)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }

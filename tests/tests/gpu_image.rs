@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use owui_bundle::firmware::parse_set;
-use owui_tests::image::{build, keys, repo, BOOT_PACKAGES};
+use owui_tests::image::{assert_nothing_in, build, keys, repo, BOOT_PACKAGES};
 
 const CACHE: &str = "/var/tmp/owui-test-gpu-image-cache";
 
@@ -74,6 +74,9 @@ fn extract_root(image: &Path, manifest: &serde_json::Value, dest: &Path) {
     );
 }
 
+// Ignored while the only set, debian-550, cannot build: its DKMS modules do
+// not compile against trixie's kernel 6.12.117. Plan: branch gpu-535 moves the
+// images to debian-tesla-535, where this test passes, and drops this line.
 #[test]
 #[ignore = "debian-550's DKMS modules do not compile against trixie's kernel 6.12.117 (docs/gpu.md)"]
 fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
@@ -216,8 +219,5 @@ fn an_unknown_driver_set_is_refused_naming_the_file_and_key() {
         "{}",
         r.stderr
     );
-    let left: Vec<_> = fs::read_dir(&out)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
+    assert_nothing_in(&out);
 }

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use owui_tests::image::{build, build_with_no_network, builder, keys, repo, BOOT_PACKAGES};
+use owui_tests::image::{
+    assert_nothing_in, build, build_with_no_network, builder, keys, repo, BOOT_PACKAGES,
+};
 use owui_tests::qemu::Boot;
 use owui_tests::site::model_sources;
 
@@ -421,8 +423,5 @@ fn bad_image_inputs_fail_with_the_file_and_key_named_and_write_nothing() {
     );
 
     // Nothing was left in the output directory.
-    let left: Vec<_> = fs::read_dir(&out)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
+    assert_nothing_in(&out);
 }

@@ -15,6 +15,9 @@ use owui_bundle::firmware::parse_set;
 use owui_tests::image::{build, keys, repo, BOOT_PACKAGES};
 
 const CACHE: &str = "/var/tmp/owui-test-gpu-image-cache";
+/// The set the shipped gpu and allinone specs carry.
+const SET: &str = "debian-tesla-535";
+const DRIVER: &str = "535.274.02";
 
 /// A gpu-role spec with the boot essentials and `gpu` as its [gpu] body.
 fn write_spec(dir: &Path, gpu: &str) -> PathBuf {
@@ -81,14 +84,14 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let (key, _) = keys(dir);
     let spec = write_spec(
         &dir.join("spec"),
-        "driver_set = \"debian-550\"\nkernel_modules = \"open\"",
+        &format!("driver_set = \"{SET}\"\nkernel_modules = \"proprietary\""),
     );
     let out = dir.join("out");
     let report = build(&spec, &key, &out, Path::new(CACHE), &[]).ok().json();
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(report["manifest"].as_str().unwrap()).unwrap()).unwrap();
 
-    let set_file = repo().join("firmware/sets/debian-550.toml");
+    let set_file = repo().join(format!("firmware/sets/{SET}.toml"));
     let set = parse_set(&set_file, &fs::read_to_string(&set_file).unwrap()).unwrap();
     let packages: Vec<(&str, &str)> = manifest["packages"]
         .as_array()
@@ -106,16 +109,16 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         }
     }
     let gpu = &manifest["gpu"];
-    assert_eq!(gpu["driver_set"], "debian-550");
-    assert_eq!(gpu["driver_version"], "550.163.01");
-    assert_eq!(gpu["kernel_modules"], "open");
+    assert_eq!(gpu["driver_set"], SET);
+    assert_eq!(gpu["driver_version"], DRIVER);
+    assert_eq!(gpu["kernel_modules"], "proprietary");
     let kernel = gpu["kernel"].as_str().unwrap();
     let modules_package = format!("owui-nvidia-modules-{kernel}");
     assert_eq!(gpu["modules_package"], modules_package.as_str());
-    assert!(packages.contains(&(modules_package.as_str(), "550.163.01")));
+    assert!(packages.contains(&(modules_package.as_str(), DRIVER)));
     let sbom = fs::read_to_string(report["sbom"].as_str().unwrap()).unwrap();
     assert!(
-        sbom.contains(&format!("pkg:deb/owui/{modules_package}@550.163.01")),
+        sbom.contains(&format!("pkg:deb/owui/{modules_package}@{DRIVER}")),
         "the SBOM lists the module package as ours"
     );
     let kernel_package = format!("linux-image-{kernel}");
@@ -152,14 +155,11 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         .iter()
         .map(|k| k.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        names.iter().any(|n| n.starts_with("nvidia-current.ko")),
-        "{names:?}"
-    );
-    assert!(
-        names.iter().any(|n| n.starts_with("nvidia-current-uvm.ko")),
-        "{names:?}"
-    );
+    // DKMS names them after the set's source, nvidia-tesla-535*.ko; the
+    // kernel-support package's modprobe.d maps "nvidia" onto them.
+    for module in ["nvidia-tesla-535.ko", "nvidia-tesla-535-uvm.ko"] {
+        assert!(names.iter().any(|n| n.starts_with(module)), "{names:?}");
+    }
     for ko in &kos {
         let out = Command::new("modinfo")
             .args(["-F", "vermagic"])
@@ -177,7 +177,7 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let dep =
         fs::read_to_string(root.join(format!("usr/lib/modules/{kernel}/modules.dep"))).unwrap();
     assert!(
-        dep.contains("updates/owui-nvidia/nvidia-current"),
+        dep.contains("updates/owui-nvidia/nvidia-tesla-535.ko"),
         "modules.dep"
     );
     for gone in [
@@ -191,7 +191,7 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     }
     // The agent finds the driver sets where it looks for them.
     assert!(root
-        .join("usr/share/owui/firmware/sets/debian-550.toml")
+        .join(format!("usr/share/owui/firmware/sets/{SET}.toml"))
         .is_file());
 }
 
@@ -202,7 +202,7 @@ fn an_unknown_driver_set_is_refused_naming_the_file_and_key() {
     let (key, _) = keys(dir);
     let spec = write_spec(
         &dir.join("spec"),
-        "driver_set = \"debian-999\"\nkernel_modules = \"open\"",
+        "driver_set = \"debian-999\"\nkernel_modules = \"proprietary\"",
     );
     let out = dir.join("out");
     let r = build(&spec, &key, &out, &dir.join("cache"), &[]);
@@ -211,7 +211,7 @@ fn an_unknown_driver_set_is_refused_naming_the_file_and_key() {
         r.stderr.contains("mini-gpu.toml line")
             && r.stderr.contains("gpu.driver_set")
             && r.stderr.contains("debian-999")
-            && r.stderr.contains("debian-550"),
+            && r.stderr.contains(SET),
         "{}",
         r.stderr
     );

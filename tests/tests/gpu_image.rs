@@ -108,6 +108,14 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
             assert_eq!(found, Some(&(p.name.as_str(), p.version.as_str())));
         }
     }
+    // One driver branch: no other branch's alternative came in as a
+    // dependency (nvidia-persistenced would take 550's libnvidia-cfg1).
+    let alternatives: Vec<&str> = packages
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with("nvidia") && n.ends_with("-alternative"))
+        .collect();
+    assert_eq!(alternatives, ["nvidia-tesla-535-alternative"]);
     let gpu = &manifest["gpu"];
     assert_eq!(gpu["driver_set"], SET);
     assert_eq!(gpu["driver_version"], DRIVER);

@@ -2,7 +2,8 @@
 //! packages at their pinned versions, the NVIDIA kernel modules compiled
 //! with DKMS for the image's own kernel and shipped as our own package, and
 //! no compiler, DKMS or kernel headers left in the image. Needs root,
-//! mmdebstrap, erofs-utils, kmod and Debian's package registry; downloaded
+//! mmdebstrap, erofs-utils and Debian's package registry (the modules are
+//! read with the image's own modinfo, in a chroot); downloaded
 //! packages and the built module package are kept in
 //! /var/tmp/owui-test-gpu-image-cache between runs.
 
@@ -126,7 +127,11 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     assert!(packages.contains(&(modules_package.as_str(), DRIVER)));
     let sbom = fs::read_to_string(report["sbom"].as_str().unwrap()).unwrap();
     assert!(
-        sbom.contains(&format!("pkg:deb/owui/{modules_package}@{DRIVER}")),
+        // A purl percent-encodes the kernel version's "+".
+        sbom.contains(&format!(
+            "pkg:deb/owui/{}@{DRIVER}",
+            modules_package.replace('+', "%2B")
+        )),
         "the SBOM lists the module package as ours"
     );
     let kernel_package = format!("linux-image-{kernel}");
@@ -136,9 +141,20 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         .iter()
         .map(|(n, _)| *n)
         .filter(|n| {
-            n.starts_with("gcc")
-                || n.starts_with("cpp")
+            // gcc, gcc-14, cpp-14, not gcc-14-base (libgcc-s1's, in every
+            // Debian system).
+            let compiler = |tool: &str| {
+                n.strip_prefix(tool).is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest
+                            .strip_prefix('-')
+                            .is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                })
+            };
+            compiler("gcc")
+                || compiler("cpp")
                 || n.starts_with("linux-headers-")
+                || n.starts_with("linux-compiler-")
                 || n.starts_with("linux-kbuild-")
                 || n.contains("dkms")
                 || *n == "make"
@@ -169,11 +185,19 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         assert!(names.iter().any(|n| n.starts_with(module)), "{names:?}");
     }
     for ko in &kos {
-        let out = Command::new("modinfo")
-            .args(["-F", "vermagic"])
-            .arg(ko)
+        // The image's own modinfo, as the node reads them.
+        let out = Command::new("chroot")
+            .arg(&root)
+            .args(["modinfo", "-F", "vermagic"])
+            .arg(Path::new("/").join(ko.strip_prefix(&root).unwrap()))
             .output()
             .unwrap();
+        assert!(
+            out.status.success(),
+            "modinfo {}: {}",
+            ko.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let vermagic = String::from_utf8_lossy(&out.stdout);
         assert!(
             vermagic.starts_with(&format!("{kernel} ")),

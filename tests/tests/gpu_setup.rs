@@ -178,7 +178,7 @@ fn without_nvml_setup_names_the_missing_library() {
     let r = n.agent(&["gpu", "setup"]);
     assert_eq!(r.code, 7, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("libnvidia-ml.so.1") && r.stderr.contains("libnvidia-ml1"),
+        r.stderr.contains("libnvidia-ml.so.1") && r.stderr.contains("libnvidia-tesla-535-ml1"),
         "{}",
         r.stderr
     );

@@ -66,8 +66,15 @@ fetch_verified() {
     done
 }
 
+installed() {
+    chroot "$root" dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' |
+        awk '$1 ~ /^.i/ { print $2 }'
+}
+
 build_modules() {
     start=$(date +%s)
+    # What the image had before the tool chain came: the purge must leave it.
+    installed >"$root/usr/lib/owui/nvidia/before"
     fetch_verified "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES
     mkdir -p "$root/etc/dkms/framework.conf.d"
     # Unsigned: dkms would sign with a key it makes up on the spot, so the
@@ -118,8 +125,16 @@ EOF
     chroot "$root" dpkg -i "$cached"
     rm "$root/etc/dkms/framework.conf.d/owui.conf"
     # The modules now come from our package: the DKMS package and the tool
-    # chain go, with everything only they needed.
-    apt_tree purge -y --autoremove "${MODULE_PACKAGE%%=*}" dkms "linux-headers-$kver"
+    # chain go, with everything only they needed. A package kept only
+    # because an installed one suggests it goes too: adduser suggests perl
+    # (dpkg-dev's) and perl suggests make, which would keep make otherwise.
+    # The simulation first: nothing the image had before may go.
+    set -- -o APT::AutoRemove::SuggestsImportant=false purge --autoremove \
+        "${MODULE_PACKAGE%%=*}" dkms "linux-headers-$kver"
+    lost=$(apt_tree -s "$@" | awk '$1 == "Purg" { sub(/:.*/, "", $2); print $2 }' |
+        grep -Fx -f "$root/usr/lib/owui/nvidia/before" || true)
+    [ -z "$lost" ] || fail "purging the build tools would remove: $(echo $lost)"
+    apt_tree -y "$@"
 }
 
 if [ -f "$root$cached" ]; then
@@ -130,8 +145,15 @@ else
     build_modules
 fi
 
-left=$(chroot "$root" dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' |
-    awk '$1 ~ /^.i/ && $2 ~ /^(dkms|gcc|gcc-[0-9]+|cpp|cpp-[0-9]+|make|linux-headers-.*|linux-kbuild-.*|linux-compiler-.*|.*-dkms)$/ { print $2 }')
+# One driver alternative (it points /usr/lib/nvidia/nvidia, the modprobe.d
+# aliases and the libraries at one branch): a dependency that pulled in
+# another driver branch's packages needs the set's own package pinned.
+alts=$(chroot "$root" dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Provides}\n' |
+    awk '$1 ~ /^.i/ && /[ ,]nvidia-alternative-any([ ,]|$)/ { print $2 }')
+[ "$(echo "$alts" | wc -w)" -eq 1 ] ||
+    fail "expected the set's one NVIDIA driver alternative, found: $(echo $alts)"
+left=$(installed |
+    grep -E '^(dkms|gcc|gcc-[0-9]+|cpp|cpp-[0-9]+|make|linux-headers-.*|linux-kbuild-.*|linux-compiler-.*|.*-dkms)$' || true)
 [ -z "$left" ] || fail "build tools left in the image: $(echo $left)"
 rm -rf "$root/var/lib/dkms" "$root"/usr/src/linux-headers-* "$root"/usr/src/nvidia-* "$root/etc/dkms"
 chroot "$root" depmod -a "$kver"

@@ -270,11 +270,27 @@ pub fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
             ))
         }
     };
-    if let Some(p) = &set.kernel_modules.open {
-        listed(p, "kernel_modules.open")?;
-    }
-    if let Some(p) = &set.kernel_modules.proprietary {
-        listed(p, "kernel_modules.proprietary")?;
+    // The builder's module package takes over the DKMS package's virtual
+    // package, named after it: `<name less -dkms>-<driver version>`.
+    let modules = [
+        (&set.kernel_modules.open, "kernel_modules.open"),
+        (
+            &set.kernel_modules.proprietary,
+            "kernel_modules.proprietary",
+        ),
+    ];
+    for (p, field) in modules {
+        let Some(p) = p else { continue };
+        listed(p, field)?;
+        if !p.get_ref().ends_with("-dkms") {
+            return Err(Error::invalid(
+                at(file, text, p.span().start, field),
+                format!(
+                    "{:?} is not a DKMS package (name ending in -dkms)",
+                    p.get_ref()
+                ),
+            ));
+        }
     }
     if let Some(g) = &set.gsp_firmware {
         listed(&g.package, "gsp_firmware.package")?;
@@ -414,12 +430,13 @@ mod tests {
     #[test]
     fn the_shipped_firmware_tables_load() {
         let fw = Firmware::load(&repo_firmware()).unwrap();
-        let set = &fw.sets["debian-550"];
-        assert_eq!(set.version(), "550.163.01");
+        let set = &fw.sets["debian-tesla-535"];
+        assert_eq!(set.version(), "535.274.02");
         assert_eq!(
-            set.module_package(ModuleFlavour::Open),
-            Some("nvidia-open-kernel-dkms")
+            set.module_package(ModuleFlavour::Proprietary),
+            Some("nvidia-tesla-535-kernel-dkms")
         );
+        assert_eq!(set.module_package(ModuleFlavour::Open), None);
         assert!(set.packages.iter().all(|p| p.sha256.0.len() == 64));
         assert!(fw.table.architecture["blackwell"].sets.is_empty());
         assert!(fw
@@ -430,39 +447,48 @@ mod tests {
     }
 
     fn set_text() -> String {
-        fs::read_to_string(repo_firmware().join("sets/debian-550.toml")).unwrap()
+        fs::read_to_string(repo_firmware().join("sets/debian-tesla-535.toml")).unwrap()
     }
 
     #[test]
     fn a_bad_digest_names_file_line_and_field() {
         let text = set_text().replacen(
-            "198033cf94ebf7d6428f231bad3020342fe353ff0d56665414a7318277b9af79",
-            "198033cf",
+            "4c070db22ba452f21c61f182796bd3878447a58672789330bc6e5357c3d9c787",
+            "4c070db2",
             1,
         );
-        let err = parse_set(Path::new("/f/sets/debian-550.toml"), &text)
+        let err = parse_set(Path::new("/f/sets/debian-tesla-535.toml"), &text)
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("debian-550.toml") && err.contains("sha256") && err.contains("line "),
+            err.contains("debian-tesla-535.toml")
+                && err.contains("sha256")
+                && err.contains("line "),
             "{err}"
         );
     }
 
     #[test]
     fn an_unpinned_module_package_is_refused() {
-        let text = set_text().replace(
-            "open = \"nvidia-open-kernel-dkms\"",
-            "open = \"nvidia-open-kernel-dkms-570\"",
+        let set = Path::new("/f/sets/debian-tesla-535.toml");
+        let module = "proprietary = \"nvidia-tesla-535-kernel-dkms\"";
+        let text = set_text().replace(module, "proprietary = \"nvidia-tesla-535-kernel-dkms-570\"");
+        let err = parse_set(set, &text).unwrap_err().to_string();
+        assert!(
+            err.contains("line 26, kernel_modules.proprietary") && err.contains("not in the set"),
+            "{err}"
         );
-        let err = parse_set(Path::new("/f/sets/debian-550.toml"), &text)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 19, kernel_modules.open"), "{err}");
+        // A module package that is not DKMS's: no virtual package to take over.
+        let text = set_text().replace(module, "proprietary = \"nvidia-tesla-535-smi\"");
+        let err = parse_set(set, &text).unwrap_err().to_string();
+        assert!(
+            err.contains("line 26, kernel_modules.proprietary") && err.contains("-dkms"),
+            "{err}"
+        );
         let err = parse_set(Path::new("/f/sets/other.toml"), &set_text())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 10, name"), "{err}");
+        assert!(err.contains("line 16, name"), "{err}");
     }
 
     #[test]
@@ -470,7 +496,11 @@ mod tests {
         let dir = repo_firmware();
         let fw = Firmware::load(&dir).unwrap();
         let text = fs::read_to_string(dir.join("gpus.toml")).unwrap();
-        let bad = text.replacen("sets = [\"debian-550\"]", "sets = [\"debian-535\"]", 1);
+        let bad = text.replacen(
+            "sets = [\"debian-tesla-535\"]",
+            "sets = [\"debian-535\"]",
+            1,
+        );
         let err = parse_table(Path::new("/f/gpus.toml"), &bad, &fw.sets)
             .unwrap_err()
             .to_string();

@@ -35,7 +35,7 @@ fn standin(path: &Path) {
 fn podman_runs_a_container_with_every_gpu_from_the_spec() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("node");
-    let lib = "usr/lib/x86_64-linux-gnu/nvidia/current";
+    let lib = "usr/lib/x86_64-linux-gnu/nvidia/tesla-535";
     fs::create_dir_all(root.join("etc/owui")).unwrap();
     fs::write(
         root.join("etc/owui/seed.toml"),
@@ -50,8 +50,8 @@ fn podman_runs_a_container_with_every_gpu_from_the_spec() {
     )
     .unwrap();
     fs::copy(
-        fw.join("sets/debian-550.toml"),
-        root.join("usr/share/owui/firmware/sets/debian-550.toml"),
+        fw.join("sets/debian-tesla-535.toml"),
+        root.join("usr/share/owui/firmware/sets/debian-tesla-535.toml"),
     )
     .unwrap();
     fs::create_dir_all(root.join(lib)).unwrap();
@@ -63,14 +63,14 @@ fn podman_runs_a_container_with_every_gpu_from_the_spec() {
     ] {
         fs::write(root.join(lib).join(l), format!("stand-in {l}\n")).unwrap();
     }
-    fs::create_dir_all(root.join("usr/lib/nvidia/current")).unwrap();
+    fs::create_dir_all(root.join("usr/lib/nvidia/tesla-535")).unwrap();
     fs::write(
-        root.join("usr/lib/nvidia/current/nvidia-smi"),
+        root.join("usr/lib/nvidia/tesla-535/nvidia-smi"),
         "#!/bin/sh\necho stand-in smi\n",
     )
     .unwrap();
     fs::set_permissions(
-        root.join("usr/lib/nvidia/current/nvidia-smi"),
+        root.join("usr/lib/nvidia/tesla-535/nvidia-smi"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
@@ -80,7 +80,7 @@ fn podman_runs_a_container_with_every_gpu_from_the_spec() {
         "Character devices:\n507 nvidia-uvm\n",
     )
     .unwrap();
-    let mut fixture = String::from("driver_version = \"550.163.01\"\n");
+    let mut fixture = String::from("driver_version = \"535.274.02\"\n");
     for (i, addr) in ["0000:18:00.0", "0000:2a:00.0"].iter().enumerate() {
         let d = root.join("sys/bus/pci/devices").join(addr);
         fs::create_dir_all(&d).unwrap();
@@ -175,7 +175,7 @@ fn podman_runs_a_container_with_every_gpu_from_the_spec() {
     );
     fs::create_dir_all("/run/cdi").unwrap();
     let inside = "ls -l /dev/nvidia0 /dev/nvidia1 /dev/nvidiactl /dev/nvidia-uvm; \
-                  cat /usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.1; /usr/bin/nvidia-smi; \
+                  cat /usr/lib/x86_64-linux-gnu/nvidia/tesla-535/libcuda.so.1; /usr/bin/nvidia-smi; \
                   echo driver=$NVIDIA_DRIVER_VERSION; echo x > /dev/nvidia1 && echo writable";
     let out = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
@@ -198,7 +198,7 @@ fn podman_runs_a_container_with_every_gpu_from_the_spec() {
         "/dev/nvidia-uvm",
         "stand-in libcuda.so.1",
         "stand-in smi",
-        "driver=550.163.01",
+        "driver=535.274.02",
         "writable",
     ] {
         assert!(stdout.contains(want), "{want} missing:\n{stdout}\n{stderr}");

@@ -2,7 +2,8 @@
 //! packages at their pinned versions, the NVIDIA kernel modules compiled
 //! with DKMS for the image's own kernel and shipped as our own package, and
 //! no compiler, DKMS or kernel headers left in the image. Needs root,
-//! mmdebstrap, erofs-utils, kmod and Debian's package registry; downloaded
+//! mmdebstrap, erofs-utils and Debian's package registry (the modules are
+//! read with the image's own modinfo, in a chroot); downloaded
 //! packages and the built module package are kept in
 //! /var/tmp/owui-test-gpu-image-cache between runs.
 
@@ -15,6 +16,9 @@ use owui_bundle::firmware::parse_set;
 use owui_tests::image::{assert_nothing_in, build, keys, repo, BOOT_PACKAGES};
 
 const CACHE: &str = "/var/tmp/owui-test-gpu-image-cache";
+/// The set the shipped gpu and allinone specs carry.
+const SET: &str = "debian-tesla-535";
+const DRIVER: &str = "535.274.02";
 
 /// A gpu-role spec with the boot essentials and `gpu` as its [gpu] body.
 fn write_spec(dir: &Path, gpu: &str) -> PathBuf {
@@ -74,25 +78,21 @@ fn extract_root(image: &Path, manifest: &serde_json::Value, dest: &Path) {
     );
 }
 
-// Ignored while the only set, debian-550, cannot build: its DKMS modules do
-// not compile against trixie's kernel 6.12.117. Plan: branch gpu-535 moves the
-// images to debian-tesla-535, where this test passes, and drops this line.
 #[test]
-#[ignore = "debian-550's DKMS modules do not compile against trixie's kernel 6.12.117 (docs/gpu.md)"]
 fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (key, _) = keys(dir);
     let spec = write_spec(
         &dir.join("spec"),
-        "driver_set = \"debian-550\"\nkernel_modules = \"open\"",
+        &format!("driver_set = \"{SET}\"\nkernel_modules = \"proprietary\""),
     );
     let out = dir.join("out");
     let report = build(&spec, &key, &out, Path::new(CACHE), &[]).ok().json();
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(report["manifest"].as_str().unwrap()).unwrap()).unwrap();
 
-    let set_file = repo().join("firmware/sets/debian-550.toml");
+    let set_file = repo().join(format!("firmware/sets/{SET}.toml"));
     let set = parse_set(&set_file, &fs::read_to_string(&set_file).unwrap()).unwrap();
     let packages: Vec<(&str, &str)> = manifest["packages"]
         .as_array()
@@ -109,17 +109,29 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
             assert_eq!(found, Some(&(p.name.as_str(), p.version.as_str())));
         }
     }
+    // One driver branch: no other branch's alternative came in as a
+    // dependency (nvidia-persistenced would take 550's libnvidia-cfg1).
+    let alternatives: Vec<&str> = packages
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with("nvidia") && n.ends_with("-alternative"))
+        .collect();
+    assert_eq!(alternatives, ["nvidia-tesla-535-alternative"]);
     let gpu = &manifest["gpu"];
-    assert_eq!(gpu["driver_set"], "debian-550");
-    assert_eq!(gpu["driver_version"], "550.163.01");
-    assert_eq!(gpu["kernel_modules"], "open");
+    assert_eq!(gpu["driver_set"], SET);
+    assert_eq!(gpu["driver_version"], DRIVER);
+    assert_eq!(gpu["kernel_modules"], "proprietary");
     let kernel = gpu["kernel"].as_str().unwrap();
     let modules_package = format!("owui-nvidia-modules-{kernel}");
     assert_eq!(gpu["modules_package"], modules_package.as_str());
-    assert!(packages.contains(&(modules_package.as_str(), "550.163.01")));
+    assert!(packages.contains(&(modules_package.as_str(), DRIVER)));
     let sbom = fs::read_to_string(report["sbom"].as_str().unwrap()).unwrap();
     assert!(
-        sbom.contains(&format!("pkg:deb/owui/{modules_package}@550.163.01")),
+        // A purl percent-encodes the kernel version's "+".
+        sbom.contains(&format!(
+            "pkg:deb/owui/{}@{DRIVER}",
+            modules_package.replace('+', "%2B")
+        )),
         "the SBOM lists the module package as ours"
     );
     let kernel_package = format!("linux-image-{kernel}");
@@ -129,9 +141,20 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         .iter()
         .map(|(n, _)| *n)
         .filter(|n| {
-            n.starts_with("gcc")
-                || n.starts_with("cpp")
+            // gcc, gcc-14, cpp-14, not gcc-14-base (libgcc-s1's, in every
+            // Debian system).
+            let compiler = |tool: &str| {
+                n.strip_prefix(tool).is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest
+                            .strip_prefix('-')
+                            .is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                })
+            };
+            compiler("gcc")
+                || compiler("cpp")
                 || n.starts_with("linux-headers-")
+                || n.starts_with("linux-compiler-")
                 || n.starts_with("linux-kbuild-")
                 || n.contains("dkms")
                 || *n == "make"
@@ -156,20 +179,25 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         .iter()
         .map(|k| k.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        names.iter().any(|n| n.starts_with("nvidia-current.ko")),
-        "{names:?}"
-    );
-    assert!(
-        names.iter().any(|n| n.starts_with("nvidia-current-uvm.ko")),
-        "{names:?}"
-    );
+    // DKMS names them after the set's source, nvidia-tesla-535*.ko; the
+    // kernel-support package's modprobe.d maps "nvidia" onto them.
+    for module in ["nvidia-tesla-535.ko", "nvidia-tesla-535-uvm.ko"] {
+        assert!(names.iter().any(|n| n.starts_with(module)), "{names:?}");
+    }
     for ko in &kos {
-        let out = Command::new("modinfo")
-            .args(["-F", "vermagic"])
-            .arg(ko)
+        // The image's own modinfo, as the node reads them.
+        let out = Command::new("chroot")
+            .arg(&root)
+            .args(["modinfo", "-F", "vermagic"])
+            .arg(Path::new("/").join(ko.strip_prefix(&root).unwrap()))
             .output()
             .unwrap();
+        assert!(
+            out.status.success(),
+            "modinfo {}: {}",
+            ko.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let vermagic = String::from_utf8_lossy(&out.stdout);
         assert!(
             vermagic.starts_with(&format!("{kernel} ")),
@@ -181,7 +209,7 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let dep =
         fs::read_to_string(root.join(format!("usr/lib/modules/{kernel}/modules.dep"))).unwrap();
     assert!(
-        dep.contains("updates/owui-nvidia/nvidia-current"),
+        dep.contains("updates/owui-nvidia/nvidia-tesla-535.ko"),
         "modules.dep"
     );
     for gone in [
@@ -195,7 +223,7 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     }
     // The agent finds the driver sets where it looks for them.
     assert!(root
-        .join("usr/share/owui/firmware/sets/debian-550.toml")
+        .join(format!("usr/share/owui/firmware/sets/{SET}.toml"))
         .is_file());
 }
 
@@ -206,7 +234,7 @@ fn an_unknown_driver_set_is_refused_naming_the_file_and_key() {
     let (key, _) = keys(dir);
     let spec = write_spec(
         &dir.join("spec"),
-        "driver_set = \"debian-999\"\nkernel_modules = \"open\"",
+        "driver_set = \"debian-999\"\nkernel_modules = \"proprietary\"",
     );
     let out = dir.join("out");
     let r = build(&spec, &key, &out, &dir.join("cache"), &[]);
@@ -215,7 +243,7 @@ fn an_unknown_driver_set_is_refused_naming_the_file_and_key() {
         r.stderr.contains("mini-gpu.toml line")
             && r.stderr.contains("gpu.driver_set")
             && r.stderr.contains("debian-999")
-            && r.stderr.contains("debian-550"),
+            && r.stderr.contains(SET),
         "{}",
         r.stderr
     );

@@ -65,7 +65,7 @@ fn node(gpus: &[Gpu], switches: usize, fixture: Option<&str>) -> Node {
     )
     .unwrap();
     copy_dir(&firmware_dir(), &root.join("usr/share/owui/firmware"));
-    let lib = root.join("usr/lib/x86_64-linux-gnu/nvidia/current");
+    let lib = root.join("usr/lib/x86_64-linux-gnu/nvidia/tesla-535");
     fs::create_dir_all(&lib).unwrap();
     for l in [
         "libcuda.so.1",
@@ -75,8 +75,8 @@ fn node(gpus: &[Gpu], switches: usize, fixture: Option<&str>) -> Node {
     ] {
         fs::write(lib.join(l), "stand-in").unwrap();
     }
-    fs::create_dir_all(root.join("usr/lib/nvidia/current")).unwrap();
-    fs::write(root.join("usr/lib/nvidia/current/nvidia-smi"), "stand-in").unwrap();
+    fs::create_dir_all(root.join("usr/lib/nvidia/tesla-535")).unwrap();
+    fs::write(root.join("usr/lib/nvidia/tesla-535/nvidia-smi"), "stand-in").unwrap();
     fs::create_dir_all(root.join("proc")).unwrap();
     fs::write(
         root.join("proc/devices"),
@@ -157,7 +157,7 @@ fn h100_sxm(i: usize) -> Gpu {
     }
 }
 
-const V: &str = "550.163.01";
+const V: &str = "535.274.02";
 
 #[test]
 fn no_nvidia_device_says_so_and_succeeds() {
@@ -178,7 +178,7 @@ fn without_nvml_setup_names_the_missing_library() {
     let r = n.agent(&["gpu", "setup"]);
     assert_eq!(r.code, 7, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("libnvidia-ml.so.1") && r.stderr.contains("libnvidia-ml1"),
+        r.stderr.contains("libnvidia-ml.so.1") && r.stderr.contains("libnvidia-tesla-535-ml1"),
         "{}",
         r.stderr
     );
@@ -229,8 +229,8 @@ fn every_supported_tree_gets_a_cdi_spec() {
         let n = node(&gpus, switches, Some(V));
         let report = n.json(&["gpu", "setup", "--json"]);
         assert_eq!(report["outcome"], "configured", "{what}: {report}");
-        assert_eq!(report["choice"]["set"], "debian-550", "{what}");
-        assert_eq!(report["choice"]["kernel_modules"], "open", "{what}");
+        assert_eq!(report["choice"]["set"], "debian-tesla-535", "{what}");
+        assert_eq!(report["choice"]["kernel_modules"], "proprietary", "{what}");
         assert_eq!(report["choice"]["gpus"][0]["model"], model, "{what}");
         assert_eq!(report["cdi_action"], "written", "{what}");
         let names: Vec<String> = report["cdi_devices"]
@@ -268,7 +268,7 @@ fn every_supported_tree_gets_a_cdi_spec() {
             "{spec}"
         );
         assert!(
-            spec.contains("hostPath: \"/usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.1\"")
+            spec.contains("hostPath: \"/usr/lib/x86_64-linux-gnu/nvidia/tesla-535/libcuda.so.1\"")
         );
         assert!(spec.contains("path: \"/dev/nvidia-uvm\""), "{spec}");
         assert!(spec.contains("hookName: \"createContainer\""), "{spec}");
@@ -311,7 +311,7 @@ fn a_gpu_without_a_set_is_named_with_the_nearest_sets() {
             && r.stderr.contains("B200")
             && r.stderr.contains("blackwell")
             && r.stderr
-                .contains("nearest sets: debian-550 (driver 550.163.01"),
+                .contains("nearest sets: debian-tesla-535 (driver 535.274.02"),
         "{}",
         r.stderr
     );
@@ -332,11 +332,11 @@ fn a_gpu_without_a_set_is_named_with_the_nearest_sets() {
 
 #[test]
 fn a_driver_that_is_not_the_set_is_refused() {
-    let n = node(&[H100_PCIE], 0, Some("535.230.02"));
+    let n = node(&[H100_PCIE], 0, Some("550.163.01"));
     let r = n.agent(&["gpu", "setup"]);
     assert_eq!(r.code, 5, "{}", r.stderr);
     assert!(
-        r.stderr.contains("535.230.02") && r.stderr.contains("550.163.01"),
+        r.stderr.contains("550.163.01") && r.stderr.contains(V),
         "{}",
         r.stderr
     );

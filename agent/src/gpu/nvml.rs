@@ -54,9 +54,9 @@ impl NvmlGpu {
                     library,
                     format!(
                         "cannot load the NVML library {library}: {e}. It ships with the \
-                         NVIDIA driver (Debian package libnvidia-ml1 of the pinned set); \
-                         the driver set is not installed in this image or the library is \
-                         not on the loader's path"
+                         NVIDIA driver (the pinned set's NVML package, e.g. \
+                         libnvidia-tesla-535-ml1); the driver set is not installed in this \
+                         image or the library is not on the loader's path"
                     ),
                 ),
                 NvmlError::DriverNotLoaded => Error::tool(
@@ -248,7 +248,8 @@ mod tests {
             .expect("no such library here");
         let text = err.to_string();
         assert!(
-            text.contains("libnvidia-ml-owui-test-absent.so.1") && text.contains("libnvidia-ml1"),
+            text.contains("libnvidia-ml-owui-test-absent.so.1")
+                && text.contains("libnvidia-tesla-535-ml1"),
             "{text}"
         );
         assert_eq!(err.exit_code(), 7);

@@ -142,13 +142,13 @@ impl GpuSpec {
     }
 
     /// The virtual package Debian's DKMS package provides and the driver
-    /// packages depend on; the module package we make provides it instead.
+    /// packages depend on (`nvidia-tesla-535-kernel-dkms` provides
+    /// `nvidia-tesla-535-kernel-535.274.02`); the module package we make
+    /// provides it instead. The set parser checks the name ends in `-dkms`.
     pub fn provides(&self) -> String {
-        let prefix = match self.flavour {
-            ModuleFlavour::Open => "nvidia-open-kernel",
-            ModuleFlavour::Proprietary => "nvidia-kernel",
-        };
-        format!("{prefix}-{}", self.set.version())
+        let module = self.set.module_package(self.flavour).unwrap_or_default();
+        let base = module.strip_suffix("-dkms").unwrap_or(module);
+        format!("{base}-{}", self.set.version())
     }
 }
 
@@ -1566,8 +1566,8 @@ const EMBEDDED: &[Embedded] = &[
         include_str!("../../../firmware/gpus.toml"),
     ),
     Embedded::File(
-        "firmware/sets/debian-550.toml",
-        include_str!("../../../firmware/sets/debian-550.toml"),
+        "firmware/sets/debian-tesla-535.toml",
+        include_str!("../../../firmware/sets/debian-tesla-535.toml"),
     ),
     Embedded::File(
         "units/ollama.container",
@@ -2219,77 +2219,72 @@ source = "content/app"
             )
         };
         let all = r#"["main", "contrib", "non-free", "non-free-firmware"]"#;
-        let s = f
-            .read(&gpu(
-                "gpu",
-                all,
-                "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
-            ))
-            .unwrap();
+        let tesla = "driver_set = \"debian-tesla-535\"\nkernel_modules = \"proprietary\"\n";
+        let s = f.read(&gpu("gpu", all, tesla)).unwrap();
         let g = s.gpu.unwrap();
         assert_eq!(
             (g.set.name(), g.flavour),
-            ("debian-550", ModuleFlavour::Open)
+            ("debian-tesla-535", ModuleFlavour::Proprietary)
         );
         let names: Vec<&str> = g.archive_packages().map(|p| p.name.as_str()).collect();
-        assert!(names.contains(&"nvidia-open-kernel-dkms") && names.contains(&"libcuda1"));
-        assert!(!names.contains(&"nvidia-kernel-dkms"));
-        assert_eq!(g.provides(), "nvidia-open-kernel-550.163.01");
+        assert!(
+            names.contains(&"nvidia-tesla-535-kernel-dkms")
+                && names.contains(&"libnvidia-tesla-535-cuda1")
+        );
+        let runtime: Vec<&str> = g.runtime_packages().map(|p| p.name.as_str()).collect();
+        assert!(!runtime.contains(&"nvidia-tesla-535-kernel-dkms"));
+        // What the driver packages depend on, as the DKMS package provides it.
+        assert_eq!(g.provides(), "nvidia-tesla-535-kernel-535.274.02");
 
         // An unknown set names the file, the line, the key and the sets there are.
         let (code, e) = err_of(f.read(&gpu(
             "gpu",
             all,
-            "driver_set = \"debian-535\"\nkernel_modules = \"open\"\n",
+            "driver_set = \"debian-550\"\nkernel_modules = \"proprietary\"\n",
         )));
         assert_eq!(code, 3);
         assert!(
             e.contains("role.toml line 7: gpu.driver_set")
-                && e.contains("debian-535")
-                && e.contains("have: debian-550"),
+                && e.contains("debian-550")
+                && e.contains("have: debian-tesla-535"),
             "{e}"
         );
         // The set's packages must be in the image's components.
-        let (_, e) = err_of(f.read(&gpu(
-            "allinone",
-            r#"["main", "non-free"]"#,
-            "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
-        )));
+        let (_, e) = err_of(f.read(&gpu("allinone", r#"["main", "non-free"]"#, tesla)));
         assert!(
             e.contains("gpu.driver_set")
-                && e.contains("nvidia-open-kernel-dkms (contrib)")
-                && e.contains("firmware-nvidia-gsp (non-free-firmware)"),
+                && e.contains("nvidia-persistenced (contrib)")
+                && e.contains("firmware-nvidia-tesla-535-gsp (non-free-firmware)"),
             "{e}"
         );
         let (_, e) = err_of(f.read(&gpu(
             "gpu",
             all,
-            "driver_set = \"debian-550\"\nkernel_modules = \"closed\"\n",
+            "driver_set = \"debian-tesla-535\"\nkernel_modules = \"closed\"\n",
         )));
         assert!(
             e.contains("role.toml") && e.contains("kernel_modules"),
             "{e}"
         );
-        // Only gpu and allinone images carry a driver.
+        // Debian has no open modules of 535.
         let (_, e) = err_of(f.read(&gpu(
-            "app",
+            "gpu",
             all,
-            "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
+            "driver_set = \"debian-tesla-535\"\nkernel_modules = \"open\"\n",
         )));
+        assert!(
+            e.contains("role.toml line") && e.contains("has no open kernel modules"),
+            "{e}"
+        );
+        // Only gpu and allinone images carry a driver.
+        let (_, e) = err_of(f.read(&gpu("app", all, tesla)));
         assert!(
             e.contains("role.toml line 5: gpu") && e.contains("app image"),
             "{e}"
         );
         // Not in the base: every role would get it.
-        f.write(
-            "spec/base.toml",
-            &format!("{BASE}[gpu]\ndriver_set = \"debian-550\"\nkernel_modules = \"open\"\n"),
-        );
-        let (_, e) = err_of(f.read(&gpu(
-            "gpu",
-            all,
-            "driver_set = \"debian-550\"\nkernel_modules = \"open\"\n",
-        )));
+        f.write("spec/base.toml", &format!("{BASE}[gpu]\n{tesla}"));
+        let (_, e) = err_of(f.read(&gpu("gpu", all, tesla)));
         assert!(
             e.contains("base.toml line") && e.contains("role spec"),
             "{e}"
@@ -2331,6 +2326,14 @@ source = "content/app"
                     "{e}"
                 );
             }
+        }
+        for role in [Role::Gpu, Role::Allinone] {
+            let s = ImageSpec::read(&images.join(format!("{role}.toml")), &units).unwrap();
+            let g = s.gpu.unwrap_or_else(|| panic!("{role}: no [gpu]"));
+            assert_eq!(
+                (g.set.name(), g.flavour),
+                ("debian-tesla-535", ModuleFlavour::Proprietary)
+            );
         }
         let all = ImageSpec::read(&images.join("allinone.toml"), &units).unwrap();
         for q in [

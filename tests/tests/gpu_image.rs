@@ -32,7 +32,7 @@ mirror = "http://deb.debian.org/debian"
 components = ["main", "contrib", "non-free", "non-free-firmware"]
 packages = [{BOOT_PACKAGES}]
 [units]
-enable = ["owui-agent.service"]
+enable = ["owui-agent.service", "owui-gpu-setup.service"]
 [partitions]
 esp = 128
 root = 2048
@@ -221,10 +221,76 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     ] {
         assert!(!root.join(gone).exists(), "{gone} is in the image");
     }
-    // The agent finds the driver sets where it looks for them.
+    // Every module `gpu setup` loads resolves, by the image's own modprobe
+    // and modprobe.d, to the modules built here: directly, or through the
+    // kernel-support package's `install … modprobe -i <module>` line.
+    let fw = owui_bundle::firmware::Firmware::load(&repo().join("firmware")).unwrap();
+    let show_depends = |m: &str| {
+        let out = Command::new("chroot")
+            .arg(&root)
+            .args(["modprobe", "-S", kernel, "--show-depends", m])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "modprobe {m}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for m in &fw.sets[SET].kernel_modules.load {
+        let mut shown = show_depends(m);
+        if let Some(target) = shown
+            .strip_prefix("install ")
+            .and_then(|cmd| cmd.split_whitespace().skip_while(|w| *w != "-i").nth(1))
+        {
+            shown = show_depends(target);
+        }
+        assert!(
+            shown.contains("/updates/owui-nvidia/"),
+            "modprobe {m}: {shown}"
+        );
+    }
+    // What the CDI spec mounts into containers is where the set says, and
+    // the agent's NVML library (opened by soname) is in the loader's cache.
+    let set = &fw.sets[SET].container;
+    let mounted = set
+        .libraries
+        .iter()
+        .map(|l| set.library_dir.join(l))
+        .chain(set.binaries.iter().cloned());
+    for path in mounted {
+        let found = Command::new("chroot")
+            .arg(&root)
+            .arg("test")
+            .arg("-e")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(found.success(), "{} is not in the image", path.display());
+    }
+    let cache = Command::new("chroot")
+        .arg(&root)
+        .args(["ldconfig", "-p"])
+        .output()
+        .unwrap();
+    let cache = String::from_utf8_lossy(&cache.stdout);
+    assert!(
+        cache
+            .lines()
+            .any(|l| l.trim_start().starts_with("libnvidia-ml.so.1 ")),
+        "libnvidia-ml.so.1 is not in the image's loader cache"
+    );
+    // The agent finds the driver sets where it looks for them, and sets
+    // the GPUs up on every boot.
     assert!(root
         .join(format!("usr/share/owui/firmware/sets/{SET}.toml"))
         .is_file());
+    // (An absolute link into the image: look at the link, not its target.)
+    assert!(root
+        .join("etc/systemd/system/multi-user.target.wants/owui-gpu-setup.service")
+        .symlink_metadata()
+        .is_ok());
 }
 
 #[test]

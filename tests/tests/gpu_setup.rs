@@ -170,6 +170,13 @@ fn no_nvidia_device_says_so_and_succeeds() {
         r.stdout
     );
     assert!(!n.root.join("etc/cdi").exists());
+    // GPUs handed to the containers on an earlier boot are taken back.
+    let env = n.root.join("run/owui/gpu/containers.env");
+    fs::create_dir_all(env.parent().unwrap()).unwrap();
+    fs::write(&env, "OWUI_GPU_DEVICES=--device=nvidia.com/gpu=all\n").unwrap();
+    let report = n.json(&["gpu", "setup", "--json"]);
+    assert_eq!(report["containers"]["action"], "removed", "{report}");
+    assert!(!env.exists());
 }
 
 #[test]
@@ -262,6 +269,13 @@ fn every_supported_tree_gets_a_cdi_spec() {
             conf.contains("cdi_spec_dirs = [\"/etc/cdi\", \"/var/run/cdi\"]"),
             "{conf}"
         );
+        assert_eq!(report["containers"]["action"], "written", "{what}");
+        let env = fs::read_to_string(n.root.join("run/owui/gpu/containers.env")).unwrap();
+        assert!(
+            env.lines()
+                .any(|l| l == "OWUI_GPU_DEVICES=--device=nvidia.com/gpu=all"),
+            "{what}: {env}"
+        );
         let spec = n.spec();
         assert!(
             spec.contains("cdiVersion: \"0.5.0\"\nkind: \"nvidia.com/gpu\"\n"),
@@ -275,6 +289,7 @@ fn every_supported_tree_gets_a_cdi_spec() {
         // Idempotent: a second run changes nothing.
         let again = n.json(&["gpu", "setup", "--json"]);
         assert_eq!(again["cdi_action"], "unchanged", "{what}");
+        assert_eq!(again["containers"]["action"], "unchanged", "{what}");
         assert!(again["runtimes"]
             .as_array()
             .unwrap()
@@ -441,4 +456,51 @@ fn a_critical_xid_fails_the_gpu_and_drains_the_node() {
     assert!(r.stdout.contains("undrained"), "{}", r.stdout);
     let r = n.agent(&["gpu", "status"]);
     assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+/// Every file under `dir`, with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(snapshot(&p));
+        } else {
+            out.push((p.clone(), fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn with_the_images_own_configuration_nothing_is_written_under_etc() {
+    // The gpu image's /etc (read-only on a node): its podman drop-in and
+    // agent.toml, as the builder installs them.
+    let n = node(&[H100_PCIE], 0, Some(V));
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/overlay");
+    copy_dir(&images.join("containers/etc"), &n.root.join("etc"));
+    fs::copy(
+        images.join("gpu/etc/owui/agent.toml"),
+        n.root.join("etc/owui/agent.toml"),
+    )
+    .unwrap();
+    let before = snapshot(&n.root.join("etc"));
+    let report = n.json(&["gpu", "setup", "--json"]);
+    assert_eq!(report["outcome"], "configured", "{report}");
+    assert_eq!(snapshot(&n.root.join("etc")), before, "{report}");
+    assert_eq!(report["cdi_spec"], "/var/run/cdi/nvidia.yaml");
+    assert!(n.root.join("var/run/cdi/nvidia.yaml").is_file());
+    let podman = &report["runtimes"][0];
+    assert_eq!(
+        (&podman["file"], &podman["action"]),
+        (
+            &serde_json::json!("/etc/containers/containers.conf.d/50-owui.conf"),
+            &serde_json::json!("unchanged")
+        ),
+        "{report}"
+    );
+    assert_eq!(report["containers"]["file"], "/run/owui/gpu/containers.env");
+    let status = n.json(&["gpu", "status", "--json"]);
+    assert_eq!(status["cdi"]["present"], true, "{status}");
 }

@@ -29,6 +29,8 @@ pub const KIND: &str = "nvidia.com/gpu";
 /// (`nvidia.com/gpu=0`) and `hostPath` on device nodes.
 pub const CDI_VERSION: &str = "0.5.0";
 pub const FILE_NAME: &str = "nvidia.yaml";
+/// The device that holds every GPU of the node.
+pub const ALL: &str = "all";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -137,7 +139,7 @@ pub fn generate(
         all.push(node(n));
     }
     devices.push(Device {
-        name: "all".into(),
+        name: ALL.into(),
         container_edits: Edits {
             device_nodes: all,
             ..Edits::default()

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cdi;
 pub mod choice;
+pub mod containers_env;
 pub mod devnodes;
 pub mod fixture;
 pub mod health;
@@ -54,6 +55,9 @@ pub struct GpuConfig {
     pub critical_xids: Vec<u64>,
     /// Where the drain marker and the last report are kept.
     pub state_dir: PathBuf,
+    /// The environment file the GPU containers' Quadlet units read
+    /// (`OWUI_GPU_DEVICES`, see [`containers_env`]).
+    pub containers_env: PathBuf,
 }
 
 impl Default for GpuConfig {
@@ -67,6 +71,7 @@ impl Default for GpuConfig {
             temperature_fail_c: 95,
             critical_xids: vec![48, 79, 94, 95],
             state_dir: "/var/lib/owui/gpu".into(),
+            containers_env: containers_env::DEFAULT_PATH.into(),
         }
     }
 }

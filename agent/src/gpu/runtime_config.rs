@@ -25,7 +25,7 @@ pub struct Change {
     pub action: String,
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
+pub(super) fn write_atomic(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at("creating", dir)?;
     }
@@ -63,7 +63,7 @@ fn settle(
     })
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>> {
+pub(super) fn read_optional(path: &Path) -> Result<Option<String>> {
     match fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -113,16 +113,61 @@ fn parse_toml(file: &Path, text: &str) -> Result<DocumentMut> {
         .map_err(|e| Error::invalid(file.display().to_string(), e.to_string().trim_end()))
 }
 
-/// podman: `[engine] cdi_spec_dirs` in `/etc/containers/containers.conf`.
+/// Podman reads `containers.conf`, then `containers.conf.d/*.conf` in name
+/// order, a later file's key replacing an earlier one's. So the file that
+/// decides `[engine] cdi_spec_dirs` is the last drop-in setting it, else the
+/// main file: that is the one to merge into. (On an appliance image it is
+/// the image's read-only drop-in, which already names the spec directory.)
+fn podman_file(root: &Root) -> Result<PathBuf> {
+    let dropins = Path::new("/etc/containers/containers.conf.d");
+    let dir = root.host(dropins);
+    let mut names = Vec::new();
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for e in entries {
+                let name = e.at("listing", &dir)?.file_name();
+                if Path::new(&name).extension().is_some_and(|x| x == "conf") {
+                    names.push(name);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).at("listing", &dir),
+    }
+    names.sort();
+    let mut decides = PathBuf::from("/etc/containers/containers.conf");
+    for name in names {
+        let path = dir.join(&name);
+        let text = fs::read_to_string(&path).at("reading", &path)?;
+        let doc = parse_toml(&path, &text)?;
+        if doc
+            .get("engine")
+            .and_then(|e| e.get("cdi_spec_dirs"))
+            .is_some()
+        {
+            decides = dropins.join(name);
+        }
+    }
+    Ok(decides)
+}
+
+/// podman: `[engine] cdi_spec_dirs` in `/etc/containers/containers.conf`,
+/// or in the drop-in that overrides it there.
 pub fn podman(root: &Root, cdi_dir: &Path) -> Result<Change> {
-    let node_path = Path::new("/etc/containers/containers.conf");
-    let path = root.host(node_path);
+    let node_path = podman_file(root)?;
+    let path = root.host(&node_path);
     let old = read_optional(&path)?;
     let mut doc = parse_toml(&path, old.as_deref().unwrap_or(""))?;
     let engine = table_at(&path, &mut doc, &["engine"])?;
     let cdi = cdi_dir.to_string_lossy();
     ensure_dirs(&path, engine, "cdi_spec_dirs", &[&cdi, RUN_CDI])?;
-    settle("podman", node_path, &path, old.as_deref(), &doc.to_string())
+    settle(
+        "podman",
+        &node_path,
+        &path,
+        old.as_deref(),
+        &doc.to_string(),
+    )
 }
 
 /// containerd: `enable_cdi` and `cdi_spec_dirs` in the CRI plugin's table
@@ -255,6 +300,42 @@ mod tests {
             text,
             "[engine]\ncdi_spec_dirs = [\"/etc/cdi\", \"/var/run/cdi\"]\n"
         );
+    }
+
+    #[test]
+    fn podman_merges_into_the_dropin_that_decides_and_leaves_a_complete_one_alone() {
+        let (t, r) = root();
+        let d = t.path().join("etc/containers/containers.conf.d");
+        fs::create_dir_all(&d).unwrap();
+        // The image's drop-in already names the run-time spec directory.
+        let image = "[engine]\nruntime = \"crun\"\ncdi_spec_dirs = [\"/var/run/cdi\"]\n";
+        fs::write(d.join("50-owui.conf"), image).unwrap();
+        fs::write(
+            d.join("10-site.conf"),
+            "[engine]\ncdi_spec_dirs = [\"/opt/cdi\"]\n",
+        )
+        .unwrap();
+        fs::write(d.join("90-other.conf"), "[containers]\npids_limit = 10\n").unwrap();
+        fs::write(d.join("README"), "not toml [").unwrap();
+        let c = podman(&r, Path::new("/var/run/cdi")).unwrap();
+        assert_eq!(
+            c.file,
+            Path::new("/etc/containers/containers.conf.d/50-owui.conf")
+        );
+        assert_eq!(c.action, "unchanged");
+        assert_eq!(fs::read_to_string(d.join("50-owui.conf")).unwrap(), image);
+        assert!(!t.path().join("etc/containers/containers.conf").exists());
+        // Another directory is merged into that same drop-in, keys kept.
+        assert_eq!(podman(&r, Path::new("/etc/cdi")).unwrap().action, "updated");
+        let text = fs::read_to_string(d.join("50-owui.conf")).unwrap();
+        assert!(
+            text.contains("runtime = \"crun\"")
+                && text.contains("cdi_spec_dirs = [\"/var/run/cdi\", \"/etc/cdi\"]"),
+            "{text}"
+        );
+        fs::write(d.join("60-bad.conf"), "[engine\n").unwrap();
+        let err = podman(&r, Path::new("/etc/cdi")).unwrap_err().to_string();
+        assert!(err.contains("60-bad.conf"), "{err}");
     }
 
     #[test]

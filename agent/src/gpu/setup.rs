@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::GpuDevice;
 use super::choice::{self, Choice};
+use super::containers_env::{self, EnvChange};
 use super::devnodes::{self, Nodes};
 use super::firmware::Firmware;
 use super::runtime_config::{self, Change};
@@ -45,6 +46,8 @@ pub struct SetupReport {
     pub cdi_action: Option<String>,
     pub cdi_devices: Vec<String>,
     pub runtimes: Vec<Change>,
+    /// What the Ollama/vLLM units are told (`--device=…` or nothing).
+    pub containers: EnvChange,
     pub warnings: Vec<String>,
 }
 
@@ -94,6 +97,7 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
     let cfg = super::load_config(root)?;
     let found = pci::scan(root)?;
     if found.gpus.is_empty() {
+        let containers = containers_env::withdraw(root, &cfg.containers_env)?;
         return Ok(SetupReport {
             outcome: "no-gpu".into(),
             detail: format!(
@@ -110,6 +114,7 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
             cdi_action: None,
             cdi_devices: Vec::new(),
             runtimes: Vec::new(),
+            containers,
             warnings: Vec::new(),
         });
     }
@@ -164,6 +169,12 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
     let yaml = cdi::to_yaml(&spec)?;
     let written = cdi::write(&root.host(&cfg.cdi_dir), &yaml)?;
     let runtimes = runtime_config::configure_all(root, &cfg.cdi_dir)?;
+    // Last: the containers are handed the GPUs only once the spec is there.
+    let containers = containers_env::publish(
+        root,
+        &cfg.containers_env,
+        &format!("{}={}", cdi::KIND, cdi::ALL),
+    )?;
     let mut warnings = choice.warnings.clone();
     warnings.extend(nodes.warnings.iter().cloned());
     let report = SetupReport {
@@ -199,6 +210,7 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
         cdi_spec: Some(cfg.cdi_dir.join(cdi::FILE_NAME)),
         cdi_action: Some(if written { "written" } else { "unchanged" }.into()),
         runtimes,
+        containers,
         warnings,
     };
     save(root, &cfg.state_dir, &report)?;
@@ -230,6 +242,13 @@ pub fn print(r: &SetupReport) {
     for c in &r.runtimes {
         println!("runtime  {} {}: {}", c.runtime, c.file.display(), c.action);
     }
+    let c = &r.containers;
+    let given = if c.args.is_empty() {
+        "no GPU devices"
+    } else {
+        &c.args
+    };
+    println!("units    {} {}: {given}", c.file.display(), c.action);
     for w in &r.warnings {
         println!("warning  {w}");
     }

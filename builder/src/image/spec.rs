@@ -1540,6 +1540,10 @@ const EMBEDDED: &[Embedded] = &[
         include_str!("../../../units/owui-postgresql-setup.service"),
     ),
     Embedded::File(
+        "units/owui-gpu-setup.service",
+        include_str!("../../../units/owui-gpu-setup.service"),
+    ),
+    Embedded::File(
         "units/owui-ready.service",
         include_str!("../../../units/owui-ready.service"),
     ),

@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::site::{bin, run, Run};
 
@@ -11,6 +12,20 @@ pub const EPOCH: &str = "1700000000";
 /// TOML list body for `[debian] packages`.
 pub const BOOT_PACKAGES: &str = r#""systemd", "systemd-sysv", "udev", "dbus", "linux-image-amd64", "initramfs-tools",
             "zstd", "kmod", "cryptsetup-bin", "systemd-boot-efi", "systemd-repart", "e2fsprogs""#;
+
+/// The units a test image enables to boot to the READY banner and print
+/// its report (see [`report_overlay`]), as a TOML list body.
+pub const BOOT_UNITS: &str = r#""var.mount", "var-lib-owui.mount", "efi.mount", "owui-seed.service",
+          "owui-secrets.service", "owui-agent.service", "owui-ready.service",
+          "boot-test-report.service""#;
+
+/// The kernel command line of a test image: the console on the serial port
+/// qemu logs.
+pub const BOOT_CMDLINE: &str = r#""console=ttyS0,115200", "systemd.show_status=false""#;
+
+/// The lines the report script prints around its output.
+pub const REPORT_BEGIN: &str = "BOOT-TEST-STATUS-BEGIN";
+pub const REPORT_END: &str = "BOOT-TEST-STATUS-END";
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -81,4 +96,58 @@ pub fn assert_nothing_in(out: &Path) {
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Puts into `overlay` a unit that runs `script` (REPORT_BEGIN/REPORT_END
+/// in it become the markers) once the READY banner is out and `after` has
+/// run, printing to the console.
+pub fn report_overlay(overlay: &Path, after: &str, script: &str) {
+    let units = overlay.join("etc/systemd/system");
+    fs::create_dir_all(&units).unwrap();
+    fs::write(
+        units.join("boot-test-report.service"),
+        format!(
+            "[Unit]\nAfter=owui-ready.service {after}\nWants=owui-ready.service\n\
+             [Service]\nType=oneshot\nExecStart=/usr/local/bin/boot-test-report\n\
+             StandardOutput=tty\nTTYPath=/dev/console\n\
+             [Install]\nWantedBy=multi-user.target\n"
+        ),
+    )
+    .unwrap();
+    let path = overlay.join("usr/local/bin/boot-test-report");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let script = script
+        .replace("REPORT_BEGIN", REPORT_BEGIN)
+        .replace("REPORT_END", REPORT_END);
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// A FAT volume labelled OWUI-SEED holding seed.toml: the install medium.
+pub fn seed_medium(dir: &Path, seed: &str) -> PathBuf {
+    let img = dir.join("seed.img");
+    let file = dir.join("seed.toml");
+    fs::write(&file, seed).unwrap();
+    let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+    ok(Command::new("mkfs.vfat")
+        .args(["-C", "-n", "OWUI-SEED"])
+        .arg(&img)
+        .arg("2048")
+        .stdout(std::process::Stdio::null()));
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&img)
+        .arg(&file)
+        .arg("::seed.toml"));
+    img
+}
+
+/// A copy of the image with room for the data partition first boot makes.
+pub fn boot_disk(image: &Path, dest: &Path) -> PathBuf {
+    fs::copy(image, dest).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(dest).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len + (512 << 20)).unwrap();
+    dest.to_path_buf()
 }

@@ -11,18 +11,44 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use owui_bundle::firmware::parse_set;
-use owui_tests::image::{assert_nothing_in, build, keys, repo, BOOT_PACKAGES};
+use owui_tests::image::{
+    assert_nothing_in, boot_disk, build, keys, repo, report_overlay, seed_medium, BOOT_CMDLINE,
+    BOOT_PACKAGES, BOOT_UNITS, REPORT_BEGIN, REPORT_END,
+};
+use owui_tests::qemu::Boot;
+use owui_tests::site::model_sources;
 
 const CACHE: &str = "/var/tmp/owui-test-gpu-image-cache";
 /// The set the shipped gpu and allinone specs carry.
 const SET: &str = "debian-tesla-535";
 const DRIVER: &str = "535.274.02";
 
-/// A gpu-role spec with the boot essentials and `gpu` as its [gpu] body.
+/// The report the VM prints once the banner is out: the agent's status,
+/// whether the boot's GPU setup ran, whether it handed GPUs to the
+/// containers, and what the kernel said when asked to load the driver.
+const REPORT_SCRIPT: &str = r#"#!/bin/sh
+one_line() { tr '\n' ' '; echo; }
+echo REPORT_BEGIN
+/usr/bin/owui-agent status --json | one_line
+systemctl is-active owui-gpu-setup.service | one_line
+test -e /run/owui/gpu/containers.env && echo containers-env-present || echo containers-env-absent
+modprobe nvidia 2>&1 | one_line
+dmesg | grep -E 'NVRM|nvidia' | one_line
+echo REPORT_END
+"#;
+
+/// A gpu-role spec with the boot essentials, the repository's common and
+/// gpu overlays, one small model, a report unit, and `gpu` as its [gpu]
+/// body.
 fn write_spec(dir: &Path, gpu: &str) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
+    let overlay = dir.join("overlay");
+    report_overlay(&overlay, "owui-gpu-setup.service", REPORT_SCRIPT);
+    let models = model_sources(dir, "gpu", 100_000, 2);
+    let images = repo().join("images/overlay");
     let spec = format!(
         r#"role = "gpu"
 version = "0.1.0"
@@ -32,16 +58,23 @@ mirror = "http://deb.debian.org/debian"
 components = ["main", "contrib", "non-free", "non-free-firmware"]
 packages = [{BOOT_PACKAGES}]
 [units]
-enable = ["owui-agent.service", "owui-gpu-setup.service"]
+enable = [{BOOT_UNITS}, "owui-gpu-setup.service"]
+[overlay]
+dirs = ["{common}", "{gpu_overlay}", "overlay"]
 [partitions]
 esp = 128
 root = 2048
+content = "auto"
 data = 256
+[kernel]
+cmdline = [{BOOT_CMDLINE}]
 [gpu]
 firmware = "{firmware}"
 {gpu}
-"#,
+{models}"#,
         firmware = repo().join("firmware").display(),
+        common = images.join("common").display(),
+        gpu_overlay = images.join("gpu").display(),
     );
     let path = dir.join("mini-gpu.toml");
     fs::write(&path, spec).unwrap();
@@ -291,6 +324,48 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         .join("etc/systemd/system/multi-user.target.wants/owui-gpu-setup.service")
         .symlink_metadata()
         .is_ok());
+
+    // Booted with no NVIDIA GPU (qemu): the boot's GPU setup says so and
+    // succeeds, the containers get no GPUs, the agent's gpu check fails
+    // for want of a GPU, and the kernel takes the driver's module (its
+    // own code runs and finds no device).
+    let disk = boot_disk(
+        Path::new(report["image"].as_str().unwrap()),
+        &dir.join("boot.img"),
+    );
+    let medium = seed_medium(dir, "node = \"gpu-n01\"\nrole = \"gpu\"\n");
+    let mut vm = Boot::start(dir, &disk, &[&medium]);
+    let banner = "OWUI-AGENT READY role=gpu node=gpu-n01";
+    let seen = vm.wait_for(&[banner], Duration::from_secs(400));
+    assert_eq!(seen.as_deref(), Some(banner), "serial log:\n{}", vm.log());
+    let booted = vm
+        .between(REPORT_BEGIN, REPORT_END, Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("no report; serial log:\n{}", vm.log()));
+    let console = vm.log();
+    drop(vm);
+    assert!(
+        console.contains("no NVIDIA GPU on the PCI bus"),
+        "owui-gpu-setup said nothing on the console:\n{console}"
+    );
+    // The kernel writes to the same console, so the report's lines are
+    // looked for, not counted.
+    let lines: Vec<&str> = booted.lines().map(str::trim).collect();
+    let status_line = lines.iter().find(|l| l.starts_with('{')).unwrap_or(&"");
+    let status: serde_json::Value = serde_json::from_str(status_line)
+        .unwrap_or_else(|e| panic!("status in the VM is not JSON ({e}):\n{booted}"));
+    let gpu_check = status["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gpu")
+        .unwrap_or_else(|| panic!("no gpu check: {booted}"));
+    assert_eq!(gpu_check["state"], "failed", "{booted}");
+    assert!(lines.contains(&"active"), "owui-gpu-setup: {booted}");
+    assert!(lines.contains(&"containers-env-absent"), "{booted}");
+    assert!(
+        booted.contains("NVRM: No NVIDIA GPU found"),
+        "the kernel did not run the driver's module: {booted}"
+    );
 }
 
 #[test]

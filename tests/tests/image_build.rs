@@ -16,13 +16,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use owui_tests::image::{
-    assert_nothing_in, build, build_with_no_network, builder, keys, repo, BOOT_PACKAGES,
+    assert_nothing_in, boot_disk, build, build_with_no_network, builder, keys, repo,
+    report_overlay, seed_medium, BOOT_CMDLINE, BOOT_PACKAGES, BOOT_UNITS, REPORT_BEGIN, REPORT_END,
 };
 use owui_tests::qemu::Boot;
 use owui_tests::site::model_sources;
 
-const REPORT_BEGIN: &str = "BOOT-TEST-STATUS-BEGIN";
-const REPORT_END: &str = "BOOT-TEST-STATUS-END";
 /// What owui-secrets.service makes on a web node's first boot.
 const SECRET_FILES: &str =
     "/etc/owui/secrets/open-webui.env /etc/owui/tls/privkey.pem /etc/owui/tls/fullchain.pem";
@@ -47,24 +46,11 @@ echo REPORT_END
 /// unit that prints the report on the console once the banner is out.
 fn write_spec(dir: &Path, extra: &str) -> PathBuf {
     let overlay = dir.join("overlay");
-    let units = overlay.join("etc/systemd/system");
-    fs::create_dir_all(&units).unwrap();
-    fs::write(
-        units.join("boot-test-report.service"),
-        "[Unit]\nAfter=owui-ready.service owui-postgresql-setup.service\nWants=owui-ready.service\n\
-         [Service]\nType=oneshot\nExecStart=/usr/local/bin/boot-test-report\n\
-         StandardOutput=tty\nTTYPath=/dev/console\n\
-         [Install]\nWantedBy=multi-user.target\n",
-    )
-    .unwrap();
-    let script = overlay.join("usr/local/bin/boot-test-report");
-    fs::create_dir_all(script.parent().unwrap()).unwrap();
-    let report = REPORT_SCRIPT
-        .replace("REPORT_BEGIN", REPORT_BEGIN)
-        .replace("REPORT_END", REPORT_END)
-        .replace("FILES", SECRET_FILES);
-    fs::write(&script, report).unwrap();
-    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    report_overlay(
+        &overlay,
+        "owui-postgresql-setup.service",
+        &REPORT_SCRIPT.replace("FILES", SECRET_FILES),
+    );
     // The shipped settings are for servers; the VM has 1.5 GiB of memory.
     let conf = overlay.join("etc/postgresql-common/createcluster.d/60-boot-test.conf");
     fs::create_dir_all(conf.parent().unwrap()).unwrap();
@@ -80,9 +66,7 @@ mirror = "http://deb.debian.org/debian"
 components = ["main"]
 packages = [{BOOT_PACKAGES}, "postgresql-17", "postgresql-17-pgvector"]
 [units]
-enable = ["var.mount", "var-lib-owui.mount", "efi.mount", "owui-seed.service",
-          "owui-secrets.service", "owui-postgresql-setup.service", "owui-agent.service",
-          "owui-ready.service", "boot-test-report.service"]
+enable = [{BOOT_UNITS}, "owui-postgresql-setup.service"]
 [overlay]
 dirs = ["{common}", "{app}", "{postgresql}", "overlay"]
 [partitions]
@@ -91,7 +75,7 @@ root = 1024
 content = "auto"
 data = 256
 [kernel]
-cmdline = ["console=ttyS0,115200", "systemd.show_status=false"]
+cmdline = [{BOOT_CMDLINE}]
 {extra}
 {models}"#,
         common = images.join("common").display(),
@@ -101,35 +85,6 @@ cmdline = ["console=ttyS0,115200", "systemd.show_status=false"]
     let path = dir.join("mini.toml");
     fs::write(&path, spec).unwrap();
     path
-}
-
-/// A FAT volume labelled OWUI-SEED holding seed.toml: the install medium.
-fn seed_medium(dir: &Path, seed: &str) -> PathBuf {
-    let img = dir.join("seed.img");
-    let file = dir.join("seed.toml");
-    fs::write(&file, seed).unwrap();
-    let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
-    ok(Command::new("mkfs.vfat")
-        .args(["-C", "-n", "OWUI-SEED"])
-        .arg(&img)
-        .arg("2048")
-        .stdout(std::process::Stdio::null()));
-    ok(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(&img)
-        .arg(&file)
-        .arg("::seed.toml"));
-    img
-}
-
-/// A copy of the image with room for the data partition first boot makes.
-fn boot_disk(image: &Path, dest: &Path) -> PathBuf {
-    fs::copy(image, dest).unwrap();
-    let f = fs::OpenOptions::new().write(true).open(dest).unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len + (512 << 20)).unwrap();
-    dest.to_path_buf()
 }
 
 #[test]

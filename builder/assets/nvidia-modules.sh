@@ -28,6 +28,12 @@ fail() {
     exit 1
 }
 
+# Progress, passed on by the builder while the rootfs stage runs. Not
+# "owui-nvidia: ", which the builder reads as this script's failure.
+step() {
+    echo "owui-nvidia step: $*" >&2
+}
+
 kver=$(ls "$root/usr/lib/modules")
 [ "$(echo "$kver" | wc -w)" -eq 1 ] ||
     fail "expected one kernel in /lib/modules, found: $kver"
@@ -75,6 +81,7 @@ build_modules() {
     start=$(date +%s)
     # What the image had before the tool chain came: the purge must leave it.
     installed >"$root/usr/lib/owui/nvidia/before"
+    step "downloading $MODULE_PACKAGE, the set's packages and linux-headers-$kver; checking their sha256"
     fetch_verified "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES
     mkdir -p "$root/etc/dkms/framework.conf.d"
     # Unsigned: dkms would sign with a key it makes up on the spot, so the
@@ -84,6 +91,7 @@ build_modules() {
         >"$root/etc/dkms/framework.conf.d/owui.conf"
     export KBUILD_BUILD_TIMESTAMP="$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S UTC')"
     export KBUILD_BUILD_USER=owui KBUILD_BUILD_HOST=owui-builder
+    step "compiling $MODULE_PACKAGE for $kver with DKMS (minutes; cached for later builds)"
     apt_install "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES || {
         log=$(ls "$root"/var/lib/dkms/*/*/build/make.log 2>/dev/null | head -n 1)
         # The compiler's own errors, not the configure probes' or flags'.
@@ -121,6 +129,7 @@ EOF
     mv "$root$cached.tmp" "$root$cached"
     rm -rf "$pkgroot"
     echo "$kver $(($(date +%s) - start))" >"$root$cached.seconds"
+    step "built $name in $(($(date +%s) - start)) s"
 
     chroot "$root" dpkg -i "$cached"
     rm "$root/etc/dkms/framework.conf.d/owui.conf"
@@ -134,10 +143,12 @@ EOF
     lost=$(apt_tree -s "$@" | awk '$1 == "Purg" { sub(/:.*/, "", $2); print $2 }' |
         grep -Fx -f "$root/usr/lib/owui/nvidia/before" || true)
     [ -z "$lost" ] || fail "purging the build tools would remove: $(echo $lost)"
+    step "purging the compilers, headers and DKMS"
     apt_tree -y "$@"
 }
 
 if [ -f "$root$cached" ]; then
+    step "installing the cached $name and the set's packages"
     chroot "$root" dpkg -i "$cached"
     fetch_verified $PACKAGES
     apt_install $PACKAGES

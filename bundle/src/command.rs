@@ -64,7 +64,13 @@ impl Cmd {
     }
 
     /// Runs to completion; returns stdout on success.
-    pub fn output(mut self) -> Result<Vec<u8>> {
+    pub fn output(self) -> Result<Vec<u8>> {
+        self.output_reporting(|_| {})
+    }
+
+    /// [`Cmd::output`], handing each line of stderr to `on_line` as it
+    /// comes (for progress from programs that run for minutes).
+    pub fn output_reporting(mut self, mut on_line: impl FnMut(&str)) -> Result<Vec<u8>> {
         let line = self.describe();
         tracing::debug!(command = %line, "running");
         let started = |e: std::io::Error| {
@@ -86,19 +92,37 @@ impl Cmd {
             })),
             _ => None,
         };
-        let out = child.wait_with_output().map_err(started)?;
+        // stdout is drained beside stderr for the same reason.
+        let reader = child.stdout.take().map(|mut stdout| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+                out
+            })
+        });
+        let mut stderr = Vec::new();
+        if let Some(pipe) = child.stderr.take() {
+            let mut pipe = std::io::BufReader::new(pipe);
+            let mut raw = Vec::new();
+            while std::io::BufRead::read_until(&mut pipe, b'\n', &mut raw).unwrap_or(0) > 0 {
+                on_line(String::from_utf8_lossy(&raw).trim_end());
+                stderr.append(&mut raw);
+            }
+        }
+        let status = child.wait().map_err(started)?;
+        let stdout = reader.and_then(|r| r.join().ok()).unwrap_or_default();
         if let Some(writer) = writer {
             let _ = writer.join();
         }
-        if out.status.success() {
-            return Ok(out.stdout);
+        if status.success() {
+            return Ok(stdout);
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = String::from_utf8_lossy(&stderr);
         let tail_start = stderr.len().saturating_sub(STDERR_TAIL);
         let tail = stderr.get(tail_start..).unwrap_or(&stderr).trim();
         Err(Error::tool(
             &self.program,
-            format!("`{line}` exited with {}: {tail}", out.status),
+            format!("`{line}` exited with {status}: {tail}"),
         ))
     }
 
@@ -118,6 +142,17 @@ impl Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_lines_are_reported_as_they_come_and_stdout_is_kept() {
+        let mut seen = Vec::new();
+        let out = Cmd::new("sh")
+            .args(["-c", "echo one >&2; echo out; printf 'two' >&2"])
+            .output_reporting(|l| seen.push(l.to_string()))
+            .unwrap();
+        assert_eq!(out, b"out\n");
+        assert_eq!(seen, ["one", "two"]);
+    }
 
     #[test]
     fn failure_carries_stderr_tail() {

@@ -471,6 +471,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
         source_date_epoch: epoch,
         package_cache: &opts.cache_dir.join("debs"),
         module_cache: &opts.cache_dir.join("nvidia-modules"),
+        progress: !opts.quiet,
     };
     let injection = scratch.join("inject");
     rootfs::write_injection(&inputs, &injection)?;

@@ -42,6 +42,17 @@ pub struct RootfsInputs<'a> {
     pub package_cache: &'a Path,
     /// NVIDIA module packages built for a kernel, kept between builds.
     pub module_cache: &'a Path,
+    /// Pass mmdebstrap's steps and the NVIDIA step's on as plain lines
+    /// (the stage runs for minutes).
+    pub progress: bool,
+}
+
+/// The lines of mmdebstrap's stderr worth showing while the stage runs:
+/// its own steps (not the hooks' long command lines) and the NVIDIA
+/// script's.
+fn is_progress(line: &str) -> bool {
+    let hook = line.starts_with("I: running --") || line.starts_with("I: running special hook");
+    (line.starts_with("I: ") && !hook) || line.starts_with("owui-nvidia")
 }
 
 /// Writes the files the builder adds to the Debian tree into `dir`, laid out
@@ -273,9 +284,13 @@ pub fn debootstrap(inputs: &RootfsInputs<'_>, injection: &Path, tree: &Path) -> 
         .arg(&spec.debian.suite)
         .arg(tree)
         .arg(inputs.apt_source);
-    cmd.output()
-        .map(|_| ())
-        .map_err(|e| nvidia_failure(spec, e).unwrap_or_else(|e| unknown_package(spec, e)))
+    cmd.output_reporting(|line| {
+        if inputs.progress && is_progress(line) {
+            eprintln!("      {line}");
+        }
+    })
+    .map(|_| ())
+    .map_err(|e| nvidia_failure(spec, e).unwrap_or_else(|e| unknown_package(spec, e)))
 }
 
 /// The "owui-nvidia: " line nvidia-modules.sh prints when it fails, with

@@ -232,7 +232,7 @@ fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result
 }
 
 /// Parses and checks one set file.
-pub fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
+fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
     let mut set: DriverSet = parse_toml(file, text)?;
     set.file = file.to_path_buf();
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
@@ -319,11 +319,7 @@ pub fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
 }
 
 /// Parses the GPU table and checks it against the sets that exist.
-pub fn parse_table(
-    file: &Path,
-    text: &str,
-    sets: &BTreeMap<String, DriverSet>,
-) -> Result<GpuTable> {
+fn parse_table(file: &Path, text: &str, sets: &BTreeMap<String, DriverSet>) -> Result<GpuTable> {
     let table: GpuTable = parse_toml(file, text)?;
     for (arch, a) in &table.architecture {
         for s in &a.sets {
@@ -496,35 +492,29 @@ mod tests {
         let dir = repo_firmware();
         let fw = Firmware::load(&dir).unwrap();
         let text = fs::read_to_string(dir.join("gpus.toml")).unwrap();
-        let bad = text.replacen(
-            "sets = [\"debian-tesla-535\"]",
-            "sets = [\"debian-535\"]",
-            1,
-        );
-        let err = parse_table(Path::new("/f/gpus.toml"), &bad, &fw.sets)
+        // The error for the table with `from` replaced by `to` once.
+        let error_for = |from: &str, to: &str| {
+            parse_table(
+                Path::new("/f/gpus.toml"),
+                &text.replacen(from, to, 1),
+                &fw.sets,
+            )
             .unwrap_err()
-            .to_string();
+            .to_string()
+        };
+        let err = error_for("sets = [\"debian-tesla-535\"]", "sets = [\"debian-535\"]");
         assert!(
             err.contains("architecture.volta.sets") && err.contains("debian-535"),
             "{err}"
         );
-        let bad = text.replacen("architecture = \"turing\"", "architecture = \"tesla\"", 1);
-        let err = parse_table(Path::new("/f/gpus.toml"), &bad, &fw.sets)
-            .unwrap_err()
-            .to_string();
+        let err = error_for("architecture = \"turing\"", "architecture = \"tesla\"");
         assert!(
             err.contains("gpu[3].architecture") && err.contains("line "),
             "{err}"
         );
-        let bad = text.replacen("\"0x1eb8\"", "\"0x1db1\"", 1);
-        let err = parse_table(Path::new("/f/gpus.toml"), &bad, &fw.sets)
-            .unwrap_err()
-            .to_string();
+        let err = error_for("\"0x1eb8\"", "\"0x1db1\"");
         assert!(err.contains("also listed"), "{err}");
-        let bad = text.replacen("\"0x1eb8\"", "\"1eb8\"", 1);
-        let err = parse_table(Path::new("/f/gpus.toml"), &bad, &fw.sets)
-            .unwrap_err()
-            .to_string();
+        let err = error_for("\"0x1eb8\"", "\"1eb8\"");
         assert!(err.contains("device_ids") && err.contains("line "), "{err}");
     }
 }

@@ -3,6 +3,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use crate::qemu::Boot;
 
 use crate::site::{bin, run, Run};
 
@@ -128,6 +131,8 @@ pub fn seed_medium(dir: &Path, seed: &str) -> PathBuf {
     let img = dir.join("seed.img");
     let file = dir.join("seed.toml");
     fs::write(&file, seed).unwrap();
+    // mkfs.vfat -C will not write over an earlier medium.
+    let _ = fs::remove_file(&img);
     let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
     ok(Command::new("mkfs.vfat")
         .args(["-C", "-n", "OWUI-SEED"])
@@ -150,4 +155,30 @@ pub fn boot_disk(image: &Path, dest: &Path) -> PathBuf {
     let len = f.metadata().unwrap().len();
     f.set_len(len + (512 << 20)).unwrap();
     dest.to_path_buf()
+}
+
+/// Boots `image` (a copy with room for its data partition) under qemu with
+/// a seed medium naming `node` and `role`, waits for the READY banner, and
+/// returns what the report unit printed between [`REPORT_BEGIN`] and
+/// [`REPORT_END`], with the whole serial log.
+pub fn boot_to_report(dir: &Path, image: &Path, node: &str, role: &str) -> (String, String) {
+    let disk = boot_disk(image, &dir.join("boot.img"));
+    let medium = seed_medium(dir, &format!("node = \"{node}\"\nrole = \"{role}\"\n"));
+    let mut vm = Boot::start(dir, &disk, &[&medium]);
+    let banner = format!("OWUI-AGENT READY role={role} node={node}");
+    let seen = vm.wait_for(&[&banner], Duration::from_secs(400));
+    assert_eq!(seen, Some(banner), "serial log:\n{}", vm.log());
+    let report = vm
+        .between(REPORT_BEGIN, REPORT_END, Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("no report; serial log:\n{}", vm.log()));
+    (report, vm.log())
+}
+
+/// The state of the check `name` in an `owui-agent status --json` document.
+pub fn check_state(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    status["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .map(|c| c["state"].clone())
 }

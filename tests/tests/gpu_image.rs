@@ -7,18 +7,17 @@
 //! packages and the built module package are kept in
 //! /var/tmp/owui-test-gpu-image-cache between runs.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use owui_bundle::firmware::parse_set;
+use owui_bundle::firmware::Firmware;
 use owui_tests::image::{
-    assert_nothing_in, boot_disk, build, keys, repo, report_overlay, seed_medium, BOOT_CMDLINE,
-    BOOT_PACKAGES, BOOT_UNITS, REPORT_BEGIN, REPORT_END,
+    assert_nothing_in, boot_to_report, build, check_state, keys, repo, report_overlay,
+    BOOT_CMDLINE, BOOT_PACKAGES, BOOT_UNITS,
 };
-use owui_tests::qemu::Boot;
 use owui_tests::site::model_sources;
 
 const CACHE: &str = "/var/tmp/owui-test-gpu-image-cache";
@@ -111,6 +110,23 @@ fn extract_root(image: &Path, manifest: &serde_json::Value, dest: &Path) {
     );
 }
 
+/// Runs `args` with the image's own programs (chroot into its extracted
+/// `root`, as the node would run them) and returns stdout; a failure names
+/// `what` with the program's stderr.
+fn in_image<S: AsRef<OsStr>>(root: &Path, what: &str, args: &[S]) -> String {
+    let out = Command::new("chroot")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let tmp = tempfile::tempdir().unwrap();
@@ -125,8 +141,8 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(report["manifest"].as_str().unwrap()).unwrap()).unwrap();
 
-    let set_file = repo().join(format!("firmware/sets/{SET}.toml"));
-    let set = parse_set(&set_file, &fs::read_to_string(&set_file).unwrap()).unwrap();
+    let fw = Firmware::load(&repo().join("firmware")).unwrap();
+    let set = &fw.sets[SET];
     let packages: Vec<(&str, &str)> = manifest["packages"]
         .as_array()
         .unwrap()
@@ -219,19 +235,18 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     }
     for ko in &kos {
         // The image's own modinfo, as the node reads them.
-        let out = Command::new("chroot")
-            .arg(&root)
-            .args(["modinfo", "-F", "vermagic"])
-            .arg(Path::new("/").join(ko.strip_prefix(&root).unwrap()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "modinfo {}: {}",
-            ko.display(),
-            String::from_utf8_lossy(&out.stderr)
+        let in_root = Path::new("/").join(ko.strip_prefix(&root).unwrap());
+        let what = format!("modinfo {}", ko.display());
+        let vermagic = in_image(
+            &root,
+            &what,
+            &[
+                "modinfo".as_ref(),
+                "-F".as_ref(),
+                "vermagic".as_ref(),
+                in_root.as_os_str(),
+            ],
         );
-        let vermagic = String::from_utf8_lossy(&out.stdout);
         assert!(
             vermagic.starts_with(&format!("{kernel} ")),
             "{}: vermagic {vermagic:?}",
@@ -257,21 +272,15 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     // Every module `gpu setup` loads resolves, by the image's own modprobe
     // and modprobe.d, to the modules built here: directly, or through the
     // kernel-support package's `install … modprobe -i <module>` line.
-    let fw = owui_bundle::firmware::Firmware::load(&repo().join("firmware")).unwrap();
     let show_depends = |m: &str| {
-        let out = Command::new("chroot")
-            .arg(&root)
-            .args(["modprobe", "-S", kernel, "--show-depends", m])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "modprobe {m}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let what = format!("modprobe {m}");
+        in_image(
+            &root,
+            &what,
+            &["modprobe", "-S", kernel, "--show-depends", m],
+        )
     };
-    for m in &fw.sets[SET].kernel_modules.load {
+    for m in &set.kernel_modules.load {
         let mut shown = show_depends(m);
         if let Some(target) = shown
             .strip_prefix("install ")
@@ -286,28 +295,21 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     }
     // What the CDI spec mounts into containers is where the set says, and
     // the agent's NVML library (opened by soname) is in the loader's cache.
-    let set = &fw.sets[SET].container;
-    let mounted = set
+    let files = &set.container;
+    let mounted = files
         .libraries
         .iter()
-        .map(|l| set.library_dir.join(l))
-        .chain(set.binaries.iter().cloned());
+        .map(|l| files.library_dir.join(l))
+        .chain(files.binaries.iter().cloned());
     for path in mounted {
-        let found = Command::new("chroot")
-            .arg(&root)
-            .arg("test")
-            .arg("-e")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(found.success(), "{} is not in the image", path.display());
+        let what = format!("{} is not in the image", path.display());
+        in_image(
+            &root,
+            &what,
+            &["test".as_ref(), "-e".as_ref(), path.as_os_str()],
+        );
     }
-    let cache = Command::new("chroot")
-        .arg(&root)
-        .args(["ldconfig", "-p"])
-        .output()
-        .unwrap();
-    let cache = String::from_utf8_lossy(&cache.stdout);
+    let cache = in_image(&root, "ldconfig -p", &["ldconfig", "-p"]);
     assert!(
         cache
             .lines()
@@ -329,20 +331,12 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     // succeeds, the containers get no GPUs, the agent's gpu check fails
     // for want of a GPU, and the kernel takes the driver's module (its
     // own code runs and finds no device).
-    let disk = boot_disk(
+    let (booted, console) = boot_to_report(
+        dir,
         Path::new(report["image"].as_str().unwrap()),
-        &dir.join("boot.img"),
+        "gpu-n01",
+        "gpu",
     );
-    let medium = seed_medium(dir, "node = \"gpu-n01\"\nrole = \"gpu\"\n");
-    let mut vm = Boot::start(dir, &disk, &[&medium]);
-    let banner = "OWUI-AGENT READY role=gpu node=gpu-n01";
-    let seen = vm.wait_for(&[banner], Duration::from_secs(400));
-    assert_eq!(seen.as_deref(), Some(banner), "serial log:\n{}", vm.log());
-    let booted = vm
-        .between(REPORT_BEGIN, REPORT_END, Duration::from_secs(180))
-        .unwrap_or_else(|| panic!("no report; serial log:\n{}", vm.log()));
-    let console = vm.log();
-    drop(vm);
     assert!(
         console.contains("no NVIDIA GPU on the PCI bus"),
         "owui-gpu-setup said nothing on the console:\n{console}"
@@ -353,13 +347,11 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let status_line = lines.iter().find(|l| l.starts_with('{')).unwrap_or(&"");
     let status: serde_json::Value = serde_json::from_str(status_line)
         .unwrap_or_else(|e| panic!("status in the VM is not JSON ({e}):\n{booted}"));
-    let gpu_check = status["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "gpu")
-        .unwrap_or_else(|| panic!("no gpu check: {booted}"));
-    assert_eq!(gpu_check["state"], "failed", "{booted}");
+    assert_eq!(
+        check_state(&status, "gpu"),
+        Some("failed".into()),
+        "{booted}"
+    );
     assert!(lines.contains(&"active"), "owui-gpu-setup: {booted}");
     assert!(lines.contains(&"containers-env-absent"), "{booted}");
     assert!(

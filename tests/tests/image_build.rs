@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use owui_tests::image::{
-    assert_nothing_in, boot_disk, build, build_with_no_network, builder, keys, repo,
-    report_overlay, seed_medium, BOOT_CMDLINE, BOOT_PACKAGES, BOOT_UNITS, REPORT_BEGIN, REPORT_END,
+    assert_nothing_in, boot_disk, boot_to_report, build, build_with_no_network, builder,
+    check_state, keys, repo, report_overlay, seed_medium, BOOT_CMDLINE, BOOT_PACKAGES, BOOT_UNITS,
 };
 use owui_tests::qemu::Boot;
 use owui_tests::site::model_sources;
@@ -144,16 +144,7 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
 
     // 2. Boot it with a seed medium: READY banner, then the status the
     // agent gives inside the VM lists the role's units.
-    let disk = boot_disk(&image, &dir.join("boot.img"));
-    let medium = seed_medium(dir, "node = \"rack1-n07\"\nrole = \"allinone\"\n");
-    let mut vm = Boot::start(dir, &disk, &[&medium]);
-    let banner = "OWUI-AGENT READY role=allinone node=rack1-n07";
-    let seen = vm.wait_for(&[banner], Duration::from_secs(400));
-    assert_eq!(seen.as_deref(), Some(banner), "serial log:\n{}", vm.log());
-    let report = vm
-        .between(REPORT_BEGIN, REPORT_END, Duration::from_secs(120))
-        .unwrap_or_else(|| panic!("no status report; serial log:\n{}", vm.log()));
-    drop(vm);
+    let (report, _) = boot_to_report(dir, &image, "rack1-n07", "allinone");
     let mut lines = report.lines().filter(|l| !l.trim().is_empty());
     let status_line = lines.next().unwrap_or_default();
     let status: serde_json::Value = serde_json::from_str(status_line.trim())
@@ -188,22 +179,22 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         assert!(names.contains(&unit), "{unit} not in {names:?}");
     }
     // The data and content partitions were mounted: their disk checks ran.
-    let state_of = |name: &str| {
-        status["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .map(|c| c["state"].clone())
-    };
     assert_eq!(
-        state_of("disk:/var/lib/owui"),
+        check_state(&status, "disk:/var/lib/owui"),
         Some("healthy".into()),
         "{report}"
     );
-    assert_eq!(state_of("disk:/var"), Some("healthy".into()), "{report}");
+    assert_eq!(
+        check_state(&status, "disk:/var"),
+        Some("healthy".into()),
+        "{report}"
+    );
     // The agent's health check logs in to the cluster first boot made.
-    assert_eq!(state_of("postgresql"), Some("healthy".into()), "{report}");
+    assert_eq!(
+        check_state(&status, "postgresql"),
+        Some("healthy".into()),
+        "{report}"
+    );
 
     // 3. An unchanged rebuild reuses the rootfs stage; a rebuild of every
     // stage gives the same bytes.
@@ -273,7 +264,9 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     assert_eq!(refused.code, 4, "{}{}", refused.stdout, refused.stderr);
     assert!(refused.stderr.contains("owui-root"), "{}", refused.stderr);
     let disk = boot_disk(&bad, &dir.join("bad-boot.img"));
+    let medium = seed_medium(dir, "node = \"rack1-n07\"\nrole = \"allinone\"\n");
     let mut vm = Boot::start(dir, &disk, &[&medium]);
+    let banner = "OWUI-AGENT READY";
     let seen = vm.wait_for(&["is corrupted", banner], Duration::from_secs(300));
     assert_eq!(
         seen.as_deref(),

@@ -8,7 +8,6 @@ use owui_bundle::generation::{GenerationState, Generations};
 use owui_bundle::have::HaveList;
 use owui_bundle::progress::Progress;
 use owui_bundle::store::ContentStore;
-use owui_bundle::trust::TrustStore;
 use owui_bundle::verify::check_all_blobs;
 use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
@@ -29,7 +28,7 @@ pub struct Verified {
 }
 
 fn open(root: &Root, file: &Path) -> Result<BundleReader> {
-    let trust = TrustStore::load(&root.trust_dir())?;
+    let trust = crate::trust_cmd::node_store(root)?;
     if trust.trusted().next().is_none() {
         return Err(Error::untrusted(
             root.trust_dir().display().to_string(),

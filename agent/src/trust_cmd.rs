@@ -25,12 +25,18 @@ fn listing(store: &TrustStore) -> TrustListing {
     }
 }
 
+/// The trust store every signature on this node is checked against
+/// (bundles, seeds, rotation statements): the one place that loads it.
+pub fn node_store(root: &Root) -> Result<TrustStore> {
+    TrustStore::load(&root.trust_dir())
+}
+
 pub fn list(root: &Root) -> Result<TrustListing> {
-    Ok(listing(&TrustStore::load(&root.trust_dir())?))
+    Ok(listing(&node_store(root)?))
 }
 
 pub fn apply(root: &Root, statement: &Path) -> Result<TrustListing> {
-    let mut store = TrustStore::load(&root.trust_dir())?;
+    let mut store = node_store(root)?;
     let stmt = store.apply_rotation(statement)?;
     tracing::warn!(sequence = stmt.sequence, added = stmt.add.len(), revoked = ?stmt.revoke, "trust store rotated");
     Ok(listing(&store))

@@ -4,7 +4,53 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+
+/// Opens `path` for reading only if it is a regular file: a FIFO would
+/// block forever and a device (`/dev/zero`) never ends. Opened with
+/// O_NONBLOCK so even the open of a FIFO returns at once; the type is
+/// checked on the opened descriptor, not on a name that could change.
+pub fn open_regular(path: &Path, what: &str) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .at("opening", path)?;
+    let meta = file.metadata().at("reading", path)?;
+    if !meta.file_type().is_file() {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            format!("{what} must be a regular file, not a FIFO, device, socket or directory"),
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads a whole regular file of at most `cap` bytes (see [`open_regular`]).
+pub fn read_regular_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path, what)?;
+    let len = file.metadata().at("reading", path)?.len();
+    if len > cap {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            format!("{what} is {len} bytes, over its {cap}-byte cap"),
+        ));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    // The length may grow after the check; never read past the cap.
+    file.take(cap + 1)
+        .read_to_end(&mut out)
+        .at("reading", path)?;
+    if out.len() as u64 > cap {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            format!("{what} grew past its {cap}-byte cap while being read"),
+        ));
+    }
+    Ok(out)
+}
 
 /// Makes a directory's entries (renames, new files) durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
@@ -52,6 +98,26 @@ pub fn relative_path(from: &Path, to: &Path) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for p in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let err = read_regular_capped(p, 10, "a key").unwrap_err();
+            assert_eq!(err.exit_code(), 3, "{}: {err}", p.display());
+            assert!(err.to_string().contains("regular file"), "{err}");
+        }
+        let big = dir.path().join("big");
+        fs::write(&big, [0u8; 11]).unwrap();
+        assert!(read_regular_capped(&big, 10, "a key")
+            .unwrap_err()
+            .to_string()
+            .contains("11 bytes"));
+        fs::write(&big, b"ok").unwrap();
+        assert_eq!(read_regular_capped(&big, 10, "a key").unwrap(), b"ok");
+    }
 
     #[test]
     fn relative_paths() {

@@ -128,8 +128,8 @@ pub enum GpuCommand {
     /// the running driver is the set's and sees every GPU, makes the device
     /// nodes and /dev/char links, writes the CDI spec (/etc/cdi/nvidia.yaml)
     /// and points podman (and Docker/containerd where present) at it. With no
-    /// NVIDIA GPU it says so and exits 0. Uses <root>/etc/owui/gpu-fixture.toml
-    /// instead of NVML when that file exists (docs/gpu.md).
+    /// NVIDIA GPU it says so and exits 0. Test builds use
+    /// <root>/etc/owui/gpu-fixture.toml instead of NVML (docs/gpu.md).
     Setup {
         #[arg(long)]
         json: bool,

@@ -504,3 +504,26 @@ fn with_the_images_own_configuration_nothing_is_written_under_etc() {
     let status = n.json(&["gpu", "status", "--json"]);
     assert_eq!(status["cdi"]["present"], true, "{status}");
 }
+
+/// The fixture is a test seam: only the tests crate turns on the feature
+/// that honours it, so an agent built on its own (as images carry it) has
+/// no way to read a fake NVML from the node's disk.
+#[test]
+fn an_agent_built_on_its_own_does_not_honour_the_fixture() {
+    let features_of_bundle = |package: &str, edges: &str| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "-p", package, "-e", edges])
+            .args(["-i", "owui-bundle", "--prefix", "none"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let agent = features_of_bundle("owui-agent", "normal,features");
+    assert!(agent.contains("owui-agent"), "{agent}");
+    assert!(!agent.contains("gpu-fixture"), "{agent}");
+    // The same query sees the feature where it is on.
+    let tests = features_of_bundle("owui-tests", "all,features");
+    assert!(tests.contains("gpu-fixture"), "{tests}");
+}

@@ -7,7 +7,7 @@
 //! Every host path goes through [`Root`]; NVML sits behind [`api::GpuApi`]
 //! with a real implementation (the driver's `libnvidia-ml.so.1`, loaded at
 //! run time) and a fixture-driven one (`<root>/etc/owui/gpu-fixture.toml`)
-//! for tests and for `--root` runs on machines without a GPU.
+//! that only test builds honour (owui-bundle's `gpu-fixture` feature).
 
 pub mod api;
 pub mod cdi;
@@ -76,16 +76,17 @@ impl Default for GpuConfig {
     }
 }
 
-/// The fixture that replaces NVML when present (see docs/gpu.md).
-pub fn fixture_path(root: &Root) -> PathBuf {
-    root.etc().join("gpu-fixture.toml")
+/// The fixture that replaces NVML, when this is a test build and the file
+/// exists (see docs/gpu.md). A release binary never reads it.
+pub fn fixture_path(root: &Root) -> Option<PathBuf> {
+    let path = root.etc().join("gpu-fixture.toml");
+    (owui_bundle::seams::GPU_FIXTURE && path.exists()).then_some(path)
 }
 
-/// Opens the GPU interface: the fixture under the root when there is one,
+/// Opens the GPU interface: the fixture in a test build that has one,
 /// else the real NVML library.
 pub fn open_api(root: &Root, cfg: &GpuConfig) -> Result<Box<dyn api::GpuApi>> {
-    let fixture = fixture_path(root);
-    if fixture.exists() {
+    if let Some(fixture) = fixture_path(root) {
         tracing::warn!(
             "using the GPU fixture {} instead of NVML",
             fixture.display()

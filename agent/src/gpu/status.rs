@@ -54,7 +54,7 @@ pub fn collect(root: &Root) -> Result<GpuStatus> {
             Err(e) => (None, Some(e.to_string())),
         }
     };
-    let health = if found.gpus.is_empty() && !super::fixture_path(root).exists() {
+    let health = if found.gpus.is_empty() && super::fixture_path(root).is_none() {
         GpuSection {
             state: State::Healthy,
             ..GpuSection::unknown("no NVIDIA GPU on the PCI bus")

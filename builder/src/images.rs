@@ -39,7 +39,7 @@ fn agent_binary(given: Option<&Path>) -> Result<PathBuf> {
         return Ok(p.to_path_buf());
     }
     let me = std::env::current_exe()
-        .map_err(|e| Error::invalid("owui-builder", format!("cannot find its own path: {e}")))?;
+        .map_err(|e| Error::internal("owui-builder", format!("cannot find its own path: {e}")))?;
     let sibling = me.with_file_name("owui-agent");
     if sibling.is_file() {
         Ok(sibling)

@@ -33,6 +33,11 @@ pub enum Error {
     #[error("{program} failed: {detail}")]
     Tool { program: String, detail: String },
 
+    /// A failure of ours, not of the input: serialising our own JSON,
+    /// making a certificate, watching a signal, finding our own path.
+    #[error("{what}: {detail} (an internal error of this program, not a problem with its input)")]
+    Internal { what: String, detail: String },
+
     /// An I/O error on a named path.
     #[error("{action} {path}: {source}")]
     Io {
@@ -65,6 +70,13 @@ impl Error {
         }
     }
 
+    pub fn internal(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Internal {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
     pub fn tool(program: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Tool {
             program: program.into(),
@@ -76,7 +88,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => 6,
-            Error::Io { .. } => 1,
+            Error::Io { .. } | Error::Internal { .. } => 1,
             Error::Invalid { .. } => 3,
             Error::Untrusted { .. } => 4,
             Error::Refused { .. } => 5,
@@ -93,6 +105,7 @@ impl Error {
             5 => "refused",
             6 => "no-space",
             7 => "tool",
+            _ if matches!(self, Error::Internal { .. }) => "internal",
             _ => "io",
         }
     }
@@ -110,5 +123,19 @@ impl<T> IoContext<T> for std::io::Result<T> {
             path: path.to_path_buf(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_failures_are_not_blamed_on_the_input() {
+        let e = Error::internal("stage output", "key must be a string");
+        assert_eq!((e.exit_code(), e.kind()), (1, "internal"));
+        assert!(e.to_string().contains("internal error"), "{e}");
+        let e = Error::invalid("seed.toml", "line 2: unknown field");
+        assert_eq!((e.exit_code(), e.kind()), (3, "invalid"));
     }
 }

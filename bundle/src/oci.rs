@@ -690,7 +690,7 @@ pub fn write_layout(store: &ContentStore, images: &[OciImage], dest: &Path) -> R
         "manifests": manifests,
     });
     let index_bytes = serde_json::to_vec_pretty(&index)
-        .map_err(|e| Error::invalid("index.json", e.to_string()))?;
+        .map_err(|e| Error::internal("index.json", e.to_string()))?;
     write_atomic(
         &dest.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,

@@ -403,7 +403,7 @@ fn emit(v: &Value, indent: usize, out: &mut String) {
 /// The spec as YAML, with a header saying who wrote it.
 pub fn to_yaml(spec: &Spec) -> Result<String> {
     let value = serde_json::to_value(spec)
-        .map_err(|e| Error::invalid("the CDI spec", format!("cannot render: {e}")))?;
+        .map_err(|e| Error::internal("the CDI spec", format!("cannot render: {e}")))?;
     let mut out = String::from(
         "# Written by `owui-agent gpu setup` from the pinned driver set; changes are\n\
          # overwritten on the next run.\n",

@@ -376,7 +376,7 @@ fn gpu_driver(spec: &ImageSpec, packages: &[Package]) -> Result<Option<GpuDriver
 const MODULES_PACKAGE_PREFIX: &str = "owui-nvidia-modules-";
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|e| Error::invalid("stage output", e.to_string()))
+    serde_json::to_vec_pretty(value).map_err(|e| Error::internal("stage output", e.to_string()))
 }
 
 fn mib(bytes: u64) -> u64 {

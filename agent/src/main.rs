@@ -1,29 +1,16 @@
 //! owui-agent: the node agent of owui-appliance.
 
-mod bundles;
-mod cli;
-mod config;
-mod daemon;
-mod db_setup;
-mod gpu;
-mod hardening;
-mod health;
-mod layout;
-mod node_secrets;
-mod seed_cmd;
-mod status;
-mod trust_cmd;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use owui_agent::{bundles, daemon, db_setup, gpu, node_secrets, seed_cmd, status, trust_cmd};
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use cli::{
+use owui_agent::cli::{
     BundleCommand, Cli, Command, DbCommand, GpuCommand, SecretsCommand, SeedCommand, TrustCommand,
 };
-use layout::Root;
+use owui_agent::layout::Root;
 
 /// `status` has its own exit codes: the node's overall state.
 fn status_command(root: &Root, json: bool) -> ExitCode {

@@ -1,19 +1,14 @@
 //! owui-builder: signed images and offline bundles for owui-appliance.
 
-mod bundles;
-mod cli;
-mod image;
-mod images;
-mod keys;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use owui_builder::{bundles, images, keys};
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use cli::{BundleCommand, Cli, Command, KeyCommand};
-use images::print_built;
+use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand};
+use owui_builder::images::print_built;
 
 fn main() -> ExitCode {
     init_logging();

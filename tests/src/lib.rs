@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end tests.
 
+pub mod dbus;
 pub mod fake_http;
 pub mod image;
 pub mod nginx;
+pub mod nspawn;
 pub mod pki;
 pub mod qemu;
 pub mod redis;

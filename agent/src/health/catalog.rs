@@ -8,6 +8,7 @@ use std::time::Duration;
 use owui_bundle::Role;
 use serde::Deserialize;
 
+use super::dbus::Bus;
 use super::engine::Policy;
 use super::outcome::CheckResult;
 use super::probes::{self, Expect, Thresholds};
@@ -141,7 +142,7 @@ pub enum Probe {
 pub struct Probes {
     http: reqwest::Client,
     bus_address: Option<String>,
-    bus: tokio::sync::Mutex<Option<systemd::Bus>>,
+    bus: tokio::sync::Mutex<Option<Bus>>,
 }
 
 impl Probes {
@@ -156,12 +157,12 @@ impl Probes {
         }
     }
 
-    async fn bus(&self) -> Result<systemd::Bus, String> {
+    async fn bus(&self) -> Result<Bus, String> {
         let mut slot = self.bus.lock().await;
         if let Some(bus) = slot.as_ref() {
             return Ok(bus.clone());
         }
-        let bus = systemd::Bus::connect(self.bus_address.as_deref()).await?;
+        let bus = Bus::connect(self.bus_address.as_deref()).await?;
         *slot = Some(bus.clone());
         Ok(bus)
     }

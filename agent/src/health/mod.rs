@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod dbus;
 pub mod engine;
 pub mod outcome;
 pub mod postgres;

@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use zbus::proxy::CacheProperties;
 
+use super::dbus::Bus;
 use super::outcome::{CheckResult, Observation};
-use super::systemd::Bus;
 
 /// `maxerror` at or above this (µs) is unsynchronised (`NTP_PHASE_LIMIT`).
 const PHASE_LIMIT_US: i64 = 16_000_000;

@@ -25,10 +25,10 @@ use super::esp::{self, EspFiles};
 use super::manifest::{self, GpuDriver, ImageManifest, Uki, FORMAT};
 use super::mirror::{self, AptFailure};
 use super::rootfs::{self, Package, RootfsInputs};
-use super::rootimg::{self, uuid_from, Verity};
 use super::sbom::{self, SbomInputs};
 use super::spec::ImageSpec;
 use super::uki::{self, UkiParts};
+use super::verity::{self, uuid_from, Verity};
 
 pub struct BuildOptions<'a> {
     pub spec: &'a ImageSpec,
@@ -298,7 +298,7 @@ fn build_root(
         let path = entry.at("reading", &boot)?.path();
         fs::remove_file(&path).at("removing", &path)?;
     }
-    let verity = rootimg::make_root(
+    let verity = verity::make_root(
         &tree,
         key,
         inputs.source_date_epoch,

@@ -68,7 +68,11 @@ pub fn verify(
     check_item_blobs(&reader, &store)?;
     let verdict = decision.verdict;
     Ok(Verified {
-        takeovers: decision.takeovers.iter().map(|t| format!("{} (from channel {})", t.item, t.from_channel)).collect(),
+        takeovers: decision
+            .takeovers
+            .iter()
+            .map(|t| format!("{} (from channel {})", t.item, t.from_channel))
+            .collect(),
         bundle: m.digest(),
         channel: m.channel.clone(),
         sequence: m.sequence,

@@ -18,20 +18,20 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::archive::{copy_with_progress, BundleReader};
+use crate::channels::ChannelFloors;
 use crate::crash;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::relative_path;
-use crate::channels::ChannelFloors;
 use crate::generation::{AppliedBundle, ChannelState, GenerationState, Generations, Takeover};
 use crate::items::{self, Installed, ItemKey, Owner, Removal};
 use crate::manifest::{BlobEntry, VerifiedManifest};
 use crate::oci::{self, PodmanStore};
 use crate::ollama;
-use crate::verify::check_item_blobs;
 use crate::progress::Progress;
 use crate::role::Role;
 use crate::store::ContentStore;
+use crate::verify::check_item_blobs;
 use crate::{huggingface, parallel};
 
 /// Room kept free beyond the blobs themselves (directories, manifests, state).
@@ -163,10 +163,9 @@ fn holds(current: Option<&GenerationState>, manifest: &VerifiedManifest) -> Resu
         None => BTreeMap::new(),
     };
     let installs = items::keyed(&manifest.ollama, &manifest.huggingface, &manifest.oci)?;
-    Ok(installs.iter().all(|(key, item)| {
-        have.get(key)
-            .is_some_and(|held| held.same_content(*item))
-    }))
+    Ok(installs
+        .iter()
+        .all(|(key, item)| have.get(key).is_some_and(|held| held.same_content(*item))))
 }
 
 /// The items the bundle would replace (with other content) or remove that
@@ -335,7 +334,9 @@ fn next_state(
         let key = ItemKey::of_removal(r)?;
         owners.remove(&key.to_string());
         match r {
-            Removal::Ollama(_) => next.ollama.retain(|m| !key_is(&key, ItemKey::ollama(&m.name))),
+            Removal::Ollama(_) => next
+                .ollama
+                .retain(|m| !key_is(&key, ItemKey::ollama(&m.name))),
             Removal::Huggingface(repo) => next.huggingface.retain(|h| &h.repo != repo),
             Removal::Oci(reference) => {
                 if next.oci.iter().any(|o| &o.reference == reference) {
@@ -352,7 +353,8 @@ fn next_state(
         }
         match item {
             Installed::Ollama(m) => {
-                next.ollama.retain(|x| !key_is(&key, ItemKey::ollama(&x.name)));
+                next.ollama
+                    .retain(|x| !key_is(&key, ItemKey::ollama(&x.name)));
                 next.ollama.push(m.clone());
             }
             Installed::Huggingface(h) => {

@@ -97,9 +97,11 @@ impl GenerationState {
 
     /// Every item held, by key.
     pub fn keyed(&self) -> Result<BTreeMap<ItemKey, Installed<'_>>> {
-        Ok(crate::items::keyed(&self.ollama, &self.huggingface, &self.oci)?
-            .into_iter()
-            .collect())
+        Ok(
+            crate::items::keyed(&self.ollama, &self.huggingface, &self.oci)?
+                .into_iter()
+                .collect(),
+        )
     }
 }
 

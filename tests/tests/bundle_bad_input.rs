@@ -406,9 +406,7 @@ fn bad_items_are_refused_by_verify_and_before_any_write() {
         serde_json::to_vec(&json!({"schemaVersion": 2, "config": {"digest": d(&config), "size": config.len()}, "layers": layers})).unwrap()
     };
     let good = manifest_of(&[&weights]);
-    let model = |name: &str, manifest: &[u8]| {
-        json!({"ollama": [{"name": name, "manifest": d(manifest), "blobs": [d(&config), d(&weights)]}]})
-    };
+    let model = |name: &str, manifest: &[u8]| json!({"ollama": [{"name": name, "manifest": d(manifest), "blobs": [d(&config), d(&weights)]}]});
     let blobs = [good.clone(), config.clone(), weights.clone()];
     let hf = |repo: &str, path: &str| {
         json!({"huggingface": [{"repo": repo, "revision": "5617a9f61b028005a4858fdac845db406aefb181", "ref": "main",
@@ -420,8 +418,16 @@ fn bad_items_are_refused_by_verify_and_before_any_write() {
             model("evil/../../x:1b", &good),
             "Ollama model name",
         ),
-        ("ollama-space", model("tiny model:1b", &good), "Ollama model name"),
-        ("hf-repo", hf("acme/../etc", "config.json"), "repo \"acme/../etc\""),
+        (
+            "ollama-space",
+            model("tiny model:1b", &good),
+            "Ollama model name",
+        ),
+        (
+            "hf-repo",
+            hf("acme/../etc", "config.json"),
+            "repo \"acme/../etc\"",
+        ),
         (
             "hf-path",
             hf("acme/embed", "../../../etc/cron.d/x"),

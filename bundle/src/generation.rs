@@ -397,4 +397,34 @@ mod tests {
         assert_eq!(g.numbers().unwrap(), vec![1]);
         assert!(!dir.path().join("staging").exists());
     }
+
+    #[test]
+    fn a_lost_current_link_means_the_newest_generation_never_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Generations::open(dir.path()).unwrap();
+        for _ in 0..2 {
+            let staged = g.stage().unwrap();
+            let state = GenerationState {
+                generation: staged.number,
+                ..Default::default()
+            };
+            g.commit(staged, &state).unwrap();
+        }
+        fs::remove_file(g.current_link()).unwrap();
+        let read_only = Generations::open_read_only(dir.path());
+        assert_eq!(read_only.current().unwrap().unwrap().generation, 2);
+        assert!(fs::read_link(g.current_link()).is_err());
+        g.recover().unwrap();
+        assert_eq!(g.numbers().unwrap(), vec![1, 2]);
+        assert_eq!(
+            fs::read_link(g.current_link()).unwrap(),
+            Path::new("generations/2")
+        );
+        // Nothing there yet: read-only opens see no generation and create nothing.
+        let missing = dir.path().join("missing");
+        let empty = Generations::open_read_only(&missing);
+        assert!(empty.current().unwrap().is_none());
+        assert!(empty.all().unwrap().is_empty());
+        assert!(!missing.exists());
+    }
 }

@@ -232,3 +232,37 @@ impl Installed<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &str) -> OllamaModel {
+        OllamaModel {
+            name: name.into(),
+            manifest: Sha256Digest::of(name.as_bytes()),
+            blobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn keys_are_normalised_checked_and_unique() {
+        assert_eq!(
+            ItemKey::ollama("tiny:1b").unwrap(),
+            ItemKey::ollama("registry.ollama.ai/library/tiny:1b").unwrap()
+        );
+        assert_eq!(
+            ItemKey::ollama("tiny").unwrap().to_string(),
+            "ollama:registry.ollama.ai/library/tiny:latest"
+        );
+        for bad in ["a/../b:1", "tiny model:1b", "x/y/z/w:1", ""] {
+            assert_eq!(ItemKey::ollama(bad).unwrap_err().exit_code(), 3, "{bad}");
+        }
+        assert!(ItemKey::huggingface("acme/../x").is_err());
+        assert!(ItemKey::oci("Evil Image:1").is_err());
+        let err = keyed(&[model("tiny:1b"), model("library/tiny:1b")], &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
+    }
+}

@@ -1,7 +1,9 @@
 //! Applying a verified bundle on a node, in the order DESIGN.md sets:
-//! scope and sequence, free space, blobs streamed into the content store
+//! scope, the channel's sequence floor and item ownership, free space on
+//! every filesystem written to, blobs streamed into the content store
 //! (hashed as written, each byte of the bundle read once), a new generation
-//! built beside the current one, then one atomic switch.
+//! built beside the current one, the floor raised, then one atomic switch.
+//! Every check that can refuse a bundle runs before anything is written.
 //!
 //! A crash anywhere leaves the old generation or the new one; blobs already
 //! committed to the store are kept, so a re-run resumes without copying them

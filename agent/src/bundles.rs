@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
-use owui_bundle::apply::{self, ApplyReport, GcReport, Node, Problem, Verdict};
+use owui_bundle::apply::{self, ApplyReport, Forces, GcReport, Node, Problem, Verdict};
 use owui_bundle::archive::BundleReader;
+use owui_bundle::channels::ChannelFloors;
 use owui_bundle::generation::{GenerationState, Generations};
 use owui_bundle::have::HaveList;
 use owui_bundle::progress::Progress;
 use owui_bundle::store::ContentStore;
-use owui_bundle::verify::check_all_blobs;
+use owui_bundle::verify::{check_all_blobs, check_item_blobs};
 use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
 
@@ -23,6 +24,9 @@ pub struct Verified {
     pub roles: Vec<String>,
     pub signed_by: String,
     pub verdict: Verdict,
+    /// Items of other channels the bundle would replace or remove (allowed
+    /// by --allow-takeover).
+    pub takeovers: Vec<String>,
     pub blobs: usize,
     pub bytes: u64,
 }
@@ -38,18 +42,22 @@ fn open(root: &Root, file: &Path) -> Result<BundleReader> {
     BundleReader::open(file, &trust)
 }
 
+/// Checks a bundle as `apply` would, short of free space, and changes
+/// nothing: every directory is opened read-only, none is created.
 pub fn verify(
     root: &Root,
     file: &Path,
-    allow_downgrade: bool,
+    forces: Forces,
     progress: &dyn Progress,
 ) -> Result<Verified> {
     let (_, node) = config::node(root)?;
     let reader = open(root, file)?;
     let m = reader.manifest();
-    let current = Generations::open(&node.bundles_dir)?.current()?;
-    let verdict = apply::check_policy(m, node.role, current.as_ref(), allow_downgrade)?;
-    let store = ContentStore::open(&node.content_dir)?;
+    let generations = Generations::open_read_only(&node.bundles_dir);
+    let current = generations.current()?;
+    let floors = ChannelFloors::load(&generations)?;
+    let decision = apply::check_policy(m, node.role, &floors, current.as_ref(), forces)?;
+    let store = ContentStore::open_read_only(&node.content_dir);
     if let Some(d) = apply::missing_blobs(m, &store).first() {
         return Err(Error::refused(
             format!("bundle {}", m.digest()),
@@ -57,7 +65,14 @@ pub fn verify(
         ));
     }
     check_all_blobs(&reader, progress)?;
+    check_item_blobs(&reader, &store)?;
+    let verdict = decision.verdict;
     Ok(Verified {
+        takeovers: decision
+            .takeovers
+            .iter()
+            .map(|t| format!("{} (from channel {})", t.item, t.from_channel))
+            .collect(),
         bundle: m.digest(),
         channel: m.channel.clone(),
         sequence: m.sequence,
@@ -81,20 +96,24 @@ pub fn print_verified(v: &Verified) {
         match v.verdict {
             Verdict::New => "",
             Verdict::AlreadyApplied => "; already applied on this node",
+            Verdict::Reapply => "; applied before, but this node no longer holds all of it",
             Verdict::ForcedDowngrade => "; DOWNGRADE (allowed by --allow-downgrade)",
         }
     );
+    for t in &v.takeovers {
+        println!("TAKEOVER (allowed by --allow-takeover): {t}");
+    }
 }
 
 pub fn apply(
     root: &Root,
     file: &Path,
-    allow_downgrade: bool,
+    forces: Forces,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
     let (seed, node) = config::node(root)?;
     let reader = open(root, file)?;
-    let report = apply::apply(&reader, &node, allow_downgrade, progress)?;
+    let report = apply::apply(&reader, &node, forces, progress)?;
     tracing::info!(
         node = %seed.node,
         bundle = %report.bundle,
@@ -124,6 +143,12 @@ pub fn print_applied(r: &ApplyReport) {
             r.blobs_reused,
             if r.verdict == Verdict::ForcedDowngrade { "; DOWNGRADE forced" } else { "" }
         );
+        for t in &r.takeovers {
+            println!(
+                "TAKEOVER forced: {} from channel {}",
+                t.item, t.from_channel
+            );
+        }
     }
 }
 
@@ -137,8 +162,9 @@ fn node(root: &Root) -> Result<Node> {
     config::node(root).map(|(_, n)| n)
 }
 
+/// Reads only; a node with no bundle directory yet lists nothing.
 pub fn list(root: &Root) -> Result<Listing> {
-    let g = Generations::open(&node(root)?.bundles_dir)?;
+    let g = Generations::open_read_only(&node(root)?.bundles_dir);
     Ok(Listing {
         current: g.current()?.map(|s| s.generation),
         generations: g.all()?,
@@ -161,6 +187,17 @@ pub fn print_listing(l: &Listing) {
             .map(|a| format!("{} seq {} ({})", a.channel, a.sequence, a.bundle))
             .unwrap_or_default();
         println!("{mark} generation {}: {from}", g.generation);
+        if let Some(a) = &g.applied {
+            if a.downgrade_forced {
+                println!("    DOWNGRADE forced (--allow-downgrade)");
+            }
+            for t in &a.takeovers {
+                println!(
+                    "    TAKEOVER forced (--allow-takeover): {} from channel {}",
+                    t.item, t.from_channel
+                );
+            }
+        }
         for m in &g.ollama {
             println!("    ollama       {}", m.name);
         }
@@ -175,7 +212,7 @@ pub fn print_listing(l: &Listing) {
 
 pub fn have(root: &Root) -> Result<HaveList> {
     let (seed, node) = config::node(root)?;
-    let store = ContentStore::open(&node.content_dir)?;
+    let store = ContentStore::open_read_only(&node.content_dir);
     Ok(HaveList::new(&seed.node, store.digests()?))
 }
 

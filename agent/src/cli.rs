@@ -166,9 +166,8 @@ pub enum BundleCommand {
     /// channel sequence, and every blob's size and digest.
     Verify {
         file: PathBuf,
-        /// Accept an older or equal sequence (logged).
-        #[arg(long)]
-        allow_downgrade: bool,
+        #[command(flatten)]
+        forces: ForceArgs,
         #[command(flatten)]
         output: Output,
     },
@@ -178,9 +177,8 @@ pub enum BundleCommand {
     /// generation current. Safe to re-run after a crash: it resumes.
     Apply {
         file: PathBuf,
-        /// Accept an older or equal sequence (logged and recorded).
-        #[arg(long)]
-        allow_downgrade: bool,
+        #[command(flatten)]
+        forces: ForceArgs,
         #[command(flatten)]
         output: Output,
     },
@@ -207,6 +205,27 @@ pub enum BundleCommand {
         #[command(flatten)]
         output: Output,
     },
+}
+
+/// The unsafe paths `bundle verify` and `bundle apply` take only when told;
+/// apply logs each and records it in the generation (`bundle list`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ForceArgs {
+    /// Accept a sequence not newer than the channel's floor (a rollback).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Let the bundle replace or remove items another channel installed.
+    #[arg(long)]
+    pub allow_takeover: bool,
+}
+
+impl From<ForceArgs> for owui_bundle::apply::Forces {
+    fn from(f: ForceArgs) -> Self {
+        owui_bundle::apply::Forces {
+            allow_downgrade: f.allow_downgrade,
+            allow_takeover: f.allow_takeover,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

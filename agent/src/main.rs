@@ -66,24 +66,24 @@ fn main() -> ExitCode {
         Command::Run => finish(daemon::run(&root), false, |_| {}),
         Command::Bundle(BundleCommand::Verify {
             file,
-            allow_downgrade,
+            forces,
             output,
         }) => {
             let progress = progress::for_stderr(output.quiet || output.json);
             finish(
-                bundles::verify(&root, &file, allow_downgrade, progress.as_ref()),
+                bundles::verify(&root, &file, forces.into(), progress.as_ref()),
                 output.json,
                 bundles::print_verified,
             )
         }
         Command::Bundle(BundleCommand::Apply {
             file,
-            allow_downgrade,
+            forces,
             output,
         }) => {
             let progress = progress::for_stderr(output.quiet || output.json);
             finish(
-                bundles::apply(&root, &file, allow_downgrade, progress.as_ref()),
+                bundles::apply(&root, &file, forces.into(), progress.as_ref()),
                 output.json,
                 bundles::print_applied,
             )

@@ -1,40 +1,46 @@
 //! Applying a verified bundle on a node, in the order DESIGN.md sets:
-//! scope and sequence, free space, blobs streamed into the content store
+//! scope, the channel's sequence floor and item ownership, free space on
+//! every filesystem written to, blobs streamed into the content store
 //! (hashed as written, each byte of the bundle read once), a new generation
-//! built beside the current one, then one atomic switch.
+//! built beside the current one, the floor raised, then one atomic switch.
+//! Every check that can refuse a bundle runs before anything is written.
 //!
 //! A crash anywhere leaves the old generation or the new one; blobs already
 //! committed to the store are kept, so a re-run resumes without copying them
 //! again. A bad blob found part-way aborts the run and removes the blobs
 //! that run had added, so a rejected bundle leaves the disk as it was.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Serialize;
 
 use crate::archive::{copy_with_progress, BundleReader};
+use crate::channels::ChannelFloors;
 use crate::crash;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::relative_path;
-use crate::generation::{AppliedBundle, ChannelState, GenerationState, Generations};
-use crate::items::{Owner, Removal};
+use crate::generation::{AppliedBundle, ChannelState, GenerationState, Generations, Takeover};
+use crate::items::{self, Installed, ItemKey, Owner, Removal};
 use crate::manifest::{BlobEntry, VerifiedManifest};
 use crate::oci::{self, PodmanStore};
-use crate::ollama::{self, OllamaName};
+use crate::ollama;
 use crate::progress::Progress;
 use crate::role::Role;
 use crate::store::ContentStore;
+use crate::verify::check_item_blobs;
 use crate::{huggingface, parallel};
 
 /// Room kept free beyond the blobs themselves (directories, manifests, state).
 const SPACE_MARGIN: u64 = 1 << 20;
 const SPACE_PER_BLOB: u64 = 8192;
+/// Inodes kept free beyond the estimate (directories, temporary files, state).
+const INODE_MARGIN: u64 = 32;
 
 /// Where a node keeps and exposes bundle content; every path already under `--root`.
 #[derive(Debug, Clone)]
@@ -60,57 +66,142 @@ pub struct Node {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
-    /// Newer than anything applied on its channel.
+    /// Newer than its channel's floor.
     New,
-    /// The exact bundle the channel is at.
+    /// The exact bundle its channel's floor names, and the current
+    /// generation holds every item it installs.
     AlreadyApplied,
+    /// The exact bundle its channel's floor names, but the node no longer
+    /// holds all it installed (an interrupted apply, a forced change since):
+    /// applied again.
+    Reapply,
     /// Older or equal sequence, accepted only because downgrade was forced.
     ForcedDowngrade,
 }
 
-/// Checks role scope and channel sequence against the node's current state.
+/// The unsafe paths an operator may force; each is logged and recorded in
+/// the generation it produces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forces {
+    /// Accept a sequence not newer than the channel's floor.
+    pub allow_downgrade: bool,
+    /// Let the bundle replace or remove items another channel installed.
+    pub allow_takeover: bool,
+}
+
+/// The policy's answer: the verdict and the items taken from other channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub takeovers: Vec<Takeover>,
+}
+
+/// Checks role scope, the channel's sequence floor and item ownership
+/// against the node's state. Writes nothing.
 pub fn check_policy(
     manifest: &VerifiedManifest,
     role: Role,
+    floors: &ChannelFloors,
     current: Option<&GenerationState>,
-    allow_downgrade: bool,
-) -> Result<Verdict> {
+    forces: Forces,
+) -> Result<Decision> {
+    let what = || format!("bundle {}", manifest.digest());
     if !manifest.roles.contains(&role) {
         let roles: Vec<&str> = manifest.roles.iter().map(|r| r.as_str()).collect();
         return Err(Error::refused(
-            format!("bundle {}", manifest.digest()),
+            what(),
             format!(
                 "is for roles [{}]; this node's role is {role}",
                 roles.join(", ")
             ),
         ));
     }
-    let Some(at) = current.and_then(|c| c.channels.get(&manifest.channel)) else {
-        return Ok(Verdict::New);
+    let verdict = match floors.get(&manifest.channel) {
+        None => Verdict::New,
+        Some(floor) if floor.bundle == manifest.digest() => {
+            if holds(current, manifest)? {
+                return Ok(Decision {
+                    verdict: Verdict::AlreadyApplied,
+                    takeovers: Vec::new(),
+                });
+            }
+            Verdict::Reapply
+        }
+        Some(floor) if manifest.sequence > floor.sequence => Verdict::New,
+        Some(_) if forces.allow_downgrade => Verdict::ForcedDowngrade,
+        Some(floor) => {
+            return Err(Error::refused(
+                what(),
+                format!(
+                    "channel {:?} sequence {} is not newer than {} already applied (replayed or older bundle; --allow-downgrade forces it)",
+                    manifest.channel, manifest.sequence, floor.sequence
+                ),
+            ))
+        }
     };
-    if at.bundle == manifest.digest() {
-        return Ok(Verdict::AlreadyApplied);
+    let takeovers = takeovers(manifest, current)?;
+    if let Some(t) = takeovers.first().filter(|_| !forces.allow_takeover) {
+        return Err(Error::refused(
+            format!("{}: item {}", what(), t.item),
+            format!(
+                "was installed by channel {:?}; a bundle on channel {:?} may not replace or remove it (--allow-takeover forces it){}",
+                t.from_channel,
+                manifest.channel,
+                match takeovers.len() {
+                    1 => String::new(),
+                    n => format!("; {} items in all", n),
+                }
+            ),
+        ));
     }
-    if manifest.sequence > at.sequence {
-        return Ok(Verdict::New);
+    Ok(Decision { verdict, takeovers })
+}
+
+/// Whether the generation holds every item the bundle installs, with the
+/// same content.
+fn holds(current: Option<&GenerationState>, manifest: &VerifiedManifest) -> Result<bool> {
+    let have = match current {
+        Some(c) => c.keyed()?,
+        None => BTreeMap::new(),
+    };
+    let installs = items::keyed(&manifest.ollama, &manifest.huggingface, &manifest.oci)?;
+    Ok(installs
+        .iter()
+        .all(|(key, item)| have.get(key).is_some_and(|held| held.same_content(*item))))
+}
+
+/// The items the bundle would replace (with other content) or remove that
+/// another channel installed.
+fn takeovers(
+    manifest: &VerifiedManifest,
+    current: Option<&GenerationState>,
+) -> Result<Vec<Takeover>> {
+    let Some(current) = current else {
+        return Ok(Vec::new());
+    };
+    let have = current.keyed()?;
+    let mut touched = BTreeSet::new();
+    for r in &manifest.remove {
+        let key = ItemKey::of_removal(r)?;
+        if have.contains_key(&key) {
+            touched.insert(key);
+        }
     }
-    if allow_downgrade {
-        tracing::warn!(
-            channel = %manifest.channel,
-            from = at.sequence,
-            to = manifest.sequence,
-            bundle = %manifest.digest(),
-            "downgrade forced with --allow-downgrade"
-        );
-        return Ok(Verdict::ForcedDowngrade);
+    for (key, item) in items::keyed(&manifest.ollama, &manifest.huggingface, &manifest.oci)? {
+        if have.get(&key).is_some_and(|held| !held.same_content(item)) {
+            touched.insert(key);
+        }
     }
-    Err(Error::refused(
-        format!("bundle {}", manifest.digest()),
-        format!(
-            "channel {:?} sequence {} is not newer than {} already applied (replayed or older bundle; --allow-downgrade forces it)",
-            manifest.channel, manifest.sequence, at.sequence
-        ),
-    ))
+    Ok(touched
+        .into_iter()
+        .filter_map(|key| {
+            let owner = current.owners.get(&key.to_string())?;
+            (owner != &manifest.channel).then(|| Takeover {
+                item: key.to_string(),
+                from_channel: owner.clone(),
+            })
+        })
+        .collect())
 }
 
 /// Digests the items need that neither the bundle nor the store holds.
@@ -143,15 +234,8 @@ pub struct ApplyReport {
     pub blobs_written: usize,
     pub bytes_written: u64,
     pub blobs_reused: usize,
-}
-
-fn available_space(path: &Path) -> Result<u64> {
-    let st = nix::sys::statvfs::statvfs(path).map_err(|e| Error::Io {
-        action: "checking free space on",
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+    /// Items taken from other channels (forced with --allow-takeover).
+    pub takeovers: Vec<Takeover>,
 }
 
 /// The symlink that exposes a tree of `current` at a configured path.
@@ -231,25 +315,30 @@ fn finish_oci_removals(state: &GenerationState, node: &Node) -> Result<()> {
     Ok(())
 }
 
-fn same_ollama_model(a: &str, b: &str) -> bool {
-    match (OllamaName::parse(a), OllamaName::parse(b)) {
-        (Ok(x), Ok(y)) => x.manifest_rel_path() == y.manifest_rel_path(),
-        _ => a == b,
-    }
-}
-
 /// The next generation's contents: the current one, less removals, with the
-/// bundle's items added (replacing any of the same name).
+/// bundle's items added (replacing any of the same key). Each item the
+/// bundle installs is owned by its channel from now on, unless the node
+/// already held that exact content under another owner.
 fn next_state(
     current: Option<&GenerationState>,
     manifest: &VerifiedManifest,
     applied: AppliedBundle,
-) -> GenerationState {
+) -> Result<GenerationState> {
     let mut next = current.cloned().unwrap_or_default();
     next.oci_removals.clear();
+    let held: BTreeMap<ItemKey, Installed> = match current {
+        Some(c) => c.keyed()?,
+        None => BTreeMap::new(),
+    };
+    let key_is = |key: &ItemKey, other: Result<ItemKey>| other.is_ok_and(|k| &k == key);
+    let mut owners = next.owners.clone();
     for r in &manifest.remove {
+        let key = ItemKey::of_removal(r)?;
+        owners.remove(&key.to_string());
         match r {
-            Removal::Ollama(name) => next.ollama.retain(|m| !same_ollama_model(&m.name, name)),
+            Removal::Ollama(_) => next
+                .ollama
+                .retain(|m| !key_is(&key, ItemKey::ollama(&m.name))),
             Removal::Huggingface(repo) => next.huggingface.retain(|h| &h.repo != repo),
             Removal::Oci(reference) => {
                 if next.oci.iter().any(|o| &o.reference == reference) {
@@ -259,18 +348,28 @@ fn next_state(
             }
         }
     }
-    for m in &manifest.ollama {
-        next.ollama.retain(|x| !same_ollama_model(&x.name, &m.name));
-        next.ollama.push(m.clone());
+    for (key, item) in items::keyed(&manifest.ollama, &manifest.huggingface, &manifest.oci)? {
+        let unchanged = held.get(&key).is_some_and(|h| h.same_content(item));
+        if !unchanged || !owners.contains_key(&key.to_string()) {
+            owners.insert(key.to_string(), manifest.channel.clone());
+        }
+        match item {
+            Installed::Ollama(m) => {
+                next.ollama
+                    .retain(|x| !key_is(&key, ItemKey::ollama(&x.name)));
+                next.ollama.push(m.clone());
+            }
+            Installed::Huggingface(h) => {
+                next.huggingface.retain(|x| x.repo != h.repo);
+                next.huggingface.push(h.clone());
+            }
+            Installed::Oci(o) => {
+                next.oci.retain(|x| x.reference != o.reference);
+                next.oci.push(o.clone());
+            }
+        }
     }
-    for h in &manifest.huggingface {
-        next.huggingface.retain(|x| x.repo != h.repo);
-        next.huggingface.push(h.clone());
-    }
-    for o in &manifest.oci {
-        next.oci.retain(|x| x.reference != o.reference);
-        next.oci.push(o.clone());
-    }
+    next.owners = owners;
     next.channels.insert(
         manifest.channel.clone(),
         ChannelState {
@@ -279,7 +378,7 @@ fn next_state(
         },
     );
     next.applied = Some(applied);
-    next
+    Ok(next)
 }
 
 /// Streams the blobs the store lacks into it, in parallel. On failure the
@@ -333,18 +432,216 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Bytes and inodes the apply will take on one filesystem.
+#[derive(Debug, Clone, Copy, Default)]
+struct Need {
+    bytes: u64,
+    inodes: u64,
+}
+
+/// The nearest existing directory at or above `path`: the filesystem a
+/// directory not made yet will be on.
+fn existing_ancestor(path: &Path) -> &Path {
+    let mut at = path;
+    while !at.exists() {
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    at
+}
+
+fn device_of(path: &Path) -> Result<u64> {
+    let at = existing_ancestor(path);
+    Ok(fs::metadata(at).at("reading", at)?.dev())
+}
+
+/// Checks each destination filesystem for the bytes and inodes it must
+/// take; destinations on one filesystem are added up.
+fn check_space(needs: &[(&Path, Need)]) -> Result<()> {
+    let mut by_device: BTreeMap<u64, (&Path, Need)> = BTreeMap::new();
+    for &(path, need) in needs {
+        let entry = by_device
+            .entry(device_of(path)?)
+            .or_insert((path, Need::default()));
+        entry.1.bytes = entry.1.bytes.saturating_add(need.bytes);
+        entry.1.inodes = entry.1.inodes.saturating_add(need.inodes);
+    }
+    for (path, need) in by_device.into_values() {
+        let at = existing_ancestor(path);
+        let st = nix::sys::statvfs::statvfs(at).map_err(|e| Error::Io {
+            action: "checking free space on",
+            path: at.to_path_buf(),
+            source: e.into(),
+        })?;
+        let no_space = |needed, available, unit| Error::NoSpace {
+            path: path.to_path_buf(),
+            needed,
+            available,
+            unit,
+        };
+        let bytes = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+        if need.bytes > bytes {
+            return Err(no_space(need.bytes, bytes, "bytes"));
+        }
+        // A filesystem that does not count inodes (btrfs) reports none.
+        let inodes = st.files_available() as u64;
+        if st.files() > 0 && need.inodes > inodes {
+            return Err(no_space(need.inodes, inodes, "inodes"));
+        }
+    }
+    Ok(())
+}
+
+/// What the store and the new generation will take: the store gets the
+/// blobs it lacks; the generation gets links to every blob it uses, which
+/// are copies when the generations are on another filesystem.
+fn space_needs<'a>(
+    node: &'a Node,
+    manifest: &VerifiedManifest,
+    store: &ContentStore,
+    needed: &[&BlobEntry],
+    next: &GenerationState,
+) -> Result<Vec<(&'a Path, Need)>> {
+    let store_need = Need {
+        bytes: needed.iter().fold(SPACE_MARGIN, |n, b| {
+            n.saturating_add(b.size).saturating_add(SPACE_PER_BLOB)
+        }),
+        inodes: needed.len() as u64 + INODE_MARGIN,
+    };
+    let referenced = next.referenced();
+    let hf_files: usize = next.huggingface.iter().map(|h| h.files.len()).sum();
+    let items = next.ollama.len() + next.huggingface.len() + next.oci.len();
+    let mut tree = Need {
+        bytes: SPACE_MARGIN,
+        // A link per blob, a symlink per snapshot file, and a few
+        // directories and manifests per item.
+        inodes: (referenced.len() + hf_files + 8 * items) as u64 + INODE_MARGIN,
+    };
+    if device_of(&node.bundles_dir)? != device_of(&node.content_dir)? {
+        for d in &referenced {
+            let size = match manifest.blobs.iter().find(|b| &b.digest == d) {
+                Some(b) => b.size,
+                // One the store lacks is named when the tree is built.
+                None if !store.contains(d) => 0,
+                None => store.size_of(d)?,
+            };
+            tree.bytes = tree.bytes.saturating_add(size);
+        }
+    }
+    Ok(vec![
+        (node.content_dir.as_path(), store_need),
+        (node.bundles_dir.as_path(), tree),
+    ])
+}
+
+/// Everything decided before a byte is written.
+struct Plan<'a> {
+    decision: Decision,
+    current: Option<GenerationState>,
+    floors: ChannelFloors,
+    /// The generation to build (the current one when already applied).
+    next: GenerationState,
+    /// Blobs the store lacks.
+    needed: Vec<&'a BlobEntry>,
+}
+
+/// Runs every check that can refuse the bundle: policy, exposures, delta
+/// completeness, item contents, free space. Reads only.
+fn plan<'a>(reader: &'a BundleReader, node: &Node, forces: Forces) -> Result<Plan<'a>> {
+    let manifest = reader.manifest();
+    let store = ContentStore::open_read_only(&node.content_dir);
+    let generations = Generations::open_read_only(&node.bundles_dir);
+    let current = generations.current()?;
+    let floors = ChannelFloors::load(&generations)?;
+    let decision = check_policy(manifest, node.role, &floors, current.as_ref(), forces)?;
+    check_exposures(node, &generations)?;
+    if decision.verdict == Verdict::AlreadyApplied {
+        return Ok(Plan {
+            decision,
+            next: current.clone().unwrap_or_default(),
+            current,
+            floors,
+            needed: Vec::new(),
+        });
+    }
+    require_complete(manifest, &store)?;
+    if !manifest.oci.is_empty() && node.podman.is_none() {
+        return Err(Error::invalid(
+            "agent config",
+            "the bundle carries OCI images but no podman store is configured",
+        ));
+    }
+    check_item_blobs(reader, &store)?;
+    let applied = AppliedBundle {
+        channel: manifest.channel.clone(),
+        sequence: manifest.sequence,
+        bundle: manifest.digest(),
+        signed_by: manifest.signer().key_id.to_string(),
+        applied_at: node.applied_at.unwrap_or_else(now),
+        downgrade_forced: decision.verdict == Verdict::ForcedDowngrade,
+        takeovers: decision.takeovers.clone(),
+    };
+    let next = next_state(current.as_ref(), manifest, applied)?;
+    let needed: Vec<&BlobEntry> = manifest
+        .blobs
+        .iter()
+        .filter(|b| !store.contains(&b.digest))
+        .collect();
+    check_space(&space_needs(node, manifest, &store, &needed, &next)?)?;
+    Ok(Plan {
+        decision,
+        current,
+        floors,
+        next,
+        needed,
+    })
+}
+
+/// Logs each force the decision used, once, when it takes effect.
+fn log_forces(manifest: &VerifiedManifest, decision: &Decision, floors: &ChannelFloors) {
+    if decision.verdict == Verdict::ForcedDowngrade {
+        tracing::warn!(
+            channel = %manifest.channel,
+            floor = floors.get(&manifest.channel).map_or(0, |f| f.sequence),
+            to = manifest.sequence,
+            bundle = %manifest.digest(),
+            "downgrade forced with --allow-downgrade"
+        );
+    }
+    for t in &decision.takeovers {
+        tracing::warn!(
+            item = %t.item,
+            from_channel = %t.from_channel,
+            channel = %manifest.channel,
+            bundle = %manifest.digest(),
+            "takeover forced with --allow-takeover"
+        );
+    }
+}
+
 pub fn apply(
     reader: &BundleReader,
     node: &Node,
-    allow_downgrade: bool,
+    forces: Forces,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
     let manifest = reader.manifest();
+    // Refuse before creating the store, the generations or the lock file;
+    // the checks run again under the lock, where they count.
+    plan(reader, node, forces)?;
     let store = ContentStore::open(&node.content_dir)?;
     let generations = Generations::open(&node.bundles_dir)?;
     let _lock = generations.lock()?;
-    let current = generations.current()?;
-    let verdict = check_policy(manifest, node.role, current.as_ref(), allow_downgrade)?;
+    let Plan {
+        decision,
+        current,
+        mut floors,
+        mut next,
+        needed,
+    } = plan(reader, node, forces)?;
+    let verdict = decision.verdict;
     let report = |generation, written: &[&BlobEntry]| ApplyReport {
         bundle: manifest.digest(),
         channel: manifest.channel.clone(),
@@ -354,8 +651,9 @@ pub fn apply(
         blobs_written: written.len(),
         bytes_written: written.iter().fold(0u64, |n, b| n.saturating_add(b.size)),
         blobs_reused: manifest.blobs.len() - written.len(),
+        takeovers: decision.takeovers.clone(),
     };
-    check_exposures(node, &generations)?;
+    generations.recover()?;
     if verdict == Verdict::AlreadyApplied {
         // Finish what a crash after the switch may have left undone.
         let state = current.unwrap_or_default();
@@ -363,47 +661,12 @@ pub fn apply(
         finish_oci_removals(&state, node)?;
         return Ok(report(state.generation, &[]));
     }
-    require_complete(manifest, &store)?;
-    if !manifest.oci.is_empty() && node.podman.is_none() {
-        return Err(Error::invalid(
-            "agent config",
-            "the bundle carries OCI images but no podman store is configured",
-        ));
-    }
-
-    let needed: Vec<&BlobEntry> = manifest
-        .blobs
-        .iter()
-        .filter(|b| !store.contains(&b.digest))
-        .collect();
-    let need = needed.iter().fold(SPACE_MARGIN, |n, b| {
-        n.saturating_add(b.size).saturating_add(SPACE_PER_BLOB)
-    });
-    let available = available_space(&node.content_dir)?;
-    if need > available {
-        return Err(Error::NoSpace {
-            path: node.content_dir.clone(),
-            needed: need,
-            available,
-        });
-    }
-
-    generations.recover()?;
+    log_forces(manifest, &decision, &floors);
     store.clear_partials()?;
     write_blobs(reader, &store, &needed, progress)?;
 
     let staged = generations.stage()?;
-    let applied = AppliedBundle {
-        channel: manifest.channel.clone(),
-        sequence: manifest.sequence,
-        bundle: manifest.digest(),
-        signed_by: manifest.signer().key_id.to_string(),
-        applied_at: node.applied_at.unwrap_or_else(now),
-        downgrade_forced: verdict == Verdict::ForcedDowngrade,
-    };
-    let mut next = next_state(current.as_ref(), manifest, applied);
     next.generation = staged.number;
-
     ollama::materialise(&store, &next.ollama, &staged.dir.join("ollama"), node.owner)?;
     crash::point("ollama-written");
     huggingface::materialise(
@@ -422,6 +685,17 @@ pub fn apply(
             crash::point("oci-imported");
         }
     }
+    // The floor rises before the switch: from here on no older bundle on
+    // this channel is accepted, whether or not the switch completes.
+    floors.raise(
+        &manifest.channel,
+        &ChannelState {
+            sequence: manifest.sequence,
+            bundle: manifest.digest(),
+        },
+    );
+    floors.save(&generations)?;
+    crash::point("floor-raised");
     let generation = staged.number;
     generations.commit(staged, &next)?;
     ensure_exposures(node, &generations)?;
@@ -443,6 +717,9 @@ pub fn gc(node: &Node, keep: usize) -> Result<GcReport> {
     let store = ContentStore::open(&node.content_dir)?;
     let generations = Generations::open(&node.bundles_dir)?;
     let _lock = generations.lock()?;
+    // Generations about to go may hold the only record of a floor (a node
+    // from before channels.json): write the floors first.
+    ChannelFloors::load(&generations)?.save(&generations)?;
     generations.recover()?;
     store.clear_partials()?;
     let current = generations.current()?.map(|s| s.generation);
@@ -483,8 +760,8 @@ pub struct Problem {
 /// Re-hashes every blob in the store and checks that every generation's
 /// blobs are present.
 pub fn check(node: &Node, progress: &dyn Progress) -> Result<Vec<Problem>> {
-    let store = ContentStore::open(&node.content_dir)?;
-    let generations = Generations::open(&node.bundles_dir)?;
+    let store = ContentStore::open_read_only(&node.content_dir);
+    let generations = Generations::open_read_only(&node.bundles_dir);
     let digests = store.digests()?;
     let problems = Mutex::new(Vec::new());
     let mut total = 0;

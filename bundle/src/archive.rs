@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::open_regular;
 use crate::manifest::{
     blob_entry_name, padded, BlobEntry, Encoding, Manifest, VerifiedManifest, BLOCK, MANIFEST_MAX,
 };
@@ -166,13 +167,11 @@ fn read_small_entry(
     Ok((data, data_pos + padded(entry.size)))
 }
 
+/// Opens the bundle file; a FIFO or device is refused at once, not read.
 fn open_file(path: &Path) -> Result<(File, u64)> {
-    let file = File::open(path).at("opening bundle", path)?;
-    let meta = file.metadata().at("reading", path)?;
-    if !meta.is_file() {
-        return Err(Error::invalid(describe(path), "not a regular file"));
-    }
-    Ok((file, meta.len()))
+    let file = open_regular(path, "a bundle")?;
+    let len = file.metadata().at("reading", path)?.len();
+    Ok((file, len))
 }
 
 impl UncheckedBundle {

@@ -21,12 +21,14 @@ pub enum Error {
     #[error("{what}: {detail}")]
     Refused { what: String, detail: String },
 
-    /// Not enough free space, found before anything was written.
-    #[error("not enough free space on {path}: need {needed} bytes, {available} available")]
+    /// Not enough free space (bytes or inodes), found before anything was written.
+    #[error("not enough free space on {path}: need {needed} {unit}, {available} available")]
     NoSpace {
         path: PathBuf,
         needed: u64,
         available: u64,
+        /// `bytes` or `inodes`.
+        unit: &'static str,
     },
 
     /// An external program (skopeo, podman, ...) failed.

@@ -22,7 +22,7 @@ use crate::crash;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{fsync_dir, write_atomic};
-use crate::items::{HfSnapshot, OciImage, OllamaModel};
+use crate::items::{HfSnapshot, Installed, ItemKey, OciImage, OllamaModel};
 
 pub const STATE_FILE: &str = "state.json";
 const STATE_MAX: u64 = 64 << 20;
@@ -48,6 +48,20 @@ pub struct AppliedBundle {
     /// Applied with --allow-downgrade over a newer or equal sequence.
     #[serde(default)]
     pub downgrade_forced: bool,
+    /// Items another channel owned that this bundle replaced or removed,
+    /// forced with --allow-takeover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub takeovers: Vec<Takeover>,
+}
+
+/// An item taken from the channel that owned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Takeover {
+    /// The item's key (`ollama:host/namespace/model:tag`, `huggingface:org/name`, `oci:ref`).
+    pub item: String,
+    /// The channel that owned it before.
+    pub from_channel: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,12 +82,26 @@ pub struct GenerationState {
     /// removal is idempotent and re-run until done).
     #[serde(default)]
     pub oci_removals: Vec<String>,
+    /// The channel that installed each item (by item key): only that channel
+    /// may replace or remove it (docs/bundles.md). Items from before owners
+    /// were recorded have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub owners: BTreeMap<String, String>,
 }
 
 impl GenerationState {
     /// Every blob this generation's trees use.
     pub fn referenced(&self) -> BTreeSet<Sha256Digest> {
         crate::items::referenced(&self.ollama, &self.huggingface, &self.oci)
+    }
+
+    /// Every item held, by key.
+    pub fn keyed(&self) -> Result<BTreeMap<ItemKey, Installed<'_>>> {
+        Ok(
+            crate::items::keyed(&self.ollama, &self.huggingface, &self.oci)?
+                .into_iter()
+                .collect(),
+        )
     }
 }
 
@@ -93,12 +121,19 @@ pub struct Staged {
 }
 
 impl Generations {
+    /// Opens the generations under `dir`, creating the directories.
     pub fn open(dir: &Path) -> Result<Self> {
-        let g = Generations {
-            dir: dir.to_path_buf(),
-        };
+        let g = Self::open_read_only(dir);
         fs::create_dir_all(g.generations_dir()).at("creating", &g.generations_dir())?;
         Ok(g)
+    }
+
+    /// Opens for reading only: creates nothing; a directory not made yet
+    /// holds no generation.
+    pub fn open_read_only(dir: &Path) -> Self {
+        Generations {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -163,8 +198,36 @@ impl Generations {
             })
     }
 
-    /// The generation `current` points at, if any.
+    /// The generation `current` points at. With the link missing but
+    /// generations present, the newest: every generation is sealed before
+    /// it is renamed into place, and none is older than the one that was
+    /// current, so nothing goes back (apply and gc re-create the link).
     pub fn current(&self) -> Result<Option<GenerationState>> {
+        match self.current_number()? {
+            Some(n) => self.read_state(n).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn current_number(&self) -> Result<Option<u64>> {
+        match self.linked_number()? {
+            Some(n) => Ok(Some(n)),
+            None => {
+                let newest = self.numbers()?.last().copied();
+                if let Some(n) = newest {
+                    tracing::warn!(
+                        link = %self.current_link().display(),
+                        generation = n,
+                        "the current link is missing; taking the newest generation"
+                    );
+                }
+                Ok(newest)
+            }
+        }
+    }
+
+    /// The generation the `current` link names, if the link exists.
+    fn linked_number(&self) -> Result<Option<u64>> {
         let link = self.current_link();
         let target = match fs::read_link(&link) {
             Ok(t) => t,
@@ -181,14 +244,18 @@ impl Generations {
                     format!("points at {target:?}, not a generation"),
                 )
             })?;
-        self.read_state(n).map(Some)
+        Ok(Some(n))
     }
 
     /// Numbers of all complete generations, ascending.
     pub fn numbers(&self) -> Result<Vec<u64>> {
         let dir = self.generations_dir();
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).at("listing", &dir)? {
+        let entries = match fs::read_dir(&dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            r => r.at("listing", &dir)?,
+        };
+        for entry in entries {
             let entry = entry.at("listing", &dir)?;
             if let Some(n) = entry
                 .file_name()
@@ -210,10 +277,18 @@ impl Generations {
     }
 
     /// Clears leftovers of an interrupted apply: staging trees, and complete
-    /// generations newer than `current` that were never switched to.
+    /// generations newer than `current` that were never switched to. A
+    /// missing `current` link is re-made to the newest generation (see
+    /// [`Generations::current`]), never treated as "no generation".
     pub fn recover(&self) -> Result<()> {
         remove_tree(&self.staging_dir())?;
-        let current = self.current()?.map_or(0, |s| s.generation);
+        let current = match (self.linked_number()?, self.current_number()?) {
+            (None, Some(newest)) => {
+                self.switch(newest)?;
+                newest
+            }
+            (_, n) => n.unwrap_or(0),
+        };
         for n in self.numbers()? {
             if n > current {
                 remove_tree(&self.path_of(n))?;
@@ -245,17 +320,19 @@ impl Generations {
         // An idle node has no staging directory; leaving none keeps it so.
         let _ = fs::remove_dir(self.staging_dir());
         crash::point("generation-renamed");
-        let tmp_link = self.dir.join("current.tmp");
-        let _ = fs::remove_file(&tmp_link);
-        symlink(
-            Path::new("generations").join(staged.number.to_string()),
-            &tmp_link,
-        )
-        .at("creating", &tmp_link)?;
-        fs::rename(&tmp_link, self.current_link()).at("switching", &self.current_link())?;
-        fsync_dir(&self.dir)?;
+        self.switch(staged.number)?;
         crash::point("current-switched");
         Ok(())
+    }
+
+    /// Points `current` at generation `n` with one rename.
+    fn switch(&self, n: u64) -> Result<()> {
+        let tmp_link = self.dir.join("current.tmp");
+        let _ = fs::remove_file(&tmp_link);
+        symlink(Path::new("generations").join(n.to_string()), &tmp_link)
+            .at("creating", &tmp_link)?;
+        fs::rename(&tmp_link, self.current_link()).at("switching", &self.current_link())?;
+        fsync_dir(&self.dir)
     }
 
     /// Removes a generation that is not current.
@@ -319,5 +396,35 @@ mod tests {
         g.recover().unwrap();
         assert_eq!(g.numbers().unwrap(), vec![1]);
         assert!(!dir.path().join("staging").exists());
+    }
+
+    #[test]
+    fn a_lost_current_link_means_the_newest_generation_never_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Generations::open(dir.path()).unwrap();
+        for _ in 0..2 {
+            let staged = g.stage().unwrap();
+            let state = GenerationState {
+                generation: staged.number,
+                ..Default::default()
+            };
+            g.commit(staged, &state).unwrap();
+        }
+        fs::remove_file(g.current_link()).unwrap();
+        let read_only = Generations::open_read_only(dir.path());
+        assert_eq!(read_only.current().unwrap().unwrap().generation, 2);
+        assert!(fs::read_link(g.current_link()).is_err());
+        g.recover().unwrap();
+        assert_eq!(g.numbers().unwrap(), vec![1, 2]);
+        assert_eq!(
+            fs::read_link(g.current_link()).unwrap(),
+            Path::new("generations/2")
+        );
+        // Nothing there yet: read-only opens see no generation and create nothing.
+        let missing = dir.path().join("missing");
+        let empty = Generations::open_read_only(&missing);
+        assert!(empty.current().unwrap().is_none());
+        assert!(empty.all().unwrap().is_empty());
+        assert!(!missing.exists());
     }
 }

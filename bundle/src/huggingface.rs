@@ -33,7 +33,7 @@ use crate::tree;
 /// each part 1-96 of `A-Z a-z 0-9 _ - .`, starting and ending with a letter,
 /// digit or `_`, no `--` or `..` (the cache folder joins parts with `--`),
 /// not ending in `.git`.
-fn check_repo(repo: &str) -> Result<()> {
+pub(crate) fn check_repo(repo: &str) -> Result<()> {
     let bad = |detail: &str| Error::invalid(format!("repo {repo:?}"), detail.to_string());
     let Some((org, name)) = repo.split_once('/') else {
         return Err(bad("expected \"org/name\""));
@@ -118,7 +118,7 @@ fn check_file_path(path: &str) -> Result<()> {
 
 /// Checks every field of an item, and that no path is both a file and a
 /// directory (which could not be laid out).
-fn check_snapshot(s: &HfSnapshot) -> Result<()> {
+pub(crate) fn check_snapshot(s: &HfSnapshot) -> Result<()> {
     check_repo(&s.repo)?;
     check_revision(&s.revision)?;
     check_ref(&s.git_ref)?;

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::ollama::OllamaName;
+use crate::{huggingface, oci};
 
 /// An Ollama model: its manifest (stored as a blob, written verbatim under
 /// `manifests/<host>/<namespace>/<model>/<tag>`) and the blobs it names.
@@ -123,4 +126,143 @@ pub fn referenced(
         out.extend(o.blobs.iter().copied());
     }
     out
+}
+
+/// What a node holds an item under: a later bundle that names the same key
+/// replaces or removes it. Ollama names are normalised (`tiny:1b` and
+/// `registry.ollama.ai/library/tiny:1b` are one model).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemKey {
+    Ollama(String),
+    Huggingface(String),
+    Oci(String),
+}
+
+impl ItemKey {
+    /// Checks the name against Ollama's grammar.
+    pub fn ollama(name: &str) -> Result<Self> {
+        let n = OllamaName::parse(name)?;
+        Ok(ItemKey::Ollama(format!(
+            "{}/{}/{}:{}",
+            n.host, n.namespace, n.model, n.tag
+        )))
+    }
+
+    /// Checks the repo id against huggingface_hub's rules.
+    pub fn huggingface(repo: &str) -> Result<Self> {
+        huggingface::check_repo(repo)?;
+        Ok(ItemKey::Huggingface(repo.to_string()))
+    }
+
+    /// Checks the reference against the grammar skopeo and podman accept.
+    pub fn oci(reference: &str) -> Result<Self> {
+        oci::check_reference(reference)?;
+        Ok(ItemKey::Oci(reference.to_string()))
+    }
+
+    pub fn of_removal(r: &Removal) -> Result<Self> {
+        match r {
+            Removal::Ollama(name) => Self::ollama(name),
+            Removal::Huggingface(repo) => Self::huggingface(repo),
+            Removal::Oci(reference) => Self::oci(reference),
+        }
+    }
+}
+
+impl std::fmt::Display for ItemKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ItemKey::Ollama(n) => write!(f, "ollama:{n}"),
+            ItemKey::Huggingface(r) => write!(f, "huggingface:{r}"),
+            ItemKey::Oci(r) => write!(f, "oci:{r}"),
+        }
+    }
+}
+
+/// Every item a set installs, by key, with whether two items share the key.
+/// The checks are the ones the node applies when it lays items out, so a
+/// bundle whose items could not be laid out is refused before anything is
+/// written (and by `verify`).
+pub fn keyed<'a>(
+    ollama: &'a [OllamaModel],
+    hf: &'a [HfSnapshot],
+    oci_images: &'a [OciImage],
+) -> Result<Vec<(ItemKey, Installed<'a>)>> {
+    let mut out: Vec<(ItemKey, Installed<'a>)> = Vec::new();
+    for m in ollama {
+        out.push((ItemKey::ollama(&m.name)?, Installed::Ollama(m)));
+    }
+    for h in hf {
+        huggingface::check_snapshot(h)?;
+        out.push((ItemKey::huggingface(&h.repo)?, Installed::Huggingface(h)));
+    }
+    for o in oci_images {
+        out.push((ItemKey::oci(&o.reference)?, Installed::Oci(o)));
+    }
+    let mut seen = BTreeSet::new();
+    for (key, _) in &out {
+        if !seen.insert(key) {
+            return Err(Error::invalid(key.to_string(), "listed twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// One installed item, borrowed from a manifest or a generation's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed<'a> {
+    Ollama(&'a OllamaModel),
+    Huggingface(&'a HfSnapshot),
+    Oci(&'a OciImage),
+}
+
+impl Installed<'_> {
+    /// Same content: the same manifest (Ollama, OCI) or the same files at
+    /// the same revision (Hugging Face). Names may be spelt differently.
+    pub fn same_content(self, other: Installed<'_>) -> bool {
+        match (self, other) {
+            (Installed::Ollama(a), Installed::Ollama(b)) => {
+                a.manifest == b.manifest && a.blobs == b.blobs
+            }
+            (Installed::Huggingface(a), Installed::Huggingface(b)) => {
+                a.revision == b.revision && a.git_ref == b.git_ref && a.files == b.files
+            }
+            (Installed::Oci(a), Installed::Oci(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &str) -> OllamaModel {
+        OllamaModel {
+            name: name.into(),
+            manifest: Sha256Digest::of(name.as_bytes()),
+            blobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn keys_are_normalised_checked_and_unique() {
+        assert_eq!(
+            ItemKey::ollama("tiny:1b").unwrap(),
+            ItemKey::ollama("registry.ollama.ai/library/tiny:1b").unwrap()
+        );
+        assert_eq!(
+            ItemKey::ollama("tiny").unwrap().to_string(),
+            "ollama:registry.ollama.ai/library/tiny:latest"
+        );
+        for bad in ["a/../b:1", "tiny model:1b", "x/y/z/w:1", ""] {
+            assert_eq!(ItemKey::ollama(bad).unwrap_err().exit_code(), 3, "{bad}");
+        }
+        assert!(ItemKey::huggingface("acme/../x").is_err());
+        assert!(ItemKey::oci("Evil Image:1").is_err());
+        let err = keyed(&[model("tiny:1b"), model("library/tiny:1b")], &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
+    }
 }

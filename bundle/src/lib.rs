@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod archive;
+pub mod channels;
 pub mod command;
 pub mod crash;
 pub mod create;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::items::{HfSnapshot, OciImage, OllamaModel, Removal};
+use crate::items::{HfSnapshot, ItemKey, OciImage, OllamaModel, Removal};
 use crate::role::Role;
 use crate::spec::check_channel;
 use crate::trust::Signer;
@@ -130,6 +130,13 @@ impl Manifest {
                     b.digest
                 )));
             }
+        }
+        // Item names and paths are checked here, after the signature and
+        // before anything is written, so `verify` refuses what `apply` would.
+        crate::items::keyed(&self.ollama, &self.huggingface, &self.oci)
+            .map_err(|e| bad(e.to_string()))?;
+        for (i, r) in self.remove.iter().enumerate() {
+            ItemKey::of_removal(r).map_err(|e| bad(format!("remove[{i}]: {e}")))?;
         }
         Ok(())
     }

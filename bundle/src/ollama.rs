@@ -70,7 +70,7 @@ const MEDIA_TYPE_PARAMS: &str = "application/vnd.ollama.image.params";
 /// a mistake in the spec, not a prompt.
 const MAX_SMALL_FILE: u64 = 16 << 20;
 /// Manifests we read back from the store; Ollama's own are a few KiB.
-const MAX_MANIFEST: u64 = 16 << 20;
+pub const MAX_MANIFEST: u64 = 16 << 20;
 
 /// Parsed model name: "llama3.1:8b" -> host registry.ollama.ai, namespace
 /// library, model llama3.1, tag 8b. Also "ns/model:tag" and
@@ -770,6 +770,35 @@ fn read_store_blob(store: &ContentStore, digest: &Sha256Digest, max: u64) -> Res
     Ok(data)
 }
 
+/// Checks an Ollama manifest (the blob `model.manifest`) against the signed
+/// item: it must parse and name exactly the blobs the item lists. Run on the
+/// bundle's copy before anything is written, and again on the store's.
+pub fn check_manifest(model: &OllamaModel, manifest: &[u8]) -> Result<()> {
+    let what = || format!("Ollama model {:?}", model.name);
+    if manifest.len() as u64 > MAX_MANIFEST {
+        return Err(Error::invalid(
+            what(),
+            format!("manifest is larger than {MAX_MANIFEST} bytes"),
+        ));
+    }
+    let refs: ManifestRefs = serde_json::from_slice(manifest)
+        .map_err(|e| Error::invalid(what(), format!("manifest is not valid: {e}")))?;
+    let mut named = BTreeSet::new();
+    for layer in std::iter::once(&refs.config).chain(&refs.layers) {
+        let digest = Sha256Digest::parse(&layer.digest)
+            .map_err(|e| Error::invalid(what(), format!("manifest: {e}")))?;
+        named.insert(digest);
+    }
+    let listed: BTreeSet<Sha256Digest> = model.blobs.iter().copied().collect();
+    if named != listed {
+        return Err(Error::invalid(
+            what(),
+            "the manifest names other blobs than the item lists",
+        ));
+    }
+    Ok(())
+}
+
 /// A model checked against its manifest and the store, ready to write.
 struct Prepared {
     rel_path: PathBuf,
@@ -788,21 +817,7 @@ fn prepare(store: &ContentStore, model: &OllamaModel) -> Result<Prepared> {
         }
     }
     let manifest = read_store_blob(store, &model.manifest, MAX_MANIFEST)?;
-    let refs: ManifestRefs = serde_json::from_slice(&manifest)
-        .map_err(|e| Error::invalid(what(), format!("manifest is not valid: {e}")))?;
-    let mut named = BTreeSet::new();
-    for layer in std::iter::once(&refs.config).chain(&refs.layers) {
-        let digest = Sha256Digest::parse(&layer.digest)
-            .map_err(|e| Error::invalid(what(), format!("manifest: {e}")))?;
-        named.insert(digest);
-    }
-    let listed: BTreeSet<Sha256Digest> = model.blobs.iter().copied().collect();
-    if named != listed {
-        return Err(Error::invalid(
-            what(),
-            "the manifest names other blobs than the item lists",
-        ));
-    }
+    check_manifest(model, &manifest)?;
     Ok(Prepared {
         rel_path: name.manifest_rel_path(),
         manifest,

@@ -22,12 +22,18 @@ pub struct ContentStore {
 impl ContentStore {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = ContentStore {
-            root: root.to_path_buf(),
-        };
+        let store = Self::open_read_only(root);
         fs::create_dir_all(store.blobs_dir()).at("creating", &store.blobs_dir())?;
         fs::create_dir_all(store.tmp_dir()).at("creating", &store.tmp_dir())?;
         Ok(store)
+    }
+
+    /// Opens the store at `root` for reading only: creates nothing, and a
+    /// store not made yet holds no blob.
+    pub fn open_read_only(root: &Path) -> Self {
+        ContentStore {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -54,7 +60,11 @@ impl ContentStore {
     pub fn digests(&self) -> Result<Vec<Sha256Digest>> {
         let dir = self.blobs_dir();
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).at("listing", &dir)? {
+        let entries = match fs::read_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            r => r.at("listing", &dir)?,
+        };
+        for entry in entries {
             let entry = entry.at("listing", &dir)?;
             // Anything not named like a digest is not ours; leave it alone.
             if let Some(d) = entry

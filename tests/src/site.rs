@@ -172,6 +172,41 @@ impl Site {
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         snapshot(&self.root)
     }
+
+    /// Runs the agent with `args` and `--json`: it must exit `code`, say
+    /// `needle` on stderr (and in its JSON error), and leave every file
+    /// under the node root as it was.
+    pub fn refused(&self, args: &[&str], code: i32, needle: &str) {
+        let before = self.snapshot();
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.agent(&all);
+        assert_eq!(out.code, code, "{args:?}: stderr: {}", out.stderr);
+        assert!(
+            out.stderr.contains(needle),
+            "{args:?}: expected {needle:?} in: {}",
+            out.stderr
+        );
+        assert_eq!(out.json()["error"]["exit_code"], code);
+        assert_unchanged(&before, &self.snapshot(), &format!("{args:?}"));
+    }
+}
+
+/// Panics naming every path that differs between two snapshots.
+pub fn assert_unchanged(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    what: &str,
+) {
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(v))
+        .chain(after.iter().filter(|(k, _)| !before.contains_key(*k)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{what} changed the node's disk: {changed:?}"
+    );
 }
 
 /// The key id from a minisign public key file's comment line.
@@ -266,6 +301,40 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn model_sources(dir: &Path, tag: &str, weights: usize, hf_files: usize) -> String {
     let m = dir.join(format!("src-{tag}"));
     fs::create_dir_all(m.join("hf/onnx")).expect("mkdir");
+    let ollama = ollama_source(dir, tag, &format!("tiny-{tag}:1b"), weights);
+    for i in 0..hf_files {
+        let name = if i == 0 {
+            "onnx/model.onnx".to_string()
+        } else {
+            format!("file-{i}.json")
+        };
+        let data = if i == 0 {
+            noise(i as u64 + 99, 200_000)
+        } else {
+            format!("{{\"tag\":\"{tag}\",\"i\":{i}}}\n")
+                .repeat(50)
+                .into_bytes()
+        };
+        fs::write(m.join("hf").join(name), data).expect("write");
+    }
+    format!(
+        r#"{ollama}
+[[huggingface]]
+repo = "acme/embed-{tag}"
+revision = "{rev}"
+path = "src-{tag}/hf"
+"#,
+        rev = &sha256_hex(tag.as_bytes())[..40]
+    )
+}
+
+/// Sources under `dir/src-TAG` for one Ollama model named `name` (GGUF of
+/// incompressible bytes seeded by `weights`, template, params, system
+/// prompt, licence); returns its `[[ollama]]` table. The model file is
+/// `src-TAG/model.gguf`.
+pub fn ollama_source(dir: &Path, tag: &str, name: &str, weights: usize) -> String {
+    let m = dir.join(format!("src-{tag}"));
+    fs::create_dir_all(&m).expect("mkdir");
     fs::write(
         m.join("model.gguf"),
         gguf("llama", &noise(weights as u64 + 7, weights)),
@@ -287,37 +356,16 @@ pub fn model_sources(dir: &Path, tag: &str, weights: usize, hf_files: usize) -> 
     )
     .expect("write");
     fs::write(m.join("LICENSE"), "Test licence text.\n".repeat(100)).expect("write");
-    for i in 0..hf_files {
-        let name = if i == 0 {
-            "onnx/model.onnx".to_string()
-        } else {
-            format!("file-{i}.json")
-        };
-        let data = if i == 0 {
-            noise(i as u64 + 99, 200_000)
-        } else {
-            format!("{{\"tag\":\"{tag}\",\"i\":{i}}}\n")
-                .repeat(50)
-                .into_bytes()
-        };
-        fs::write(m.join("hf").join(name), data).expect("write");
-    }
     format!(
         r#"
 [[ollama]]
-name = "tiny-{tag}:1b"
+name = "{name}"
 gguf = "src-{tag}/model.gguf"
 template = "src-{tag}/template.tmpl"
 params = "src-{tag}/params.json"
 system = "src-{tag}/system.txt"
 license = "src-{tag}/LICENSE"
-
-[[huggingface]]
-repo = "acme/embed-{tag}"
-revision = "{rev}"
-path = "src-{tag}/hf"
-"#,
-        rev = &sha256_hex(tag.as_bytes())[..40]
+"#
     )
 }
 

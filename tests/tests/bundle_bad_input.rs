@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use owui_bundle::sign::SecretKey;
-use owui_tests::site::{key_id, model_sources, noise, sha256_hex, spec_head, Run, Site};
+use owui_tests::site::{key_id, model_sources, noise, sha256_hex, spec_head, Site};
 use serde_json::{json, Value};
 
 /// A node at generation 1 (bundle A applied), bundle B (sequence 2) ready.
@@ -44,29 +44,9 @@ impl Fixture {
     }
 
     fn refused_by(&self, verbs: &[&str], file: &Path, code: i32, needle: &str) {
-        let before = self.site.snapshot();
         for &verb in verbs {
-            let out: Run = self
-                .site
-                .agent(&["bundle", verb, file.to_str().unwrap(), "--json"]);
-            assert_eq!(out.code, code, "{verb}: stderr: {}", out.stderr);
-            assert!(
-                out.stderr.contains(needle),
-                "{verb}: expected {needle:?} in: {}",
-                out.stderr
-            );
-            assert_eq!(out.json()["error"]["exit_code"], code);
-            let after = self.site.snapshot();
-            let changed: Vec<_> = before
-                .iter()
-                .filter(|(k, v)| after.get(*k) != Some(v))
-                .chain(after.iter().filter(|(k, _)| !before.contains_key(*k)))
-                .collect();
-            assert!(
-                changed.is_empty(),
-                "{verb} {} changed the node's disk: {changed:?}",
-                file.display()
-            );
+            self.site
+                .refused(&["bundle", verb, file.to_str().unwrap()], code, needle);
         }
     }
 
@@ -388,4 +368,179 @@ fn not_enough_space_is_found_before_writing() {
     });
     let _ = std::process::Command::new("umount").arg(&content).status();
     result.unwrap();
+}
+
+/// A signed bundle carrying `blobs` (raw) whose manifest lists `items`
+/// (the `ollama`, `huggingface`, `oci`, `remove` keys), crafted by hand so
+/// that names the builder would refuse reach the node.
+fn with_items(fx: &Fixture, name: &str, items: Value, blobs: &[Vec<u8>]) -> PathBuf {
+    let mut entries = Vec::new();
+    let mut listed = Vec::new();
+    let mut offset = 512;
+    for data in blobs {
+        let hex = sha256_hex(data);
+        listed.push(json!({"digest": format!("sha256:{hex}"), "size": data.len(), "encoding": "raw", "stored_size": data.len(), "offset": offset}));
+        offset += padded(data.len()) + 512;
+        entries.push((format!("blobs/sha256/{hex}"), data.clone()));
+    }
+    let mut m = json!({"format": "owui-bundle/1", "channel": "models", "sequence": 9, "roles": ["gpu"], "created": 0, "blobs": listed});
+    for (k, v) in items.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    let f = fx.site.work.join(name);
+    fs::write(&f, craft(&fx.site.keys.join("owui.key"), &m, &entries)).unwrap();
+    f
+}
+
+#[test]
+fn bad_items_are_refused_by_verify_and_before_any_write() {
+    let fx = fixture();
+    let weights = noise(11, 300_000);
+    let config = b"{\"model_format\":\"gguf\"}".to_vec();
+    let d = |b: &[u8]| format!("sha256:{}", sha256_hex(b));
+    let manifest_of = |layers: &[&[u8]]| {
+        let layers: Vec<Value> = layers
+            .iter()
+            .map(|l| json!({"mediaType": "application/vnd.ollama.image.model", "digest": d(l), "size": l.len()}))
+            .collect();
+        serde_json::to_vec(&json!({"schemaVersion": 2, "config": {"digest": d(&config), "size": config.len()}, "layers": layers})).unwrap()
+    };
+    let good = manifest_of(&[&weights]);
+    let model = |name: &str, manifest: &[u8]| json!({"ollama": [{"name": name, "manifest": d(manifest), "blobs": [d(&config), d(&weights)]}]});
+    let blobs = [good.clone(), config.clone(), weights.clone()];
+    let hf = |repo: &str, path: &str| {
+        json!({"huggingface": [{"repo": repo, "revision": "5617a9f61b028005a4858fdac845db406aefb181", "ref": "main",
+            "files": [{"path": path, "digest": d(&weights), "size": weights.len()}]}]})
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "ollama-dotdot",
+            model("evil/../../x:1b", &good),
+            "Ollama model name",
+        ),
+        (
+            "ollama-space",
+            model("tiny model:1b", &good),
+            "Ollama model name",
+        ),
+        (
+            "hf-repo",
+            hf("acme/../etc", "config.json"),
+            "repo \"acme/../etc\"",
+        ),
+        (
+            "hf-path",
+            hf("acme/embed", "../../../etc/cron.d/x"),
+            "snapshot file",
+        ),
+        (
+            "oci-ref",
+            json!({"oci": [{"ref": "Evil Image:1", "manifest": d(&good), "media_type": "application/vnd.oci.image.manifest.v1+json", "manifest_size": good.len(), "blobs": [d(&config)]}]}),
+            "OCI reference",
+        ),
+        (
+            "remove-name",
+            json!({"remove": [{"ollama": "../../x"}]}),
+            "remove[0]",
+        ),
+        (
+            "twice",
+            json!({"ollama": [
+                {"name": "tiny:1b", "manifest": d(&good), "blobs": [d(&config), d(&weights)]},
+                {"name": "registry.ollama.ai/library/tiny:1b", "manifest": d(&good), "blobs": [d(&config), d(&weights)]}]}),
+            "listed twice",
+        ),
+    ];
+    for (name, items, needle) in cases {
+        let f = with_items(&fx, &format!("{name}.owb"), items, &blobs);
+        fx.refused(&f, 3, needle);
+    }
+    // A well-named model whose Ollama manifest names another layer than
+    // the signed item lists: found in the bundle's copy, before writing.
+    let lying = manifest_of(&[&config]);
+    let f = with_items(
+        &fx,
+        "ollama-lying-manifest.owb",
+        model("tiny:1b", &lying),
+        &[lying.clone(), config, weights],
+    );
+    fx.refused(&f, 3, "names other blobs than the item lists");
+}
+
+#[test]
+fn fifos_and_devices_as_the_bundle_are_refused_at_once() {
+    let fx = fixture();
+    let fifo = fx.site.work.join("bundle.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Should a reader block in open() (the old behaviour), a writer comes
+    // after 20 s so the test fails on its timing instead of hanging.
+    let unblock = fifo.clone();
+    std::thread::spawn(move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(unblock);
+    });
+    for file in [fifo.as_path(), Path::new("/dev/zero")] {
+        let started = std::time::Instant::now();
+        fx.refused(file, 3, "must be a regular file");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{} took {:?}",
+            file.display(),
+            started.elapsed()
+        );
+    }
+}
+
+/// Mounts a tmpfs with `options` on `dir` (empty) for the length of `f`,
+/// unmounting whatever happens.
+fn with_tmpfs(dir: &Path, options: &str, f: impl FnOnce()) {
+    fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let _ = std::process::Command::new("umount").arg(dir).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn generations_on_another_small_filesystem_are_checked_before_writing() {
+    // A fresh node whose bundles directory is its own small filesystem:
+    // the store has room, the generation (blobs copied, not linked) does not.
+    let site = Site::new("gpu");
+    let b = site.pack(
+        "b",
+        &format!(
+            "{}{}",
+            spec_head("models", 1, &["gpu"]),
+            model_sources(&site.work, "b", 1 << 20, 2)
+        ),
+    );
+    let bundles = site.root.join("var/lib/owui/bundles");
+    let apply = ["bundle", "apply", b.to_str().unwrap()];
+    with_tmpfs(&bundles, "size=400k", || {
+        site.refused(&apply, 6, "not enough free space on");
+        site.refused(&apply, 6, "bundles: need");
+    });
+    // Room for the bytes but too few inodes.
+    with_tmpfs(&bundles, "size=64m,nr_inodes=24", || {
+        site.refused(&apply, 6, "inodes");
+    });
+    // Enough of both: the apply goes through, copying across filesystems.
+    with_tmpfs(&bundles, "size=64m", || {
+        site.agent(&apply).ok();
+        site.agent(&["bundle", "check", "--quiet"]).ok();
+    });
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use owui_bundle::oci::{stored_digest, PodmanStore};
 use owui_bundle::Sha256Digest;
 use owui_tests::build_test_oci_layout;
-use owui_tests::site::{model_sources, sha256_hex, spec_head, Site};
+use owui_tests::site::{assert_unchanged, model_sources, sha256_hex, spec_head, Site};
 
 const OCI_REF: &str = "localhost/owui/test-app:1.0";
 
@@ -234,4 +234,54 @@ fn bundles_are_reproducible() {
     let second = fs::read(site.pack("r2", &spec)).unwrap();
     // Ed25519 signatures are deterministic, so the whole file is.
     assert_eq!(sha256_hex(&first), sha256_hex(&second));
+}
+
+/// Runs the read-only verbs against the node; each must succeed and leave
+/// every file under the root as it was.
+fn read_only_verbs_change_nothing(site: &Site, bundle: &Path, when: &str) {
+    let before = site.snapshot();
+    site.agent(&["bundle", "verify", bundle.to_str().unwrap(), "--quiet"])
+        .ok();
+    site.agent(&["bundle", "list"]).ok();
+    site.agent(&["bundle", "have"]).ok();
+    assert_unchanged(&before, &site.snapshot(), when);
+}
+
+#[test]
+fn verify_list_and_have_change_nothing_even_on_a_read_only_root() {
+    let site = Site::new("gpu");
+    let spec = |tag: &str, seq: u64| {
+        format!(
+            "{}{}",
+            spec_head("models", seq, &["gpu"]),
+            model_sources(&site.work, tag, 100_000, 1)
+        )
+    };
+    let a = site.pack("a", &spec("a", 1));
+    let b = site.pack("b", &spec("b", 2));
+    // A fresh node: no content store or bundles directory yet.
+    assert!(!site.root.join("var").exists());
+    read_only_verbs_change_nothing(&site, &a, "on a fresh node");
+    assert!(!site.root.join("var").exists());
+
+    // A node with a generation, its root mounted read-only.
+    site.agent(&["bundle", "apply", a.to_str().unwrap()]).ok();
+    let root = site.root.to_str().unwrap();
+    let mount = |args: &[&str]| {
+        let ok = std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount {args:?} needs root (CI runs as root)");
+    };
+    mount(&["--bind", root, root]);
+    let result = std::panic::catch_unwind(|| {
+        mount(&["-o", "remount,bind,ro", root]);
+        read_only_verbs_change_nothing(&site, &b, "on a read-only root");
+        let refused = site.agent(&["bundle", "apply", b.to_str().unwrap()]);
+        assert_ne!(refused.code, 0, "apply wrote to a read-only root");
+    });
+    let _ = std::process::Command::new("umount").arg(root).status();
+    result.unwrap();
 }

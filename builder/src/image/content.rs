@@ -90,7 +90,7 @@ pub fn prefill(
     let mut trust = TrustStore::load(&trust_dir)?;
     trust.install(&key.public())?;
     let reader = BundleReader::open(&bundle, &trust)?;
-    let applied = apply::apply(&reader, &node, false, progress);
+    let applied = apply::apply(&reader, &node, apply::Forces::default(), progress);
     // containers/storage's overlay driver bind-mounts its own directory and
     // leaves the mount behind when skopeo exits.
     unmount_below(mount)?;

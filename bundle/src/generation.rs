@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::crash;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{fsync_dir, write_atomic};
+use crate::fsutil::{fsync_dir, refuse_unless_real_dir, write_atomic};
 use crate::items::{HfSnapshot, OciImage, OllamaModel};
 
 pub const STATE_FILE: &str = "state.json";
@@ -97,6 +97,8 @@ impl Generations {
         let g = Generations {
             dir: dir.to_path_buf(),
         };
+        refuse_unless_real_dir(&g.generations_dir())?;
+        refuse_unless_real_dir(&g.staging_dir())?;
         fs::create_dir_all(g.generations_dir()).at("creating", &g.generations_dir())?;
         Ok(g)
     }

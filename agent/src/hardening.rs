@@ -2897,6 +2897,19 @@ USER_PERMISSIONS_CHAT_TEMPORARY=False
     }
 
     #[test]
+    fn a_link_to_the_hosts_etc_reads_the_nodes_file() {
+        let n = Node::compliant();
+        // The node's env file is a link to /etc/passwd: the node's own
+        // (holding the compliant settings), never the host's.
+        n.write("/etc/passwd", COMPLIANT_ENV, 0o600);
+        fs::remove_file(n.host(ENV)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", n.host(ENV)).unwrap();
+        let a = n.audit();
+        assert!(a.findings.is_empty(), "{a:#?}");
+        assert!(a.errors.is_empty(), "{a:#?}");
+    }
+
+    #[test]
     fn paths_stay_under_the_root() {
         assert_eq!(
             under_root(Path::new("/r"), Path::new("/etc/owui/x.env")).unwrap(),

@@ -30,6 +30,8 @@ use crate::layout::Root;
 const REQUEST_MAX: u64 = 256;
 /// From accept to the last byte of the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client sends its request at once; one that does not frees its slot.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Connections served at once on each endpoint (units/owui-agent.service
 /// sets LimitNOFILE= far above both).
 const STATUS_CONNECTIONS: usize = 16;
@@ -117,11 +119,13 @@ pub async fn serve(listener: UnixListener, ctx: Context) {
 async fn answer(stream: UnixStream, ctx: Context) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let read = BufReader::new(read.take(REQUEST_MAX))
-        .read_line(&mut line)
-        .await;
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(read.take(REQUEST_MAX)).read_line(&mut line),
+    )
+    .await;
     let reply = match (read, line.trim()) {
-        (Ok(_), "status") => {
+        (Ok(Ok(_)), "status") => {
             match tokio::task::spawn_blocking(move || ctx.doc()).await {
                 Ok(Ok(doc)) => serde_json::to_vec(&doc).unwrap_or_default(),
                 Ok(Err(e)) => serde_json::to_vec(&serde_json::json!({"error": e.to_string()}))
@@ -130,7 +134,7 @@ async fn answer(stream: UnixStream, ctx: Context) {
                     .unwrap_or_default(),
             }
         }
-        (Ok(_), other) => serde_json::to_vec(
+        (Ok(Ok(_)), other) => serde_json::to_vec(
             &serde_json::json!({"error": format!("unknown request {other:?}; send \"status\"")}),
         )
         .unwrap_or_default(),
@@ -158,7 +162,10 @@ pub async fn serve_metrics(listener: TcpListener, ctx: Context) {
 /// the metrics: this endpoint serves nothing else.
 async fn answer_metrics(mut stream: TcpStream, ctx: Context) {
     let mut head = vec![0u8; 4096];
-    if stream.read(&mut head).await.is_err() {
+    if !matches!(
+        tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut head)).await,
+        Ok(Ok(_))
+    ) {
         return;
     }
     let body = {

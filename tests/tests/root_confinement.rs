@@ -5,15 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use owui_tests::site::{model_sources, snapshot, spec_head, Site};
 
-/// A directory beside the node's root, holding something of the host's.
+/// A private directory beside the node's root, holding something of the
+/// host's, and private `secrets/` and `tls/` directories a careless
+/// `secrets init` would fill.
 fn outside(site: &Site) -> (PathBuf, BTreeMap<String, String>) {
     let dir = site.tmp.path().join("outside");
-    fs::create_dir_all(&dir).unwrap();
+    for private in [dir.clone(), dir.join("secrets"), dir.join("tls")] {
+        fs::create_dir_all(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    }
     fs::write(dir.join("host-file"), "the host's own data\n").unwrap();
     let before = snapshot(&dir);
     (dir, before)
@@ -83,7 +88,7 @@ fn secrets_init_through_var_lib_owui_linked_out_of_the_root_stays_inside_it() {
 fn secrets_init_with_etc_owui_tls_linked_out_of_the_root_stays_inside_it() {
     let site = Site::new("app");
     let (out, before) = outside(&site);
-    plant_link(&site, "etc/owui/tls", &out);
+    plant_link(&site, "etc/owui/tls", &out.join("tls"));
     let run = site.agent(&["secrets", "init"]);
     assert_eq!(
         snapshot(&out),
@@ -91,7 +96,7 @@ fn secrets_init_with_etc_owui_tls_linked_out_of_the_root_stays_inside_it() {
         "secrets init wrote outside the root"
     );
     let run = run.ok();
-    assert!(rerooted(&site, &out).join("privkey.pem").is_file());
+    assert!(rerooted(&site, &out.join("tls/privkey.pem")).is_file());
     assert!(
         run.stdout.contains("/etc/owui/tls/privkey.pem"),
         "{}",

@@ -37,8 +37,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const STATUS_CONNECTIONS: usize = 16;
 const METRICS_CONNECTIONS: usize = 16;
 
-fn socket_path(root: &Root, cfg: &DaemonConfig) -> PathBuf {
-    root.host(&cfg.socket)
+/// The socket's own entry (not followed: a stale socket, or whatever else
+/// is there, is replaced, never what a link there points at).
+fn socket_path(root: &Root, cfg: &DaemonConfig) -> Result<PathBuf> {
+    root.resolve_entry(&cfg.socket)
 }
 
 /// The gid of `group` in the node's group file, if it exists.
@@ -53,11 +55,11 @@ fn group_gid(root: &Root, group: &str) -> Option<u32> {
 }
 
 pub fn bind(root: &Root, cfg: &DaemonConfig) -> Result<UnixListener> {
-    let path = socket_path(root, cfg);
+    let path = socket_path(root, cfg)?;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at("creating", dir)?;
     }
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+    if std::os::unix::net::UnixStream::connect(root.host(&cfg.socket)).is_ok() {
         return Err(Error::refused(
             path.display().to_string(),
             "another owui-agent daemon is answering on this socket",
@@ -79,7 +81,9 @@ pub fn bind(root: &Root, cfg: &DaemonConfig) -> Result<UnixListener> {
 }
 
 pub fn remove(root: &Root, cfg: &DaemonConfig) {
-    let _ = fs::remove_file(socket_path(root, cfg));
+    if let Ok(path) = socket_path(root, cfg) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// Serves one accepted connection with `answer` when a slot is free, within

@@ -49,7 +49,9 @@ impl Root {
 
     /// A path of the node's own namespace (absolute, as configs write them),
     /// resolved inside the root, the last component included: what the node
-    /// itself would open. Where it cannot be resolved (a link loop, an
+    /// itself would open. Pass the whole path: a name joined to the result
+    /// afterwards is not resolved, and a link there would be followed by the
+    /// kernel from outside the root. Where it cannot be resolved (a link loop, an
     /// unreadable link), the reason is logged and the path given back is one
     /// no system call accepts (it ends in a NUL byte), so the caller's own
     /// open fails instead of reaching outside the root; callers that can

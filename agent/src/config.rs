@@ -160,17 +160,23 @@ pub fn node(root: &Root) -> Result<(Seed, Node)> {
         .as_deref()
         .map(|o| resolve_owner(root, o))
         .transpose()?;
-    let podman = cfg.podman.map(|p| PodmanStore {
-        driver: p.driver,
-        graph_root: root.host(&p.graph_root),
-        run_root: root.host(&p.run_root),
-    });
+    let podman = cfg
+        .podman
+        .map(|p| -> Result<PodmanStore> {
+            Ok(PodmanStore {
+                driver: p.driver,
+                graph_root: root.resolve(&p.graph_root)?,
+                run_root: root.resolve(&p.run_root)?,
+            })
+        })
+        .transpose()?;
     let node = Node {
         role: seed.role,
-        content_dir: root.host(&cfg.content_dir),
-        bundles_dir: root.host(&cfg.bundles_dir),
-        ollama_dir: root.host(&cfg.ollama_models),
-        huggingface_dir: root.host(&cfg.huggingface_cache),
+        content_dir: root.resolve(&cfg.content_dir)?,
+        bundles_dir: root.resolve(&cfg.bundles_dir)?,
+        // Bundle apply makes these symlinks into `current` itself.
+        ollama_dir: root.resolve_entry(&cfg.ollama_models)?,
+        huggingface_dir: root.resolve_entry(&cfg.huggingface_cache)?,
         podman,
         owner,
         applied_at: None,

@@ -53,9 +53,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::layout::Root;
 
 /// Largest configuration file read (env files, units, redis.conf).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -199,17 +201,13 @@ pub fn audit(root: &Path, cfg: &HardeningConfig) -> Audit {
 // Paths and bounded reads
 // ---------------------------------------------------------------------------
 
-/// A path of the node's namespace taken under `root`: the leading '/' (and
-/// any `.`/`..`) dropped so the result never leaves the root.
-fn under_root(root: &Path, path: &Path) -> PathBuf {
-    let relative: PathBuf = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(part) => Some(part),
-            _ => None,
-        })
-        .collect();
-    root.join(relative)
+/// A path of the node's namespace resolved inside `root` as every agent
+/// path is (symlinks followed, never out of the root: [`Root::resolve`]);
+/// Err(reason) when it cannot be.
+fn under_root(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    Root::new(root)
+        .resolve(path)
+        .map_err(|e| format!("{e}: cannot audit"))
 }
 
 fn io_reason(e: &io::Error) -> String {
@@ -236,7 +234,7 @@ fn open_regular(host: &Path) -> Result<(File, u32), String> {
 
 /// Reads a text file of at most [`MAX_FILE_BYTES`]; also returns its mode.
 fn read_text(root: &Path, path: &Path) -> Result<(String, u32), String> {
-    let (file, mode) = open_regular(&under_root(root, path))?;
+    let (file, mode) = open_regular(&under_root(root, path)?)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -316,7 +314,14 @@ fn audit_secret_paths(
 ) {
     let mut budget = MAX_SECRET_ENTRIES;
     for path in &cfg.secret_files {
-        let host = under_root(root, path);
+        let host = match under_root(root, path) {
+            Ok(host) => host,
+            Err(reason) => {
+                a.errors
+                    .push(format!("secret path {}: {reason}", path.display()));
+                continue;
+            }
+        };
         // The configured path itself may be a link (to a data partition).
         match fs::metadata(&host) {
             Err(e) => a
@@ -764,8 +769,14 @@ fn read_quadlet(root: &Path, path: &Path, a: &mut Audit) -> Option<QuadletUnit> 
     let mut dropin_dir = path.as_os_str().to_owned();
     dropin_dir.push(".d");
     let dropin_dir = PathBuf::from(dropin_dir);
-    match fs::read_dir(under_root(root, &dropin_dir)) {
-        Ok(entries) => {
+    let listing = under_root(root, &dropin_dir).and_then(|dir| match fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_reason(&e)),
+    });
+    match listing {
+        Ok(None) => {}
+        Ok(Some(entries)) => {
             let mut names: Vec<OsString> = entries
                 .filter_map(|entry| entry.ok().map(|e| e.file_name()))
                 .filter(|name| Path::new(name).extension().is_some_and(|ext| ext == "conf"))
@@ -788,11 +799,9 @@ fn read_quadlet(root: &Path, path: &Path, a: &mut Audit) -> Option<QuadletUnit> 
                 }
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => a.errors.push(format!(
-            "quadlet drop-ins {}: {}",
-            dropin_dir.display(),
-            io_reason(&e)
+        Err(reason) => a.errors.push(format!(
+            "quadlet drop-ins {}: {reason}",
+            dropin_dir.display()
         )),
     }
     Some(unit)
@@ -982,7 +991,7 @@ fn audit_environment(
         match read_text(root, path) {
             Ok((text, mode)) => {
                 // The guide's `chmod 600 .env` (line 767).
-                if mode_checked.insert(under_root(root, path)) {
+                if under_root(root, path).is_ok_and(|host| mode_checked.insert(host)) {
                     check_secret_mode(a, path, mode);
                 }
                 let (lines, problems) = parse_env_text(&text);
@@ -1636,7 +1645,7 @@ fn read_listeners(
     listeners: &mut BTreeMap<u16, BTreeSet<SocketAddr>>,
     a: &mut Audit,
 ) -> Result<(), String> {
-    let (file, _) = open_regular(&under_root(root, path))?;
+    let (file, _) = open_regular(&under_root(root, path)?)?;
     let mut reader = BufReader::new(file.take(MAX_PROC_BYTES));
     let mut line = String::new();
     let mut total = 0u64;
@@ -1844,7 +1853,7 @@ ENABLE_PERSISTENT_CONFIG=True
         }
 
         fn host(&self, ns: &str) -> PathBuf {
-            under_root(self.root(), Path::new(ns))
+            under_root(self.root(), Path::new(ns)).unwrap()
         }
 
         fn write(&self, ns: &str, text: &str, mode: u32) {
@@ -2888,17 +2897,30 @@ USER_PERMISSIONS_CHAT_TEMPORARY=False
     }
 
     #[test]
+    fn a_link_to_the_hosts_etc_reads_the_nodes_file() {
+        let n = Node::compliant();
+        // The node's env file is a link to /etc/passwd: the node's own
+        // (holding the compliant settings), never the host's.
+        n.write("/etc/passwd", COMPLIANT_ENV, 0o600);
+        fs::remove_file(n.host(ENV)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", n.host(ENV)).unwrap();
+        let a = n.audit();
+        assert!(a.findings.is_empty(), "{a:#?}");
+        assert!(a.errors.is_empty(), "{a:#?}");
+    }
+
+    #[test]
     fn paths_stay_under_the_root() {
         assert_eq!(
-            under_root(Path::new("/r"), Path::new("/etc/owui/x.env")),
+            under_root(Path::new("/r"), Path::new("/etc/owui/x.env")).unwrap(),
             Path::new("/r/etc/owui/x.env")
         );
         assert_eq!(
-            under_root(Path::new("/r"), Path::new("/etc/../../x")),
-            Path::new("/r/etc/x")
+            under_root(Path::new("/r"), Path::new("/etc/../../x")).unwrap(),
+            Path::new("/r/x")
         );
         assert_eq!(
-            under_root(Path::new("/r"), Path::new("relative")),
+            under_root(Path::new("/r"), Path::new("relative")).unwrap(),
             Path::new("/r/relative")
         );
     }

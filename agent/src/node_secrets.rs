@@ -48,62 +48,48 @@ pub struct Report {
 }
 
 /// The random values the env files are made from, each in its own file so
-/// that every env file that needs one agrees on it.
+/// that every env file that needs one agrees on it. Files are named by
+/// their path on the node (what the report shows) and reached through the
+/// root, so a link on a mounted disk cannot lead outside it.
 struct Secrets<'a> {
     root: &'a Root,
-    dir: PathBuf,
     report: Report,
 }
 
 impl Secrets<'_> {
-    /// The value in `<dir>/<name>`, made (48 hex digits, 192 bits) if absent.
+    /// The value in `/etc/owui/secrets/<name>`, made (48 hex digits, 192
+    /// bits) if absent.
     fn value(&mut self, name: &str) -> Result<String> {
-        let path = self.dir.join(name);
+        let node_path = Path::new(SECRETS_DIR).join(name);
+        let path = self.root.resolve(&node_path)?;
         if let Some(value) = read_value(&path)? {
-            self.note_kept(&path);
+            self.report.kept.push(node_path);
             return Ok(value);
         }
         let mut bytes = [0u8; 24];
         OsRng.fill_bytes(&mut bytes);
         let value = hex::encode(bytes);
         write_atomic(&path, format!("{value}\n").as_bytes(), 0o600)?;
-        self.note_created(&path);
+        self.report.created.push(node_path);
         Ok(value)
     }
 
-    /// Writes `<dir>/<name>` from `render` unless it exists.
+    /// Writes `/etc/owui/secrets/<name>` from `render` unless it exists.
     fn env_file(
         &mut self,
         name: &str,
         render: impl FnOnce(&mut Self) -> Result<String>,
     ) -> Result<()> {
-        let path = self.dir.join(name);
+        let node_path = Path::new(SECRETS_DIR).join(name);
+        let path = self.root.resolve(&node_path)?;
         if read_private(&path)?.is_some() {
-            self.note_kept(&path);
+            self.report.kept.push(node_path);
             return Ok(());
         }
         let text = render(self)?;
         write_atomic(&path, text.as_bytes(), 0o600)?;
-        self.note_created(&path);
+        self.report.created.push(node_path);
         Ok(())
-    }
-
-    fn note_created(&mut self, host: &Path) {
-        let shown = self.shown(host);
-        self.report.created.push(shown);
-    }
-
-    fn note_kept(&mut self, host: &Path) {
-        let shown = self.shown(host);
-        self.report.kept.push(shown);
-    }
-
-    /// The node's own path of a file under the root, for the report.
-    fn shown(&self, host: &Path) -> PathBuf {
-        match host.strip_prefix(self.root.path()) {
-            Ok(rel) => Path::new("/").join(rel),
-            Err(_) => host.to_path_buf(),
-        }
     }
 }
 
@@ -179,22 +165,25 @@ fn serves_database(role: Role) -> bool {
 /// Refuses, before anything is written, a secrets directory or file others
 /// can read, and half a TLS key pair.
 fn precheck(root: &Root, role: Role) -> Result<()> {
-    for dir in [SECRETS_DIR, TLS_DIR] {
-        let dir = root.host(Path::new(dir));
+    for node_dir in [SECRETS_DIR, TLS_DIR] {
+        let dir = root.resolve(Path::new(node_dir))?;
         if !dir.exists() {
             continue;
         }
         private_dir(&dir)?;
         for entry in fs::read_dir(&dir).at("reading", &dir)? {
-            let path = entry.at("reading", &dir)?.path();
+            let name = entry.at("reading", &dir)?.file_name();
+            let path = root.resolve(&Path::new(node_dir).join(name))?;
             if path.is_file() {
                 read_private(&path)?;
             }
         }
     }
     if serves_web(role) {
-        let dir = root.host(Path::new(TLS_DIR));
-        if dir.join("fullchain.pem").exists() != dir.join("privkey.pem").exists() {
+        let dir = root.resolve(Path::new(TLS_DIR))?;
+        let chain = root.resolve(&Path::new(TLS_DIR).join("fullchain.pem"))?;
+        let key = root.resolve(&Path::new(TLS_DIR).join("privkey.pem"))?;
+        if chain.exists() != key.exists() {
             return Err(Error::invalid(
                 dir.display().to_string(),
                 "holds only one of fullchain.pem and privkey.pem: put both there, or remove the other to make new ones",
@@ -208,11 +197,9 @@ fn precheck(root: &Root, role: Role) -> Result<()> {
 pub fn init(root: &Root) -> Result<Report> {
     let seed = config::load_seed(root)?;
     precheck(root, seed.role)?;
-    let dir = root.host(Path::new(SECRETS_DIR));
-    private_dir(&dir)?;
+    private_dir(&root.resolve(Path::new(SECRETS_DIR))?)?;
     let mut s = Secrets {
         root,
-        dir,
         report: Report {
             node: seed.node.clone(),
             role: seed.role.as_str().to_string(),
@@ -274,25 +261,29 @@ fn open_webui_env(s: &mut Secrets<'_>, node: &str) -> Result<String> {
 /// node-local CA (its key is thrown away once it has signed) and a server
 /// certificate for the node's name and loopback.
 fn tls(s: &mut Secrets<'_>, node: &str) -> Result<()> {
-    let dir = s.root.host(Path::new(TLS_DIR));
-    private_dir(&dir)?;
-    let chain = dir.join("fullchain.pem");
-    let key = dir.join("privkey.pem");
-    let ca = dir.join("ca.pem");
+    private_dir(&s.root.resolve(Path::new(TLS_DIR))?)?;
+    let node_path = |file: &str| Path::new(TLS_DIR).join(file);
+    let (chain, key, ca) = (
+        node_path("fullchain.pem"),
+        node_path("privkey.pem"),
+        node_path("ca.pem"),
+    );
+    let (chain_at, key_at, ca_at) = (
+        s.root.resolve(&chain)?,
+        s.root.resolve(&key)?,
+        s.root.resolve(&ca)?,
+    );
     // precheck() refused half a pair.
-    if chain.exists() {
-        s.note_kept(&chain);
-        s.note_kept(&key);
+    if chain_at.exists() {
+        s.report.kept.extend([chain, key]);
         return Ok(());
     }
     let made = issue(node).map_err(|e| Error::invalid("TLS certificate", e.to_string()))?;
     // The key first: a chain without its key would be taken for a site's.
-    write_atomic(&ca, made.ca_pem.as_bytes(), 0o600)?;
-    write_atomic(&key, made.key_pem.as_bytes(), 0o600)?;
-    write_atomic(&chain, made.chain_pem.as_bytes(), 0o600)?;
-    for path in [&ca, &key, &chain] {
-        s.note_created(path);
-    }
+    write_atomic(&ca_at, made.ca_pem.as_bytes(), 0o600)?;
+    write_atomic(&key_at, made.key_pem.as_bytes(), 0o600)?;
+    write_atomic(&chain_at, made.chain_pem.as_bytes(), 0o600)?;
+    s.report.created.extend([ca, key, chain]);
     s.report.tls_ca_sha256 = Some(made.ca_sha256);
     Ok(())
 }

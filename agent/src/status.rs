@@ -6,6 +6,7 @@
 //! states with their history; without it, this command runs every check of
 //! the node's role itself, once, concurrently, and says so.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
@@ -202,7 +203,11 @@ struct Paint {
 
 impl Paint {
     fn state(&self, s: State) -> String {
-        let word = s.as_str();
+        self.word(s, s.as_str())
+    }
+
+    /// `word` in the colour of state `s`.
+    fn word(&self, s: State, word: &str) -> String {
         if !self.colour {
             return word.to_string();
         }
@@ -216,15 +221,40 @@ impl Paint {
     }
 }
 
-/// The table an operator reads; `colour` only on a terminal.
+/// Text from the node (a service's reply, a file's line, a path) as the
+/// terminal shows it: control characters (C0, DEL, C1: ESC, CR, BEL, a
+/// newline…) and the bidirectional overrides written as escapes (`\u{1b}`,
+/// `\r`, `\u{9b}`), so no value can move the cursor, clear the screen,
+/// reorder the text or forge a line of the table. Other text, UTF-8
+/// included, stays as it is; `--json` keeps the exact text.
+fn shown(text: &str) -> Cow<'_, str> {
+    let hidden =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The table an operator reads; `colour` only on a terminal. Every value
+/// from the node goes through [`shown`].
 pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result<()> {
     let p = Paint { colour };
     writeln!(
         out,
         "node {}  role {}  overall {}",
-        doc.node,
+        shown(&doc.node),
         doc.role,
-        p.state(doc.overall).to_uppercase()
+        // Upper case before painting: "\x1b[31;1M" would delete lines.
+        p.word(doc.overall, &doc.overall.as_str().to_uppercase())
     )?;
     writeln!(
         out,
@@ -235,12 +265,12 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
             "not running"
         }
     )?;
-    writeln!(out, "  {}", doc.daemon.detail)?;
+    writeln!(out, "  {}", shown(&doc.daemon.detail))?;
     writeln!(out)?;
     let name_w = doc
         .checks
         .iter()
-        .map(|c| c.name.len())
+        .map(|c| shown(&c.name).chars().count())
         .max()
         .unwrap_or(5)
         .max(5);
@@ -255,11 +285,11 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
         writeln!(
             out,
             "{:<name_w$}  {:<8}  {}{pad}  {:<20}  {}",
-            c.name,
-            c.kind,
+            shown(&c.name),
+            shown(&c.kind),
             p.state(c.state),
-            c.since,
-            c.detail
+            shown(&c.since),
+            shown(&c.detail)
         )?;
     }
     writeln!(out)?;
@@ -267,7 +297,7 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
         (Some(g), Some(a)) => writeln!(
             out,
             "bundles   generation {g}; last applied {} seq {} ({}){}",
-            a.channel,
+            shown(&a.channel),
             a.sequence,
             a.bundle,
             if a.downgrade_forced {
@@ -277,18 +307,30 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
             }
         )?,
         _ => match &doc.bundles.error {
-            Some(e) => writeln!(out, "bundles   unreadable: {e}")?,
+            Some(e) => writeln!(out, "bundles   unreadable: {}", shown(e))?,
             None => writeln!(out, "bundles   none applied")?,
         },
     }
     if let Some(g) = &doc.gpu {
-        writeln!(out, "{:<9} {}: {}", "gpu", p.state(g.state), g.detail)?;
+        writeln!(
+            out,
+            "{:<9} {}: {}",
+            "gpu",
+            p.state(g.state),
+            shown(&g.detail)
+        )?;
         if g.drained.is_some() {
             writeln!(out, "          this node is DRAINED: routing takes it out")?;
         }
     }
     if let Some(s) = &doc.backups {
-        writeln!(out, "{:<9} {}: {}", "backups", p.state(s.state), s.detail)?;
+        writeln!(
+            out,
+            "{:<9} {}: {}",
+            "backups",
+            p.state(s.state),
+            shown(&s.detail)
+        )?;
     }
     if doc.hardening.findings.is_empty() {
         writeln!(
@@ -306,12 +348,81 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
             writeln!(
                 out,
                 "  {}: expected {}, found {} ({})",
-                f.item, f.expected, f.found, f.source
+                shown(&f.item),
+                shown(&f.expected),
+                shown(&f.found),
+                shown(&f.source)
             )?;
         }
     }
     for e in &doc.hardening.errors {
-        writeln!(out, "  could not audit: {e}")?;
+        writeln!(out, "  could not audit: {}", shown(e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clears the screen, returns the cursor, rings the bell, a C1 CSI,
+    /// a forged line and a right-to-left override, around readable UTF-8.
+    const HOSTILE: &str = "é 日本\u{1b}[2J\rhealthy\u{7}\u{9b}31m\nredis healthy\u{202e}ok";
+    const SHOWN: &str = "é 日本\\u{1b}[2J\\rhealthy\\u{7}\\u{9b}31m\\nredis healthy\\u{202e}ok";
+
+    /// A document with the hostile text in every string the table shows.
+    fn hostile_doc() -> StatusDoc {
+        let h = HOSTILE;
+        let check = serde_json::json!({
+            "name": h, "kind": h, "state": "failed", "since": h, "detail": h,
+            "last_error": h, "duration_ms": 1,
+        });
+        serde_json::from_value(serde_json::json!({
+            "schema": SCHEMA, "node": h, "role": "allinone", "overall": "failed",
+            "daemon": {"running": true, "detail": h},
+            "checks": [check.clone(), check],
+            "gpu": {"state": "failed", "detail": h, "drained": null,
+                    "driver_version": null, "source": null, "gpus": []},
+            "bundles": {"error": null, "generation": 3, "channels": {},
+                        "last_applied": {"channel": h, "sequence": 2,
+                            "bundle": format!("sha256:{}", "ab".repeat(32)),
+                            "signed_by": h, "applied_at": 0}},
+            "backups": {"state": "unknown", "detail": h},
+            "hardening": {"findings": [{"item": h, "expected": h, "found": h,
+                                        "severity": "fail", "source": h}],
+                          "checked": [h], "errors": [h]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_table_escapes_control_characters_and_json_keeps_the_exact_text() {
+        let doc = hostile_doc();
+        let mut out = Vec::new();
+        render(&doc, &mut out, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let controls: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && (c.is_control() || ('\u{202a}'..='\u{2069}').contains(&c)))
+            .collect();
+        assert!(controls.is_empty(), "{controls:?} in:\n{text}");
+        // One line per row: a newline in a value forges none.
+        assert_eq!(text.lines().count(), 14, "{text}");
+        assert!(text.contains(SHOWN), "{text}");
+        assert!(text.contains("é 日本"), "UTF-8 stays readable: {text}");
+        // Colour adds only the renderer's own SGR codes around states.
+        let mut coloured = Vec::new();
+        render(&doc, &mut coloured, true).unwrap();
+        let coloured = String::from_utf8(coloured).unwrap();
+        assert_eq!(
+            coloured
+                .replace("\u{1b}[31;1m", "")
+                .replace("\u{1b}[90m", "")
+                .replace("\u{1b}[0m", ""),
+            text
+        );
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["checks"][0]["detail"], HOSTILE);
+        assert_eq!(json["hardening"]["findings"][0]["found"], HOSTILE);
+    }
 }

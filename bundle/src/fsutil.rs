@@ -52,6 +52,26 @@ pub fn read_regular_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>>
     Ok(out)
 }
 
+/// Refuses a store's own subdirectory (`blobs/`, `tmp/`, `generations/`,
+/// `staging/`) that exists as anything but a real directory: a symlink
+/// planted there would send the store's writes elsewhere. Absent is fine
+/// (the store makes it).
+pub fn refuse_unless_real_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => Err(Error::refused(
+            path.display().to_string(),
+            if meta.file_type().is_symlink() {
+                "is a symbolic link; the store's own directories must be real directories (remove the link)"
+            } else {
+                "is not a directory; the store's own directories must be real directories"
+            },
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).at("reading", path),
+    }
+}
+
 /// Makes a directory's entries (renames, new files) durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -117,6 +137,24 @@ mod tests {
             .contains("11 bytes"));
         fs::write(&big, b"ok").unwrap();
         assert_eq!(read_regular_capped(&big, 10, "a key").unwrap(), b"ok");
+    }
+
+    #[test]
+    fn own_directories_must_be_real() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(refuse_unless_real_dir(&real).is_ok());
+        assert!(refuse_unless_real_dir(&dir.path().join("absent")).is_ok());
+        for p in [&link, &file] {
+            let err = refuse_unless_real_dir(p).unwrap_err();
+            assert_eq!(err.exit_code(), 5, "{err}");
+            assert!(err.to_string().contains(&*p.to_string_lossy()), "{err}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::crash;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{fsync_dir, write_atomic};
+use crate::fsutil::{fsync_dir, refuse_unless_real_dir, write_atomic};
 use crate::items::{HfSnapshot, Installed, ItemKey, OciImage, OllamaModel};
 
 pub const STATE_FILE: &str = "state.json";
@@ -124,6 +124,8 @@ impl Generations {
     /// Opens the generations under `dir`, creating the directories.
     pub fn open(dir: &Path) -> Result<Self> {
         let g = Self::open_read_only(dir);
+        refuse_unless_real_dir(&g.generations_dir())?;
+        refuse_unless_real_dir(&g.staging_dir())?;
         fs::create_dir_all(g.generations_dir()).at("creating", &g.generations_dir())?;
         Ok(g)
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{HashingWriter, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::fsync_dir;
+use crate::fsutil::{fsync_dir, refuse_unless_real_dir};
 
 #[derive(Debug, Clone)]
 pub struct ContentStore {
@@ -23,6 +23,9 @@ impl ContentStore {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Self> {
         let store = Self::open_read_only(root);
+        for own in ["blobs", "blobs/sha256", "tmp"] {
+            refuse_unless_real_dir(&store.root.join(own))?;
+        }
         fs::create_dir_all(store.blobs_dir()).at("creating", &store.blobs_dir())?;
         fs::create_dir_all(store.tmp_dir()).at("creating", &store.tmp_dir())?;
         Ok(store)

@@ -229,3 +229,95 @@ fn daemon_refuses_to_start_on_a_bad_config() {
         run.stderr
     );
 }
+
+/// Opened by user nobody: idle connections to the metrics port, held open
+/// (with the old daemon, 1100 of them made `status` queries fail).
+const IDLE_FLOOD: &str = "for i in $(seq 1 1100); do exec {fd}<>/dev/tcp/127.0.0.1/$0 || exit 1; done; echo open; exec sleep 120";
+
+#[test]
+fn idle_connections_past_the_cap_leave_status_answering() {
+    let site = Site::new("db");
+    let metrics_port = free_port();
+    fs::write(
+        site.root.join("etc/owui/agent.toml"),
+        format!(
+            "[health]\ninterval_s = 1\ntimeout_s = 1\nredis = \"127.0.0.1:1\"\n\
+             postgres = \"host=127.0.0.1 port=1 user=postgres\"\ndisks = [\"/\"]\n\
+             [daemon]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(site.root.join("proc")).unwrap();
+    fs::write(
+        site.root.join("proc/meminfo"),
+        "MemTotal: 1000 kB\nMemAvailable: 900 kB\n",
+    )
+    .unwrap();
+    // Few file descriptors: a flood the caps did not stop would use them up.
+    let _agent = Agent(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 256 && exec \"$0\" --root \"$1\" run"])
+            .arg(bin("owui-agent"))
+            .arg(&site.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while site.agent(&["status", "--json"]).json()["daemon"]["running"] != true {
+        assert!(started.elapsed() < Duration::from_secs(30), "no daemon");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Root lifts the limit, then the flood runs as nobody.
+    let mut flood = Agent(
+        Command::new("sh")
+            .args([
+                "-c",
+                "ulimit -n 4096 && exec setpriv --reuid=nobody --regid=nogroup --clear-groups bash -c \"$0\" \"$1\"",
+                IDLE_FLOOD,
+                &metrics_port.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut open = [0u8; 5];
+    flood
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut open)
+        .expect("the flood's connections open");
+    assert_eq!(&open, b"open\n");
+
+    // Answered by the daemon, not by the command's own fallback run, and at
+    // once (the old daemon, out of descriptors, answered, if at all, only
+    // when its idle clients timed out).
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let doc = site.agent(&["status", "--json"]).json();
+        let took = asked.elapsed();
+        assert_eq!(doc["daemon"]["running"], true, "{doc}");
+        assert!(took < Duration::from_secs(2), "status took {took:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // The flood over, the metrics endpoint answers again.
+    drop(flood);
+    let started = Instant::now();
+    let metrics = loop {
+        let mut text = String::new();
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) {
+            let _ = std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n");
+            let _ = conn.read_to_string(&mut text);
+        }
+        if text.contains("owui_node_info") || started.elapsed() > Duration::from_secs(15) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(metrics.contains("owui_node_info"), "{metrics}");
+}

@@ -180,3 +180,49 @@ fn bad_config_is_refused_naming_file_line_and_key() {
         run.stderr
     );
 }
+
+#[test]
+fn a_reply_with_terminal_controls_is_escaped_in_the_table_and_exact_in_json() {
+    // Ollama's version string reaches the check's detail as it was sent:
+    // ESC (clear screen), CR, BEL and a C1 control (CSI), around UTF-8.
+    let web = FakeHttp::start();
+    web.route(
+        "/api/version",
+        Answer::Reply(
+            200,
+            r#"{"version":"0.9 é\u001b[2J\rfine\u0007\u009b31m"}"#.into(),
+        ),
+    );
+    let site = app_node(&web);
+    site.write_seed("gpu");
+    fs::write(
+        site.root.join("etc/owui/agent.toml"),
+        format!(
+            "[health]\nollama_url = \"{}\"\ntimeout_s = 2\ndisks = [\"/\"]\n",
+            web.url()
+        ),
+    )
+    .unwrap();
+
+    let doc = site.agent(&["status", "--json"]).json();
+    assert_eq!(
+        check(&doc, "ollama")["detail"],
+        "version 0.9 é\u{1b}[2J\rfine\u{7}\u{9b}31m",
+        "{doc}"
+    );
+
+    let table = site.agent(&["status"]).stdout;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ollama "))
+        .unwrap_or_else(|| panic!("no ollama row in:\n{table}"));
+    assert!(
+        row.ends_with("version 0.9 é\\u{1b}[2J\\rfine\\u{7}\\u{9b}31m"),
+        "{row}"
+    );
+    let raw: Vec<char> = table
+        .chars()
+        .filter(|&c| c != '\n' && c.is_control())
+        .collect();
+    assert!(raw.is_empty(), "{raw:?} reached the terminal:\n{table}");
+}

@@ -1,15 +1,25 @@
 //! The local API: a unix socket (root and the admin group, mode 0660) that
 //! answers `status` with the status document, and the Prometheus endpoint.
+//!
+//! Each endpoint serves at most a fixed number of connections at once and
+//! closes any beyond that as soon as it is accepted; each connection has a
+//! few seconds from accept to the end of its answer. Idle clients (any local
+//! user can reach the metrics port) therefore hold a bounded number of the
+//! daemon's file descriptors, well under the unit's `LimitNOFILE=`, and one
+//! endpoint's flood never takes the other's slots.
 
 use std::fs;
+use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 use super::{metrics, Context};
 use crate::config::DaemonConfig;
@@ -18,10 +28,19 @@ use crate::layout::Root;
 
 /// A request is one short line; anything longer is not one.
 const REQUEST_MAX: u64 = 256;
+/// From accept to the last byte of the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client sends its request at once; one that does not frees its slot.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections served at once on each endpoint (units/owui-agent.service
+/// sets LimitNOFILE= far above both).
+const STATUS_CONNECTIONS: usize = 16;
+const METRICS_CONNECTIONS: usize = 16;
 
-fn socket_path(root: &Root, cfg: &DaemonConfig) -> PathBuf {
-    root.host(&cfg.socket)
+/// The socket's own entry (not followed: a stale socket, or whatever else
+/// is there, is replaced, never what a link there points at).
+fn socket_path(root: &Root, cfg: &DaemonConfig) -> Result<PathBuf> {
+    root.resolve_entry(&cfg.socket)
 }
 
 /// The gid of `group` in the node's group file, if it exists.
@@ -36,11 +55,11 @@ fn group_gid(root: &Root, group: &str) -> Option<u32> {
 }
 
 pub fn bind(root: &Root, cfg: &DaemonConfig) -> Result<UnixListener> {
-    let path = socket_path(root, cfg);
+    let path = socket_path(root, cfg)?;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at("creating", dir)?;
     }
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+    if std::os::unix::net::UnixStream::connect(root.host(&cfg.socket)).is_ok() {
         return Err(Error::refused(
             path.display().to_string(),
             "another owui-agent daemon is answering on this socket",
@@ -62,15 +81,37 @@ pub fn bind(root: &Root, cfg: &DaemonConfig) -> Result<UnixListener> {
 }
 
 pub fn remove(root: &Root, cfg: &DaemonConfig) {
-    let _ = fs::remove_file(socket_path(root, cfg));
+    if let Ok(path) = socket_path(root, cfg) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Serves one accepted connection with `answer` when a slot is free, within
+/// [`CLIENT_TIMEOUT`]; closes it at once when all `slots` are taken.
+fn admit<S, F>(slots: &Arc<Semaphore>, endpoint: &str, stream: S, answer: impl FnOnce(S) -> F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match slots.clone().try_acquire_owned() {
+        Ok(slot) => {
+            let answer = answer(stream);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(CLIENT_TIMEOUT, answer).await;
+                drop(slot);
+            });
+        }
+        Err(_) => {
+            tracing::debug!("{endpoint}: every connection slot is taken; closing a new one");
+            drop(stream);
+        }
+    }
 }
 
 pub async fn serve(listener: UnixListener, ctx: Context) {
+    let slots = Arc::new(Semaphore::new(STATUS_CONNECTIONS));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(answer(stream, ctx.clone()));
-            }
+            Ok((stream, _)) => admit(&slots, "status socket", stream, |s| answer(s, ctx.clone())),
             Err(e) => {
                 tracing::warn!("status socket: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -83,7 +124,7 @@ async fn answer(stream: UnixStream, ctx: Context) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let read = tokio::time::timeout(
-        CLIENT_TIMEOUT,
+        REQUEST_TIMEOUT,
         BufReader::new(read.take(REQUEST_MAX)).read_line(&mut line),
     )
     .await;
@@ -103,36 +144,47 @@ async fn answer(stream: UnixStream, ctx: Context) {
         .unwrap_or_default(),
         _ => return,
     };
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&reply)).await;
+    let _ = write.write_all(&reply).await;
 }
 
 pub async fn serve_metrics(listener: TcpListener, ctx: Context) {
+    let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            // Read the request head (bounded), then answer whatever was asked
-            // with the metrics: this endpoint serves nothing else.
-            let mut head = vec![0u8; 4096];
-            let _ = tokio::time::timeout(CLIENT_TIMEOUT, stream.read(&mut head)).await;
-            let body = {
-                let s = ctx.lock();
-                metrics::render(
-                    &ctx.seed.node,
-                    ctx.seed.role.as_str(),
-                    overall(s.checks.iter().map(|c| &c.state)),
-                    &s.checks,
-                    s.audit.findings.len(),
-                )
-            };
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tokio::time::timeout(CLIENT_TIMEOUT, stream.write_all(reply.as_bytes())).await;
-        });
+        match listener.accept().await {
+            Ok((stream, _)) => admit(&slots, "metrics endpoint", stream, |s| {
+                answer_metrics(s, ctx.clone())
+            }),
+            Err(e) => {
+                tracing::warn!("metrics endpoint: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
+}
+
+/// Reads the request head (bounded), then answers whatever was asked with
+/// the metrics: this endpoint serves nothing else.
+async fn answer_metrics(mut stream: TcpStream, ctx: Context) {
+    let mut head = vec![0u8; 4096];
+    if !matches!(
+        tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut head)).await,
+        Ok(Ok(_))
+    ) {
+        return;
+    }
+    let body = {
+        let s = ctx.lock();
+        metrics::render(
+            &ctx.seed.node,
+            ctx.seed.role.as_str(),
+            overall(s.checks.iter().map(|c| &c.state)),
+            &s.checks,
+            s.audit.findings.len(),
+        )
+    };
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
 }

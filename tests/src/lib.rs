@@ -6,6 +6,7 @@ pub mod image;
 pub mod nginx;
 pub mod nspawn;
 pub mod pki;
+pub mod postgres;
 pub mod qemu;
 pub mod redis;
 pub mod site;
@@ -17,6 +18,15 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// `N` distinct loopback ports nobody listens on right now (all held open
+/// together while chosen, so no two are the same).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+}
 
 /// Writes `data` as a blob of the layout at `dir`; returns `sha256:<hex>`.
 fn put_blob(dir: &Path, data: &[u8]) -> io::Result<String> {

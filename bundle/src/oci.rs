@@ -76,7 +76,7 @@ impl PodmanStore {
     }
 
     /// The global podman options that select this store.
-    fn podman(&self) -> Cmd {
+    pub fn podman(&self) -> Cmd {
         Cmd::new("podman")
             .arg("--root")
             .arg(&self.graph_root)
@@ -827,6 +827,9 @@ fn is_not_found(detail: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    //! Without external tools. Against real skopeo and podman:
+    //! `tests/tests/podman_import.rs`.
+
     use super::*;
     use std::io::Write;
 
@@ -1256,97 +1259,5 @@ mod tests {
             err.to_string().contains("not in the content store"),
             "{err}"
         );
-    }
-
-    fn require_tool(tool: &str) {
-        if let Err(e) = Cmd::new(tool).arg("--version").output() {
-            panic!("{tool} is needed for this test and is not usable ({e}); .ci/run installs it");
-        }
-    }
-
-    /// The node path against real skopeo and podman: pack, store, layout,
-    /// import, and podman reports the digest that was packed.
-    #[test]
-    fn imports_into_podman_storage_with_digests_preserved() {
-        require_tool("skopeo");
-        require_tool("podman");
-        let src = tempfile::tempdir().unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let node = tempfile::tempdir().unwrap();
-        let ref_a = "registry.example/owui/hello:v1";
-        let ref_b = "registry.example/owui/hello-alias:v1";
-        layout(src.path(), &[(Some(ref_a), "hello from a test image")]);
-        let store = ContentStore::open(&node.path().join("store")).unwrap();
-        let (a, blobs) = pack(&spec(ref_a, src.path()), scratch.path()).unwrap();
-        crate::store::commit_packed(&store, &blobs);
-        // Same image under a second name, to check removal only untags.
-        let b = OciImage {
-            reference: ref_b.to_string(),
-            ..a.clone()
-        };
-        let dest = node.path().join("layout");
-        write_layout(&store, &[a.clone(), b.clone()], &dest).unwrap();
-
-        let podman = PodmanStore {
-            driver: "vfs".into(),
-            graph_root: node.path().join("graph"),
-            run_root: node.path().join("run"),
-        };
-        assert_eq!(stored_digest(ref_a, &podman).unwrap(), None);
-        import(&dest, &[a.clone(), b.clone()], &podman).unwrap();
-        assert_eq!(stored_digest(ref_a, &podman).unwrap(), Some(a.manifest));
-        assert_eq!(stored_digest(ref_b, &podman).unwrap(), Some(a.manifest));
-        // A second run finds both and copies nothing.
-        import(&dest, &[a.clone(), b.clone()], &podman).unwrap();
-
-        let listing = podman
-            .podman()
-            .args([
-                "images",
-                "--digests",
-                "--format",
-                "{{.Repository}}:{{.Tag}} {{.Digest}}",
-            ])
-            .output()
-            .unwrap();
-        let listing = String::from_utf8(listing).unwrap();
-        assert!(
-            listing.contains(&format!("{ref_a} {}", a.manifest)),
-            "{listing}"
-        );
-        // No staging directory is left in the graph root.
-        assert!(fs::read_dir(&podman.graph_root).unwrap().all(|e| !e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with(".owui-")));
-
-        // Removing one name of an image shared by two only untags it.
-        remove(ref_b, &podman).unwrap();
-        assert_eq!(stored_digest(ref_b, &podman).unwrap(), None);
-        assert_eq!(stored_digest(ref_a, &podman).unwrap(), Some(a.manifest));
-
-        // A newer image under a name replaces it there; the other name
-        // (copied again) keeps the old image.
-        let src2 = tempfile::tempdir().unwrap();
-        layout(src2.path(), &[(Some(ref_a), "a newer test image")]);
-        let (a2, blobs) = pack(&spec(ref_a, src2.path()), scratch.path()).unwrap();
-        crate::store::commit_packed(&store, &blobs);
-        write_layout(&store, &[a2.clone(), b.clone()], &dest).unwrap();
-        import(&dest, &[a2.clone(), b.clone()], &podman).unwrap();
-        assert_eq!(stored_digest(ref_a, &podman).unwrap(), Some(a2.manifest));
-        assert_eq!(stored_digest(ref_b, &podman).unwrap(), Some(a.manifest));
-
-        remove(ref_b, &podman).unwrap();
-        assert_eq!(stored_digest(ref_b, &podman).unwrap(), None);
-        remove(ref_a, &podman).unwrap();
-        assert_eq!(stored_digest(ref_a, &podman).unwrap(), None);
-        remove(ref_a, &podman).unwrap();
-        let listing = podman
-            .podman()
-            .args(["images", "--quiet"])
-            .output()
-            .unwrap();
-        assert!(listing.is_empty(), "{}", String::from_utf8_lossy(&listing));
     }
 }

@@ -6,17 +6,43 @@ pub mod image;
 pub mod nginx;
 pub mod nspawn;
 pub mod pki;
+pub mod postgres;
 pub mod qemu;
 pub mod redis;
 pub mod site;
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
+use owui_bundle::items::{BlobSource, PackedBlob};
+use owui_bundle::store::ContentStore;
 use sha2::{Digest, Sha256};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Test support: puts packed blobs straight into a content store, as if a
+/// bundle holding them had been applied.
+pub fn commit_packed(store: &ContentStore, blobs: &[PackedBlob]) {
+    for blob in blobs {
+        let data = match &blob.source {
+            BlobSource::File(p) => fs::read(p).unwrap(),
+            BlobSource::Bytes(b) => b.clone(),
+        };
+        let mut w = store.writer(blob.digest, blob.size).unwrap();
+        w.write_all(&data).unwrap();
+        w.commit().unwrap();
+    }
+}
+
+/// `N` distinct loopback ports nobody listens on right now (all held open
+/// together while chosen, so no two are the same).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+}
 
 /// Writes `data` as a blob of the layout at `dir`; returns `sha256:<hex>`.
 fn put_blob(dir: &Path, data: &[u8]) -> io::Result<String> {
@@ -61,7 +87,13 @@ fn deterministic_tar(files: &[(&str, &[u8])]) -> io::Result<Vec<u8>> {
 /// bytes and digest, and different references give different images. It
 /// has no binaries, so it can be stored, listed and removed but not run.
 pub fn build_test_oci_layout(dir: &Path, reference: &str) -> io::Result<String> {
-    let content = format!("{reference}\n");
+    build_test_oci_image(dir, reference, &format!("{reference}\n"))
+}
+
+/// As [`build_test_oci_layout`], with `content` as the text of
+/// `/etc/owui-test-image`: a different content under the same name is a
+/// newer image.
+pub fn build_test_oci_image(dir: &Path, reference: &str, content: &str) -> io::Result<String> {
     let layer = deterministic_tar(&[("etc/owui-test-image", content.as_bytes())])?;
     let layer_digest = put_blob(dir, &layer)?;
     let config = serde_json::to_vec(&serde_json::json!({

@@ -169,6 +169,9 @@ pub async fn timedated(bus: &Bus, policy: Policy) -> CheckResult {
 
 #[cfg(test)]
 mod tests {
+    //! Asking systemd-timedated over a real (private) bus:
+    //! `tests/tests/health_services.rs`.
+
     use super::*;
 
     const POLICY: Policy = Policy {
@@ -219,64 +222,6 @@ mod tests {
             judge(&clock(0, 1_000_000), strict),
             Observation::Ok(_)
         ));
-    }
-
-    /// systemd-timedated's answer, served on a private bus.
-    struct FakeTimedated {
-        synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    #[zbus::interface(name = "org.freedesktop.timedate1")]
-    impl FakeTimedated {
-        #[zbus(property, name = "NTPSynchronized")]
-        fn ntp_synchronized(&self) -> bool {
-            self.synced.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    #[tokio::test]
-    async fn asks_timedated_over_a_real_bus() {
-        let private = crate::health::PrivateBus::start().await;
-        let address = private.address.clone();
-        let bus = Bus::connect(Some(&address)).await.unwrap();
-        // Nobody serves timedate1 yet: the check cannot run.
-        let err = timedated(&bus, POLICY).await.unwrap_err();
-        assert!(err.contains("org.freedesktop.timedate1"), "{err}");
-
-        let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let _server = zbus::connection::Builder::address(address.as_str())
-            .unwrap()
-            .name("org.freedesktop.timedate1")
-            .unwrap()
-            .serve_at(
-                "/org/freedesktop/timedate1",
-                FakeTimedated {
-                    synced: synced.clone(),
-                },
-            )
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
-        let strict = Policy {
-            unsynced: TimeSyncMode::Failed,
-            ..POLICY
-        };
-        assert_eq!(
-            timedated(&bus, strict).await,
-            Ok(Observation::Fail(
-                "not synchronised (systemd-timedated)".into()
-            ))
-        );
-        assert!(matches!(
-            timedated(&bus, POLICY).await,
-            Ok(Observation::Warn(_))
-        ));
-        synced.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(
-            timedated(&bus, strict).await,
-            Ok(Observation::Ok("synchronised (systemd-timedated)".into()))
-        );
     }
 
     #[test]

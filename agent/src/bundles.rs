@@ -53,11 +53,11 @@ pub fn verify(
     let (_, node) = config::node(root)?;
     let reader = open(root, file)?;
     let m = reader.manifest();
-    let generations = Generations::open_read_only(&node.bundles_dir);
+    let generations = Generations::open_read_only(&node.bundles_dir)?;
     let current = generations.current()?;
     let floors = ChannelFloors::load(&generations)?;
     let decision = apply::check_policy(m, node.role, &floors, current.as_ref(), forces)?;
-    let store = ContentStore::open_read_only(&node.content_dir);
+    let store = ContentStore::open_read_only(&node.content_dir)?;
     if let Some(d) = apply::missing_blobs(m, &store).first() {
         return Err(Error::refused(
             format!("bundle {}", m.digest()),
@@ -164,7 +164,7 @@ fn node(root: &Root) -> Result<Node> {
 
 /// Reads only; a node with no bundle directory yet lists nothing.
 pub fn list(root: &Root) -> Result<Listing> {
-    let g = Generations::open_read_only(&node(root)?.bundles_dir);
+    let g = Generations::open_read_only(&node(root)?.bundles_dir)?;
     Ok(Listing {
         current: g.current()?.map(|s| s.generation),
         generations: g.all()?,
@@ -212,7 +212,7 @@ pub fn print_listing(l: &Listing) {
 
 pub fn have(root: &Root) -> Result<HaveList> {
     let (seed, node) = config::node(root)?;
-    let store = ContentStore::open_read_only(&node.content_dir);
+    let store = ContentStore::open_read_only(&node.content_dir)?;
     Ok(HaveList::new(&seed.node, store.digests()?))
 }
 

@@ -111,7 +111,7 @@ pub fn assemble(
     // The bundle state is one section of the document: when it cannot be
     // read (content partition not mounted, say) the rest still reports.
     let read = if node.bundles_dir.exists() {
-        Generations::open(&node.bundles_dir).and_then(|g| g.current())
+        Generations::open_read_only(&node.bundles_dir).and_then(|g| g.current())
     } else {
         Ok(None)
     };

@@ -551,8 +551,8 @@ struct Plan<'a> {
 /// completeness, item contents, free space. Reads only.
 fn plan<'a>(reader: &'a BundleReader, node: &Node, forces: Forces) -> Result<Plan<'a>> {
     let manifest = reader.manifest();
-    let store = ContentStore::open_read_only(&node.content_dir);
-    let generations = Generations::open_read_only(&node.bundles_dir);
+    let store = ContentStore::open_read_only(&node.content_dir)?;
+    let generations = Generations::open_read_only(&node.bundles_dir)?;
     let current = generations.current()?;
     let floors = ChannelFloors::load(&generations)?;
     let decision = check_policy(manifest, node.role, &floors, current.as_ref(), forces)?;
@@ -760,8 +760,8 @@ pub struct Problem {
 /// Re-hashes every blob in the store and checks that every generation's
 /// blobs are present.
 pub fn check(node: &Node, progress: &dyn Progress) -> Result<Vec<Problem>> {
-    let store = ContentStore::open_read_only(&node.content_dir);
-    let generations = Generations::open_read_only(&node.bundles_dir);
+    let store = ContentStore::open_read_only(&node.content_dir)?;
+    let generations = Generations::open_read_only(&node.bundles_dir)?;
     let digests = store.digests()?;
     let problems = Mutex::new(Vec::new());
     let mut total = 0;

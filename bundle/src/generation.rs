@@ -123,19 +123,21 @@ pub struct Staged {
 impl Generations {
     /// Opens the generations under `dir`, creating the directories.
     pub fn open(dir: &Path) -> Result<Self> {
-        let g = Self::open_read_only(dir);
-        refuse_unless_real_dir(&g.generations_dir())?;
-        refuse_unless_real_dir(&g.staging_dir())?;
+        let g = Self::open_read_only(dir)?;
         fs::create_dir_all(g.generations_dir()).at("creating", &g.generations_dir())?;
         Ok(g)
     }
 
     /// Opens for reading only: creates nothing; a directory not made yet
-    /// holds no generation.
-    pub fn open_read_only(dir: &Path) -> Self {
-        Generations {
+    /// holds no generation. A link planted where our own directories
+    /// belong is refused, for reading as for writing.
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        let g = Generations {
             dir: dir.to_path_buf(),
-        }
+        };
+        refuse_unless_real_dir(&g.generations_dir())?;
+        refuse_unless_real_dir(&g.staging_dir())?;
+        Ok(g)
     }
 
     pub fn dir(&self) -> &Path {
@@ -413,7 +415,7 @@ mod tests {
             g.commit(staged, &state).unwrap();
         }
         fs::remove_file(g.current_link()).unwrap();
-        let read_only = Generations::open_read_only(dir.path());
+        let read_only = Generations::open_read_only(dir.path()).unwrap();
         assert_eq!(read_only.current().unwrap().unwrap().generation, 2);
         assert!(fs::read_link(g.current_link()).is_err());
         g.recover().unwrap();
@@ -424,7 +426,7 @@ mod tests {
         );
         // Nothing there yet: read-only opens see no generation and create nothing.
         let missing = dir.path().join("missing");
-        let empty = Generations::open_read_only(&missing);
+        let empty = Generations::open_read_only(&missing).unwrap();
         assert!(empty.current().unwrap().is_none());
         assert!(empty.all().unwrap().is_empty());
         assert!(!missing.exists());

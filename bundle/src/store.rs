@@ -22,21 +22,23 @@ pub struct ContentStore {
 impl ContentStore {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = Self::open_read_only(root);
-        for own in ["blobs", "blobs/sha256", "tmp"] {
-            refuse_unless_real_dir(&store.root.join(own))?;
-        }
+        let store = Self::open_read_only(root)?;
         fs::create_dir_all(store.blobs_dir()).at("creating", &store.blobs_dir())?;
         fs::create_dir_all(store.tmp_dir()).at("creating", &store.tmp_dir())?;
         Ok(store)
     }
 
     /// Opens the store at `root` for reading only: creates nothing, and a
-    /// store not made yet holds no blob.
-    pub fn open_read_only(root: &Path) -> Self {
-        ContentStore {
+    /// store not made yet holds no blob. A link planted where our own
+    /// directories belong is refused, for reading as for writing.
+    pub fn open_read_only(root: &Path) -> Result<Self> {
+        let store = ContentStore {
             root: root.to_path_buf(),
+        };
+        for own in ["blobs", "blobs/sha256", "tmp"] {
+            refuse_unless_real_dir(&store.root.join(own))?;
         }
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {

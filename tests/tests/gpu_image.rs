@@ -341,10 +341,13 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         console.contains("no NVIDIA GPU on the PCI bus"),
         "owui-gpu-setup said nothing on the console:\n{console}"
     );
-    // The kernel writes to the same console, so the report's lines are
-    // looked for, not counted.
+    // The kernel and getty write to the same console, so the report's
+    // lines are looked for, not counted, and may follow a login prompt.
     let lines: Vec<&str> = booted.lines().map(str::trim).collect();
-    let status_line = lines.iter().find(|l| l.starts_with('{')).unwrap_or(&"");
+    let status_line = lines
+        .iter()
+        .find_map(|l| l.find("{ ").or(l.find("{\"")).map(|i| &l[i..]))
+        .unwrap_or("");
     let status: serde_json::Value = serde_json::from_str(status_line)
         .unwrap_or_else(|e| panic!("status in the VM is not JSON ({e}):\n{booted}"));
     assert_eq!(

@@ -98,16 +98,16 @@ pub struct VerifyImageArgs {
     /// A node's trust state (as on a node: var/lib/owui/trust): the
     /// rotations it applied are replayed over the keys, so a key they
     /// revoked is refused.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub trust_state: Option<PathBuf>,
     /// A signed key-rotation statement (FILE and FILE.minisig) to honour
     /// over the keys: a key it revokes is refused. Repeatable, in sequence
     /// order.
-    #[arg(long = "rotation")]
+    #[arg(long = "rotation", value_name = "FILE")]
     pub rotations: Vec<PathBuf>,
     /// Refuse an image whose signed version is older than this (exit 5).
     /// Versions compare as dot-separated numbers (0.10.0 > 0.9.2).
-    #[arg(long)]
+    #[arg(long, value_name = "VERSION")]
     pub min_version: Option<String>,
     /// Accept an image older than --min-version anyway; logged and shown in
     /// the result.

@@ -21,6 +21,7 @@ mod access;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -427,8 +428,10 @@ impl TrustStore {
         let mut next = self.clone();
         let stmt = next.admit(path, &body, &sig)?;
         access::check_dir(nearest_existing(&dir))?;
+        // 0755 whatever the umask: a group-writable state would be refused.
         fs::DirBuilder::new()
             .recursive(true)
+            .mode(0o755)
             .create(&dir)
             .at("creating", &dir)?;
         access::check_dir(&dir)?;

@@ -230,12 +230,19 @@ impl From<ForceArgs> for owui_bundle::apply::Forces {
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
-    /// Trusted and revoked keys.
+    /// Trusted and revoked keys: the image's (/etc/owui/trust) and those
+    /// the rotations applied on this node (/var/lib/owui/trust) added or
+    /// revoked.
     List {
         #[arg(long)]
         json: bool,
     },
     /// Apply a signed key-rotation statement (FILE and FILE.minisig).
+    ///
+    /// It must be signed by a key trusted now and have a higher sequence
+    /// than the last applied. It is kept, with its signature, in
+    /// /var/lib/owui/trust and replayed over the image's keys on every
+    /// load; the image's trust store is never written.
     Apply {
         statement: PathBuf,
         #[arg(long)]

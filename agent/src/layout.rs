@@ -151,8 +151,16 @@ impl Root {
         self.host(Path::new("/etc/owui/agent.toml"))
     }
 
+    /// The image's trust store: the keys the image was built to trust
+    /// (read-only on a node).
     pub fn trust_dir(&self) -> PathBuf {
         self.host(Path::new("/etc/owui/trust"))
+    }
+
+    /// The node's trust state: the rotation statements applied here, layered
+    /// over the image's keys (writable: the image's root is not).
+    pub fn trust_state_dir(&self) -> PathBuf {
+        self.host(Path::new("/var/lib/owui/trust"))
     }
 
     pub fn passwd(&self) -> PathBuf {

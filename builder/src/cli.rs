@@ -33,8 +33,9 @@ pub enum Command {
     Build(BuildArgs),
     /// Check an image against its signed manifest.
     ///
-    /// Signature, every partition's digest, the UKI on the ESP and its
-    /// command line, and the dm-verity tree over the root.
+    /// Signature (by a key no given rotation revoked), the version floor,
+    /// every partition's digest, the UKI on the ESP and its command line,
+    /// and the dm-verity tree over the root.
     VerifyImage(VerifyImageArgs),
 }
 
@@ -94,6 +95,24 @@ pub struct VerifyImageArgs {
     /// A trust store directory (as on a node: etc/owui/trust).
     #[arg(long, conflicts_with = "public_keys")]
     pub trust: Option<PathBuf>,
+    /// A node's trust state (as on a node: var/lib/owui/trust): the
+    /// rotations it applied are replayed over the keys, so a key they
+    /// revoked is refused.
+    #[arg(long, value_name = "DIR")]
+    pub trust_state: Option<PathBuf>,
+    /// A signed key-rotation statement (FILE and FILE.minisig) to honour
+    /// over the keys: a key it revokes is refused. Repeatable, in sequence
+    /// order.
+    #[arg(long = "rotation", value_name = "FILE")]
+    pub rotations: Vec<PathBuf>,
+    /// Refuse an image whose signed version is older than this (exit 5).
+    /// Versions compare as dot-separated numbers (0.10.0 > 0.9.2).
+    #[arg(long, value_name = "VERSION")]
+    pub min_version: Option<String>,
+    /// Accept an image older than --min-version anyway; logged and shown in
+    /// the result.
+    #[arg(long, requires = "min_version")]
+    pub allow_downgrade: bool,
     #[command(flatten)]
     pub output: Output,
 }

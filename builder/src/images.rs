@@ -8,7 +8,7 @@ use owui_bundle::{Error, Result};
 use crate::cli::{BuildArgs, VerifyImageArgs};
 use crate::image::build::{build, BuildOptions, BuildReport};
 use crate::image::spec::{mirror_problem, ImageSpec};
-use crate::image::verify::{default_manifest, verify_image, Keys, Verified};
+use crate::image::verify::{default_manifest, verify_image, Floor, Keys, Trust, Verified};
 use crate::keys::load_secret;
 
 /// A path to a spec file, or the name of a built-in role spec.
@@ -119,9 +119,17 @@ pub fn run_verify(args: &VerifyImageArgs) -> Result<Verified> {
         .manifest
         .clone()
         .unwrap_or_else(|| default_manifest(&args.image));
-    let keys = match &args.trust {
-        Some(dir) => Keys::Store(dir.clone()),
-        None => Keys::Files(args.public_keys.clone()),
+    let trust = Trust {
+        keys: match &args.trust {
+            Some(dir) => Keys::Store(dir.clone()),
+            None => Keys::Files(args.public_keys.clone()),
+        },
+        state: args.trust_state.clone(),
+        rotations: args.rotations.clone(),
     };
-    verify_image(&args.image, &manifest, &keys)
+    let floor = args.min_version.as_ref().map(|v| Floor {
+        min_version: v.clone(),
+        allow_downgrade: args.allow_downgrade,
+    });
+    verify_image(&args.image, &manifest, &trust, floor.as_ref())
 }

@@ -58,27 +58,18 @@ pub fn generate(dir: &Path, force: bool) -> Result<Generated> {
 
 /// Loads a secret key, refusing one that others can read.
 pub fn load_secret(path: &Path) -> Result<SecretKey> {
-    let meta = fs::metadata(path).at("reading secret key", path)?;
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = fs::metadata(path)
+        .at("reading secret key", path)?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::invalid(
             path.display().to_string(),
             format!("secret key has mode {mode:04o}; it must not be readable by group or others (chmod 600)"),
         ));
     }
-    if meta.len() > 4096 {
-        return Err(Error::invalid(
-            path.display().to_string(),
-            "too large to be a secret key",
-        ));
-    }
-    let text = fs::read_to_string(path).at("reading secret key", path)?;
-    SecretKey::from_file_str(&path.display().to_string(), &text)
-}
-
-fn load_public(path: &Path) -> Result<PublicKey> {
-    let text = fs::read_to_string(path).at("reading public key", path)?;
-    PublicKey::from_file_str(&path.display().to_string(), &text)
+    SecretKey::read_file(path)
 }
 
 pub fn rotate(
@@ -91,7 +82,7 @@ pub fn rotate(
     let sk = load_secret(key)?;
     let add = add
         .iter()
-        .map(|p| load_public(p))
+        .map(|p| PublicKey::read_file(p))
         .collect::<Result<Vec<_>>>()?;
     let revoke = revoke
         .iter()

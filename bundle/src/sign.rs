@@ -7,6 +7,7 @@
 //! and protected by file mode 0600, so unattended builds can sign.
 
 use std::fmt;
+use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -15,12 +16,27 @@ use blake2::{Blake2b, Blake2b512, Digest as _};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::error::{Error, Result};
+use crate::fsutil::read_regular_capped;
 
 const SIG_ALG_PREHASHED: &[u8; 2] = b"ED";
 const KEY_ALG: &[u8; 2] = b"Ed";
 const CHECKSUM_ALG: &[u8; 2] = b"B2";
 /// A signature file is four short lines; anything much longer is not one.
 pub const SIGNATURE_MAX: u64 = 4096;
+/// Key files are two or three short lines.
+const KEY_FILE_MAX: u64 = 4096;
+
+/// Reads a key or signature file as text: a regular file of at most `cap`
+/// bytes, so a FIFO or a device given as a key is refused at once.
+fn read_text(path: &Path, cap: u64, what: &str) -> Result<String> {
+    String::from_utf8(read_regular_capped(path, cap, what)?)
+        .map_err(|_| Error::invalid(path.display().to_string(), format!("{what} is not UTF-8")))
+}
+
+/// Reads a `.minisig` file's text (parse it with [`SignatureFile::parse`]).
+pub fn read_signature(path: &Path) -> Result<String> {
+    read_text(path, SIGNATURE_MAX, "a signature")
+}
 
 /// The 8-byte key number minisign puts in keys and signatures.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,6 +143,13 @@ impl SecretKey {
         )
     }
 
+    /// Reads a secret key file (see [`read_text`]); the caller checks who
+    /// may read it.
+    pub fn read_file(path: &Path) -> Result<Self> {
+        let text = read_text(path, KEY_FILE_MAX, "a secret key")?;
+        Self::from_file_str(&path.display().to_string(), &text)
+    }
+
     pub fn from_file_str(what: &str, text: &str) -> Result<Self> {
         let mut lines = text.lines();
         comment_line(what, lines.next(), "untrusted comment:")?;
@@ -209,7 +232,13 @@ impl PublicKey {
         Ok(PublicKey { id: KeyId(id), key })
     }
 
-    /// Reads a public key file (comment line, then the base64 line).
+    /// Reads a public key file (see [`read_text`]).
+    pub fn read_file(path: &Path) -> Result<Self> {
+        let text = read_text(path, KEY_FILE_MAX, "a public key")?;
+        Self::from_file_str(&path.display().to_string(), &text)
+    }
+
+    /// Parses a public key file (comment line, then the base64 line).
     pub fn from_file_str(what: &str, text: &str) -> Result<Self> {
         let mut lines = text.lines();
         comment_line(what, lines.next(), "untrusted comment:")?;

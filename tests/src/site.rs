@@ -150,6 +150,11 @@ impl Site {
 
     /// Writes `spec` (TOML) as work/NAME.toml and packs it into work/NAME.owb.
     pub fn pack(&self, name: &str, spec: &str) -> PathBuf {
+        self.pack_signed_by(name, spec, Path::new(&self.key()))
+    }
+
+    /// Like [`Site::pack`], signed with the secret key file `key`.
+    pub fn pack_signed_by(&self, name: &str, spec: &str, key: &Path) -> PathBuf {
         let spec_path = self.work.join(format!("{name}.toml"));
         fs::write(&spec_path, spec).expect("write spec");
         let out = self.work.join(format!("{name}.owb"));
@@ -158,7 +163,7 @@ impl Site {
             "create",
             spec_path.to_str().expect("utf-8"),
             "--key",
-            &self.key(),
+            key.to_str().expect("utf-8"),
             "--out",
             out.to_str().expect("utf-8"),
             "--quiet",
@@ -176,7 +181,7 @@ impl Site {
     /// Runs the agent with `args` and `--json`: it must exit `code`, say
     /// `needle` on stderr (and in its JSON error), and leave every file
     /// under the node root as it was.
-    pub fn refused(&self, args: &[&str], code: i32, needle: &str) {
+    pub fn refused(&self, args: &[&str], code: i32, needle: &str) -> Run {
         let before = self.snapshot();
         let mut all = args.to_vec();
         all.push("--json");
@@ -189,6 +194,7 @@ impl Site {
         );
         assert_eq!(out.json()["error"]["exit_code"], code);
         assert_unchanged(&before, &self.snapshot(), &format!("{args:?}"));
+        out
     }
 }
 

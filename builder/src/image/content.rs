@@ -86,9 +86,7 @@ pub fn prefill(
             progress,
         },
     )?;
-    let trust_dir = scratch.join("trust");
-    let mut trust = TrustStore::load(&trust_dir)?;
-    trust.install(&key.public())?;
+    let trust = TrustStore::with_keys(vec![key.public()], "the build's key");
     let reader = BundleReader::open(&bundle, &trust)?;
     let applied = apply::apply(&reader, &node, apply::Forces::default(), progress);
     // containers/storage's overlay driver bind-mounts its own directory and

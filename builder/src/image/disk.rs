@@ -127,7 +127,10 @@ pub fn read_gpt(disk: &Path) -> Result<Vec<GptPartition>> {
             "implausible partition entry count or size",
         ));
     }
-    let table_at = entries_lba.saturating_mul(SECTOR);
+    let table_at = entries_lba
+        .checked_mul(SECTOR)
+        .filter(|at| *at < disk_len)
+        .ok_or_else(|| bad(SECTOR + 72, "partition table starts past the end"))?;
     let mut table = vec![0u8; count as usize * entry_len];
     f.seek(SeekFrom::Start(table_at)).at("reading", disk)?;
     f.read_exact(&mut table)
@@ -139,8 +142,11 @@ pub fn read_gpt(disk: &Path) -> Result<Vec<GptPartition>> {
         }
         let first = u64_at(e, 32);
         let last = u64_at(e, 40);
+        // table_at < disk_len and the entry was read from it: no overflow.
         let at = table_at + (i * entry_len) as u64;
-        if last < first || (last + 1).saturating_mul(SECTOR) > disk_len {
+        // Checked: a crafted `last` near u64::MAX must not wrap into range.
+        let end = last.checked_add(1).and_then(|n| n.checked_mul(SECTOR));
+        if last < first || end.is_none_or(|end| end > disk_len) {
             return Err(bad(at + 32, "partition extends past the end of the image"));
         }
         let name: Vec<u16> = e[56..128]

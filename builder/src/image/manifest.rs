@@ -10,12 +10,12 @@ use owui_bundle::digest::hash_reader;
 use owui_bundle::error::IoContext;
 use owui_bundle::firmware::ModuleFlavour;
 use owui_bundle::manifest::Manifest;
-use owui_bundle::{Result, Sha256Digest};
+use owui_bundle::{Error, Result, Sha256Digest};
 use serde::{Deserialize, Serialize};
 
 use super::disk::GptPartition;
 use super::rootfs::Package;
-use super::rootimg::Verity;
+use super::verity::Verity;
 
 pub const FORMAT: &str = "owui-image/1";
 
@@ -82,6 +82,61 @@ pub struct Uki {
     pub cmdline: String,
 }
 
+/// An image version as a floor compares it: dot-separated numbers, compared
+/// number by number ("0.10.0" is newer than "0.9.2"; "1.0" equals "1.0.0").
+/// The spec's version is signed in the manifest, so this order needs no
+/// clock. Versions with other characters ("2.0-rc1") have no order here and
+/// cannot be checked against a floor.
+#[derive(Debug, Clone)]
+pub struct ImageVersion(Vec<u64>);
+
+impl ImageVersion {
+    pub fn parse(what: &str, version: &str) -> Result<Self> {
+        version
+            .split('.')
+            .map(|n| {
+                n.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| n.parse().ok())
+                    .flatten()
+            })
+            .collect::<Option<Vec<u64>>>()
+            .map(ImageVersion)
+            .ok_or_else(|| {
+                Error::invalid(
+                    what,
+                    format!("version {version:?} has no order: a version floor compares dot-separated numbers such as 1.4.2"),
+                )
+            })
+    }
+
+    /// Without trailing zeros, so that 1.0 and 1.0.0 are the same version.
+    fn significant(&self) -> &[u64] {
+        let end = self.0.iter().rposition(|n| *n != 0).map_or(0, |i| i + 1);
+        &self.0[..end]
+    }
+}
+
+impl PartialEq for ImageVersion {
+    fn eq(&self, other: &Self) -> bool {
+        self.significant() == other.significant()
+    }
+}
+
+impl Eq for ImageVersion {}
+
+impl PartialOrd for ImageVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ImageVersion {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.significant().cmp(other.significant())
+    }
+}
+
 pub fn file_digest(path: &Path) -> Result<FileDigest> {
     let f = File::open(path).at("reading", path)?;
     let (sha256, size) =
@@ -115,4 +170,32 @@ pub fn partition_digest(disk: &Path, p: &GptPartition) -> Result<PartitionDigest
         size: p.size,
         sha256,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_number_by_number() {
+        let v = |s: &str| ImageVersion::parse("v", s).unwrap();
+        assert!(v("0.10.0") > v("0.9.2"));
+        assert!(v("1.10") > v("1.9.0"));
+        assert_eq!(v("1.0"), v("1.0.0"));
+        assert_eq!(v("1"), v("1.0"));
+        assert!(v("1.0.1") > v("1"));
+        for bad in [
+            "",
+            "1.",
+            ".1",
+            "1..2",
+            "2.0-rc1",
+            "v1",
+            "1.+2",
+            "99999999999999999999",
+        ] {
+            let err = ImageVersion::parse("manifest", bad).unwrap_err();
+            assert_eq!(err.exit_code(), 3, "{bad}");
+        }
+    }
 }

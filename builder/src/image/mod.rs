@@ -12,7 +12,3 @@ pub mod spec;
 mod uki;
 pub mod verify;
 mod verity;
-
-// The verity step's old name, for verify.rs and manifest.rs until they say
-// `super::verity` (another branch edits them now).
-use verity as rootimg;

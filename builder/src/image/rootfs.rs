@@ -78,8 +78,22 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
     }
     let put = |relative: &str, data: &[u8], mode: u32| -> Result<()> {
         let path = dir.join(relative);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).at("creating", parent)?;
+        // Directories made here are 0755 whatever the build host's umask:
+        // a node refuses a trust store others could write, and the image
+        // must not depend on who built it.
+        let mut made = PathBuf::new();
+        for part in Path::new(relative)
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+        {
+            made.push(part);
+            let d = dir.join(&made);
+            if !d.exists() {
+                fs::create_dir(&d).at("creating", &d)?;
+                fs::set_permissions(&d, fs::Permissions::from_mode(0o755))
+                    .at("setting the mode of", &d)?;
+            }
         }
         fs::write(&path, data).at("writing", &path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))

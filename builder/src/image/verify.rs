@@ -1,30 +1,51 @@
-//! `owui-builder verify-image`: the signature over the manifest, then every
-//! byte of the image against it, then the chain from the UKI's command line
-//! to the verity tree over the root.
+//! `owui-builder verify-image`: the signature over the manifest (by a key
+//! not revoked), the version floor, then every byte of the image against the
+//! manifest, then the chain from the UKI's command line to the verity tree
+//! over the root.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use owui_bundle::command::Cmd;
 use owui_bundle::error::IoContext;
-use owui_bundle::sign::{PublicKey, SignatureFile};
+use owui_bundle::fsutil::read_regular_capped;
+use owui_bundle::sign::{read_signature, PublicKey};
 use owui_bundle::trust::TrustStore;
 use owui_bundle::{Error, Result};
 use serde::Serialize;
 
 use super::build::minisig_path;
 use super::disk::{self, ESP_LABEL, ROOT_LABEL, VERITY_LABEL};
-use super::manifest::{self, ImageManifest, FORMAT};
-use super::rootimg;
+use super::manifest::{self, ImageManifest, ImageVersion, FORMAT};
 use super::uki;
+use super::verity;
 
 /// A manifest lists thousands of packages at most; anything near this is
 /// not one of ours.
 const MANIFEST_MAX: u64 = 64 << 20;
 
+/// The keys a manifest's signature is checked against.
 pub enum Keys {
+    /// Public key files (`--pub`).
     Files(Vec<PathBuf>),
+    /// A trust store directory (`--trust`, as a node's /etc/owui/trust).
     Store(PathBuf),
+}
+
+/// What to trust: keys, with the rotations that revoke or add keys on top.
+pub struct Trust {
+    pub keys: Keys,
+    /// A node's trust state (`--trust-state`, as its /var/lib/owui/trust).
+    pub state: Option<PathBuf>,
+    /// Rotation statements (`--rotation`), in sequence order.
+    pub rotations: Vec<PathBuf>,
+}
+
+/// The oldest image version to accept (`--min-version`).
+pub struct Floor {
+    pub min_version: String,
+    /// Accept an older image anyway (`--allow-downgrade`), loudly.
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +56,8 @@ pub struct Verified {
     pub signed_by: String,
     pub root_hash: String,
     pub partitions: usize,
+    /// The image is older than the floor and was accepted by --allow-downgrade.
+    pub downgrade_allowed: bool,
     pub checks: Vec<String>,
 }
 
@@ -43,46 +66,76 @@ pub fn default_manifest(image: &Path) -> PathBuf {
     image.with_extension("manifest.json")
 }
 
-fn check_signature(manifest_path: &Path, bytes: &[u8], keys: &Keys) -> Result<String> {
-    let sig_path = minisig_path(manifest_path);
-    let sig_text = fs::read_to_string(&sig_path).at("reading the signature", &sig_path)?;
-    let what = manifest_path.display().to_string();
-    match keys {
-        Keys::Store(dir) => {
-            let trust = TrustStore::load(dir)?;
-            trust
-                .verify(bytes, &sig_text, &what)
-                .map(|s| s.key_id.to_string())
-        }
+fn trust_store(trust: &Trust) -> Result<TrustStore> {
+    let mut store = match &trust.keys {
+        Keys::Store(dir) => TrustStore::load_image(dir)?,
         Keys::Files(files) => {
-            let sig = SignatureFile::parse(&sig_path.display().to_string(), &sig_text)?;
-            let mut last = Error::untrusted(what.clone(), "no public key given to check it with");
-            for f in files {
-                let text = fs::read_to_string(f).at("reading public key", f)?;
-                let key = PublicKey::from_file_str(&f.display().to_string(), &text)?;
-                match key.verify(bytes, &sig) {
-                    Ok(()) => return Ok(key.id.to_string()),
-                    Err(e) => last = e,
-                }
-            }
-            Err(last)
+            let keys = files
+                .iter()
+                .map(|f| PublicKey::read_file(f))
+                .collect::<Result<Vec<_>>>()?;
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            TrustStore::with_keys(keys, &names.join(", "))
         }
+    };
+    if let Some(state) = &trust.state {
+        store = store.with_state(state)?;
     }
+    for statement in &trust.rotations {
+        store.add_rotation(statement)?;
+    }
+    Ok(store)
 }
 
-pub fn verify_image(image: &Path, manifest_path: &Path, keys: &Keys) -> Result<Verified> {
-    let len = fs::metadata(manifest_path)
-        .at("reading", manifest_path)?
-        .len();
-    if len > MANIFEST_MAX {
-        return Err(Error::invalid(
-            manifest_path.display().to_string(),
-            "too large to be an image manifest",
+/// Refuses an image older than the floor unless the operator allowed it;
+/// an allowed downgrade is logged and reported. Returns the check's line.
+fn check_floor(manifest_path: &Path, version: &str, floor: &Floor) -> Result<(String, bool)> {
+    let what = manifest_path.display().to_string();
+    let min = ImageVersion::parse("--min-version", &floor.min_version)?;
+    if ImageVersion::parse(&what, version)? >= min {
+        return Ok((
+            format!("version {version} is not older than {}", floor.min_version),
+            false,
         ));
     }
-    let bytes = fs::read(manifest_path).at("reading", manifest_path)?;
+    if !floor.allow_downgrade {
+        return Err(Error::refused(
+            what,
+            format!(
+                "image version {version} is older than {} (--min-version); an older image is refused unless --allow-downgrade",
+                floor.min_version
+            ),
+        ));
+    }
+    tracing::warn!(
+        manifest = %what,
+        version,
+        floor = %floor.min_version,
+        "image downgrade allowed by --allow-downgrade"
+    );
+    Ok((
+        format!(
+            "DOWNGRADE allowed by --allow-downgrade: version {version} is older than {}",
+            floor.min_version
+        ),
+        true,
+    ))
+}
+
+pub fn verify_image(
+    image: &Path,
+    manifest_path: &Path,
+    trust: &Trust,
+    floor: Option<&Floor>,
+) -> Result<Verified> {
+    let bytes = read_regular_capped(manifest_path, MANIFEST_MAX, "an image manifest")?;
     // Nothing in the manifest is looked at before its signature checks out.
-    let signed_by = check_signature(manifest_path, &bytes, keys)?;
+    let trust = trust_store(trust)?;
+    let sig_text = read_signature(&minisig_path(manifest_path))?;
+    let signed_by = trust
+        .verify(&bytes, &sig_text, &manifest_path.display().to_string())?
+        .key_id
+        .to_string();
     let m: ImageManifest = serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(manifest_path.display().to_string(), e.to_string()))?;
     if m.format != FORMAT {
@@ -91,8 +144,14 @@ pub fn verify_image(image: &Path, manifest_path: &Path, keys: &Keys) -> Result<V
             format!("format {:?}, this builder reads {FORMAT}", m.format),
         ));
     }
-    let what = image.display().to_string();
     let mut checks = vec![format!("manifest signed by key {signed_by}")];
+    let mut downgrade_allowed = false;
+    if let Some(floor) = floor {
+        let (line, allowed) = check_floor(manifest_path, &m.version, floor)?;
+        checks.push(line);
+        downgrade_allowed = allowed;
+    }
+    let what = image.display().to_string();
 
     let size = fs::metadata(image).at("reading", image)?.len();
     if size != m.image.size {
@@ -183,7 +242,7 @@ pub fn verify_image(image: &Path, manifest_path: &Path, keys: &Keys) -> Result<V
     let hash = scratch.path().join("root.verity");
     disk::extract(image, part(ROOT_LABEL)?, &root)?;
     disk::extract(image, part(VERITY_LABEL)?, &hash)?;
-    rootimg::check(&root, &hash, &m.verity.root_hash)?;
+    verity::check(&root, &hash, &m.verity.root_hash)?;
     checks.push("verity hash tree over the root matches".into());
 
     Ok(Verified {
@@ -193,6 +252,7 @@ pub fn verify_image(image: &Path, manifest_path: &Path, keys: &Keys) -> Result<V
         signed_by,
         root_hash: m.verity.root_hash,
         partitions: gpt.len(),
+        downgrade_allowed,
         checks,
     })
 }

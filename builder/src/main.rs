@@ -5,6 +5,7 @@ mod cli;
 mod image;
 mod images;
 mod keys;
+mod seeds;
 
 use std::process::ExitCode;
 
@@ -12,7 +13,7 @@ use clap::Parser;
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use cli::{BundleCommand, Cli, Command, KeyCommand};
+use cli::{BundleCommand, Cli, Command, KeyCommand, SeedCommand};
 use images::print_built;
 
 fn main() -> ExitCode {
@@ -67,6 +68,17 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Seed(SeedCommand::Create {
+            node,
+            role,
+            key,
+            out,
+            output,
+        }) => finish(
+            seeds::create(&node, &role, &key, &out),
+            output.json,
+            seeds::print_created,
+        ),
         Command::Build(args) => {
             let progress = progress::for_stderr(args.output.quiet || args.output.json);
             let json = args.output.json;

@@ -21,6 +21,7 @@ pub mod outcome;
 pub mod parallel;
 pub mod progress;
 pub mod role;
+pub mod seed;
 pub mod sign;
 pub mod spec;
 pub mod store;

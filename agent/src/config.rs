@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use owui_bundle::apply::Node;
 use owui_bundle::error::IoContext;
-use owui_bundle::items::Owner;
 use owui_bundle::fsutil::read_regular_capped;
+use owui_bundle::items::Owner;
 use owui_bundle::oci::PodmanStore;
 use owui_bundle::seed::SEED_MAX;
 use owui_bundle::{Error, Result};

@@ -1130,7 +1130,11 @@ fn check_image_set(
             continue;
         }
         let expected = match was {
-            Some(w) => format!("{} (as the image sets it in {})", shown(&w.value), w.source.display()),
+            Some(w) => format!(
+                "{} (as the image sets it in {})",
+                shown(&w.value),
+                w.source.display()
+            ),
             None => "unset (the image does not set it)".to_string(),
         };
         a.finding(

@@ -273,7 +273,10 @@ pub fn init(root: &Root) -> Result<Report> {
     }
     if serves_inference(role) {
         s.env_file("vllm.env", |s| {
-            Ok(EnvFile::vars(vec![("VLLM_API_KEY", s.value("vllm-api-key")?)]))
+            Ok(EnvFile::vars(vec![(
+                "VLLM_API_KEY",
+                s.value("vllm-api-key")?,
+            )]))
         })?;
     }
     if serves_web(role) {
@@ -599,13 +602,18 @@ mod tests {
             assert!(text.contains("open-webui.env: WEBUI_URL"), "{text}");
             assert!(!text.contains('\n') && !text.contains('\0'), "{text:?}");
         }
-        let err = EnvFile::vars(vec![("A=B", "x".into())]).text(path).unwrap_err();
+        let err = EnvFile::vars(vec![("A=B", "x".into())])
+            .text(path)
+            .unwrap_err();
         assert_eq!(err.exit_code(), 3);
         let ok = EnvFile {
             comment: &["made here"],
             vars: vec![("A_1", "{\"k\": \"v w\"}".into())],
         };
-        assert_eq!(ok.text(path).unwrap(), "# made here\nA_1={\"k\": \"v w\"}\n");
+        assert_eq!(
+            ok.text(path).unwrap(),
+            "# made here\nA_1={\"k\": \"v w\"}\n"
+        );
     }
 
     #[test]

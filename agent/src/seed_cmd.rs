@@ -221,8 +221,9 @@ pub fn import(
     // Only the real root's hostname: a --root run works on a disk, not a host.
     let hostname_set = set_hostname && root.path() == Path::new("/");
     if hostname_set {
-        nix::unistd::sethostname(seed.node.as_str())
-            .map_err(|e| Error::invalid(format!("hostname {:?}", seed.node.as_str()), e.to_string()))?;
+        nix::unistd::sethostname(seed.node.as_str()).map_err(|e| {
+            Error::invalid(format!("hostname {:?}", seed.node.as_str()), e.to_string())
+        })?;
     }
     Ok(Imported {
         node: seed.node,
@@ -353,16 +354,30 @@ mod tests {
             err.to_string().contains("app node") && err.to_string().contains("gpu image"),
             "{err}"
         );
-        esp_seed(&root, "node = \"n1\"\nrole = \"gpu\"\nrack = 4\n", Some(&key));
+        esp_seed(
+            &root,
+            "node = \"n1\"\nrole = \"gpu\"\nrack = 4\n",
+            Some(&key),
+        );
         let err = import_esp(&root, false).unwrap_err();
         assert_eq!(err.exit_code(), 3, "{err}");
         assert!(err.to_string().contains("rack"), "{err}");
-        esp_seed(&root, "node = \"n1\\nWEBUI_AUTH=False\"\nrole = \"gpu\"\n", Some(&key));
+        esp_seed(
+            &root,
+            "node = \"n1\\nWEBUI_AUTH=False\"\nrole = \"gpu\"\n",
+            Some(&key),
+        );
         let err = import_esp(&root, false).unwrap_err();
         assert_eq!(err.exit_code(), 3, "{err}");
         assert!(err.to_string().contains("node name"), "{err}");
-        let err = import(&root, &[PathBuf::from("/nowhere/seed.toml")], false, false, false)
-            .unwrap_err();
+        let err = import(
+            &root,
+            &[PathBuf::from("/nowhere/seed.toml")],
+            false,
+            false,
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nowhere/seed.toml"), "{err}");
         assert!(
             err.to_string().contains("owui-builder seed create"),

@@ -101,7 +101,11 @@ mod tests {
         ] {
             let err = create(node, role, key, &out).unwrap_err();
             assert_ne!(err.exit_code(), 0);
-            assert_eq!(fs::read_dir(out.parent().unwrap()).unwrap().count(), 0, "{err}");
+            assert_eq!(
+                fs::read_dir(out.parent().unwrap()).unwrap().count(),
+                0,
+                "{err}"
+            );
         }
     }
 }

@@ -234,7 +234,13 @@ mod tests {
             assert_eq!(NodeName::from_str(name).unwrap().as_str(), name);
         }
         // 253 characters, the most a name may have.
-        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
         assert_eq!(long.len(), 253);
         assert!(NodeName::from_str(&long).is_ok());
     }
@@ -284,13 +290,23 @@ mod tests {
 
     #[test]
     fn a_seed_errors_name_the_line_and_key() {
-        let err = Seed::parse("seed.toml", b"node = \"n1\"\nrole = \"gpu\"\nrack = 4\n").unwrap_err();
-        assert!(err.to_string().contains("line 3") && err.to_string().contains("rack"), "{err}");
-        let err = Seed::parse("seed.toml", b"role = \"gpu\"\nnode = \"a\\nWEBUI_AUTH=False\"\n")
-            .unwrap_err();
+        let err =
+            Seed::parse("seed.toml", b"node = \"n1\"\nrole = \"gpu\"\nrack = 4\n").unwrap_err();
+        assert!(
+            err.to_string().contains("line 3") && err.to_string().contains("rack"),
+            "{err}"
+        );
+        let err = Seed::parse(
+            "seed.toml",
+            b"role = \"gpu\"\nnode = \"a\\nWEBUI_AUTH=False\"\n",
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert_eq!(err.exit_code(), 3);
-        assert!(text.starts_with("seed.toml: ") && text.contains("line 2"), "{text}");
+        assert!(
+            text.starts_with("seed.toml: ") && text.contains("line 2"),
+            "{text}"
+        );
         assert!(text.contains("node name"), "{text}");
         assert!(Seed::parse("seed.toml", b"\xff").is_err());
         let err = Seed::parse("seed.toml", b"node = \"n1\x1b[2J\"\nrole = \"db\"\n").unwrap_err();
@@ -325,15 +341,28 @@ mod tests {
             (bytes.clone(), Some("garbage".into())),
             (bytes.clone(), None),
         ] {
-            let err = verify(&store, "seed.toml", &bytes, sig.as_deref().map(str::as_bytes))
-                .unwrap_err();
+            let err = verify(
+                &store,
+                "seed.toml",
+                &bytes,
+                sig.as_deref().map(str::as_bytes),
+            )
+            .unwrap_err();
             assert_eq!(err.exit_code(), 4, "{err}");
-            assert!(err.to_string().contains("owui-builder seed create"), "{err}");
+            assert!(
+                err.to_string().contains("owui-builder seed create"),
+                "{err}"
+            );
         }
         // Signed, but not a seed: invalid, not untrusted.
         let junk = b"node = 1\n";
-        let err = verify(&store, "seed.toml", junk, Some(seed.sign(&key, junk).as_bytes()))
-            .unwrap_err();
+        let err = verify(
+            &store,
+            "seed.toml",
+            junk,
+            Some(seed.sign(&key, junk).as_bytes()),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), 3, "{err}");
     }
 }

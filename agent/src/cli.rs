@@ -99,9 +99,12 @@ pub enum SeedCommand {
     /// Find this node's seed, check it, and put it in place.
     ///
     /// Looks on a FAT volume labelled OWUI-SEED (waiting up to 10 s for it),
-    /// then at each --from file; checks the seed (and that its role is this
-    /// image's role), writes it to /run/owui/seed.toml (mode 0600; the
-    /// read-only root links /etc/owui/seed.toml there) and sets the hostname.
+    /// then at each --from file; checks its signature (seed.toml.minisig
+    /// next to it, made by `owui-builder seed create`) against the trust
+    /// store before anything else (exit 4 if it does not verify), then the
+    /// seed (and that its role is this image's role), writes it to
+    /// /run/owui/seed.toml (mode 0600; the read-only root links
+    /// /etc/owui/seed.toml there) and sets the hostname.
     Import {
         /// Seed files to try after the medium, in order.
         #[arg(long, default_value = "/efi/owui/seed.toml")]
@@ -112,6 +115,10 @@ pub enum SeedCommand {
         /// Leave the hostname alone.
         #[arg(long)]
         no_hostname: bool,
+        /// LAB ONLY: take a seed without checking its signature. Logged, and
+        /// recorded in /run/owui/seed-origin.json for `status` to show.
+        #[arg(long)]
+        insecure_seed: bool,
         #[arg(long)]
         json: bool,
     },

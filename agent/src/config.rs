@@ -7,22 +7,20 @@ use std::path::{Path, PathBuf};
 
 use owui_bundle::apply::Node;
 use owui_bundle::error::IoContext;
+use owui_bundle::fsutil::read_regular_capped;
 use owui_bundle::items::Owner;
 use owui_bundle::oci::PodmanStore;
-use owui_bundle::{Error, Result, Role};
+use owui_bundle::seed::SEED_MAX;
+use owui_bundle::{Error, Result};
 use serde::Deserialize;
 
 use crate::hardening::HardeningConfig;
 use crate::health::catalog::HealthConfig;
 use crate::layout::Root;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Seed {
-    /// The node's name (its hostname in the cluster).
-    pub node: String,
-    pub role: Role,
-}
+/// The seed's model and checks are shared with the builder, which makes
+/// and signs seeds (owui_bundle::seed).
+pub use owui_bundle::seed::Seed;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,7 +108,8 @@ pub fn load_seed(root: &Root) -> Result<Seed> {
             "missing: the node seed names this node and its role",
         ));
     }
-    load_toml(&path)
+    let bytes = read_regular_capped(&path, SEED_MAX, "the node seed")?;
+    Seed::parse(&path.display().to_string(), &bytes)
 }
 
 pub fn load_agent_config(root: &Root) -> Result<AgentConfig> {
@@ -204,6 +203,19 @@ mod tests {
         fs::write(root.seed(), "node = \"n1\"\nrole = \"printer\"\n").unwrap();
         let err = load_seed(&root).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("printer"), "{err}");
+        // The name that once put WEBUI_AUTH=False into Open WebUI's env file.
+        fs::write(
+            root.seed(),
+            "node = \"ai-1\\nWEBUI_AUTH=False\"\nrole = \"app\"\n",
+        )
+        .unwrap();
+        let err = load_seed(&root).unwrap_err();
+        assert_eq!(err.exit_code(), 3);
+        let err = err.to_string();
+        assert!(
+            err.contains("seed.toml") && err.contains("line 1") && err.contains("node name"),
+            "{err}"
+        );
     }
 
     #[test]

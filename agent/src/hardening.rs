@@ -15,7 +15,11 @@
 //!   reference tables (lines 517-547) and the hardening checklist (lines
 //!   749-761). `WEBUI_AUTH` must not be turned off (it disables login
 //!   altogether, and Open WebUI then forces `ENABLE_SIGNUP` off, which would
-//!   otherwise hide it).
+//!   otherwise hide it). `OPENAI_API_BASE_URL`, `OLLAMA_BASE_URL` and
+//!   `WEBUI_AUTH` must keep the value the configured env files (the image's
+//!   own settings, on the read-only root) give them: a later source (the
+//!   node's secrets env file, a unit's `Environment=`) that changes one
+//!   would send prompts elsewhere or drop the login.
 //! - **Secret file modes**: `chmod 600 .env` (line 767), applied to the
 //!   environment files (they hold `WEBUI_SECRET_KEY`, lines 434-448) and to
 //!   everything under the configured secret paths.
@@ -109,8 +113,11 @@ pub enum Severity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HardeningConfig {
-    /// Open WebUI environment files (systemd `EnvironmentFile=` syntax).
-    /// Empty: none besides those the Quadlet units name.
+    /// Open WebUI environment files (systemd `EnvironmentFile=` syntax): the
+    /// image's own settings. A later source (a unit's `EnvironmentFile=` or
+    /// `Environment=`) must not change the `OPENAI_API_BASE_URL`,
+    /// `OLLAMA_BASE_URL` or `WEBUI_AUTH` they give (or leave unset).
+    /// Empty: none besides those the Quadlet units name, and no such rule.
     pub env_files: Vec<PathBuf>,
     /// Quadlet `.container` units of Open WebUI: their `[Container]`
     /// `Environment=`, `EnvironmentFile=`, `Image=` and `PublishPort=` lines,
@@ -1025,6 +1032,9 @@ fn audit_environment(
     for path in &cfg.env_files {
         complete &= read_env_file(path, false, &mut env, a);
     }
+    // What the configured files (the image's own settings) set, before the
+    // node's files and the units' lines can change it.
+    let image = env.clone();
     for unit in units {
         for file in &unit.env_files {
             complete &= read_env_file(&file.path, file.optional, &mut env, a);
@@ -1097,6 +1107,52 @@ fn audit_environment(
                 }
             }
         }
+    }
+    if !cfg.env_files.is_empty() {
+        check_image_set(a, &image, &env);
+    }
+}
+
+/// Variables whose value must stay what the image's env files set (or
+/// leave unset): where Open WebUI sends prompts and whether it asks for a
+/// login. A node's own env file (written on the node, on a writable
+/// partition) or a unit line that changes one is drift, whatever the value.
+const IMAGE_SET_ENV: &[&str] = &["OPENAI_API_BASE_URL", "OLLAMA_BASE_URL", "WEBUI_AUTH"];
+
+fn check_image_set(
+    a: &mut Audit,
+    image: &BTreeMap<String, EnvValue>,
+    env: &BTreeMap<String, EnvValue>,
+) {
+    for &key in IMAGE_SET_ENV {
+        if !a.checked.iter().any(|c| c == key) {
+            a.checked.push(key.to_string());
+        }
+        let (Some(now), was) = (env.get(key), image.get(key)) else {
+            continue;
+        };
+        if was.is_some_and(|w| w.value == now.value) {
+            continue;
+        }
+        // The secure-default rule already reported this variable.
+        if a.findings.iter().any(|f| f.item == key) {
+            continue;
+        }
+        let expected = match was {
+            Some(w) => format!(
+                "{} (as the image sets it in {})",
+                shown(&w.value),
+                w.source.display()
+            ),
+            None => "unset (the image does not set it)".to_string(),
+        };
+        a.finding(
+            Severity::Fail,
+            key,
+            expected,
+            shown(&now.value),
+            now.source.display().to_string(),
+        );
     }
 }
 
@@ -1859,6 +1915,9 @@ ENABLE_PERSISTENT_CONFIG=True
         fn write(&self, ns: &str, text: &str, mode: u32) {
             let path = self.host(ns);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
+            // A new file, not a rewrite: the old one may be read-only,
+            // which stops a test that is not root.
+            let _ = fs::remove_file(&path);
             fs::write(&path, text).unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
         }
@@ -2330,6 +2389,84 @@ USER_PERMISSIONS_CHAT_TEMPORARY=False
                 "env file {ENV}: larger than {MAX_FILE_BYTES} bytes: cannot audit"
             )]
         );
+    }
+
+    #[test]
+    fn a_node_env_file_that_changes_what_the_image_set_is_drift() {
+        // The image's settings, then the node's env file, as the appliance's
+        // open-webui.container reads them.
+        const NODE_ENV: &str = "/etc/owui/secrets/open-webui.env";
+        let n = Node::compliant();
+        n.edit(ENV, |text| {
+            format!(
+                "{text}OLLAMA_BASE_URL=http://127.0.0.1:11434\nOPENAI_API_BASE_URL=http://127.0.0.1:8000/v1\n"
+            )
+        });
+        n.edit(UNIT, |text| {
+            text.replace(
+                &format!("EnvironmentFile={ENV}\n"),
+                &format!("EnvironmentFile={ENV}\nEnvironmentFile={NODE_ENV}\n"),
+            )
+        });
+        // What a node name with newlines put there through `secrets init`.
+        n.write(
+            NODE_ENV,
+            "WEBUI_SECRET_KEY=x\nWEBUI_URL=https://ai-1\nWEBUI_AUTH=False\nOPENAI_API_BASE_URL=http://evil.example\n",
+            0o600,
+        );
+        let a = n.audit();
+        assert_eq!(a.findings.len(), 2, "{a:#?}");
+        assert_finding(
+            &a.findings[0],
+            "WEBUI_AUTH",
+            "True",
+            "False",
+            Severity::Fail,
+            NODE_ENV,
+        );
+        assert_finding(
+            &a.findings[1],
+            "OPENAI_API_BASE_URL",
+            &format!("http://127.0.0.1:8000/v1 (as the image sets it in {ENV})"),
+            "http://evil.example",
+            Severity::Fail,
+            NODE_ENV,
+        );
+
+        // A unit line pointing Ollama elsewhere, and auth set where the image
+        // left it to the default; the same URL again is no drift.
+        n.write(
+            NODE_ENV,
+            "WEBUI_SECRET_KEY=x\nOPENAI_API_BASE_URL=http://127.0.0.1:8000/v1\nWEBUI_AUTH=true\n",
+            0o600,
+        );
+        n.edit(UNIT, |text| {
+            text.replace(
+                "Environment=PORT=8080",
+                "Environment=OLLAMA_BASE_URL=http://10.9.9.9:11434 PORT=8080",
+            )
+        });
+        let a = n.audit();
+        assert_eq!(a.findings.len(), 2, "{a:#?}");
+        assert_finding(
+            &a.findings[0],
+            "OLLAMA_BASE_URL",
+            &format!("http://127.0.0.1:11434 (as the image sets it in {ENV})"),
+            "http://10.9.9.9:11434",
+            Severity::Fail,
+            UNIT,
+        );
+        assert_finding(
+            &a.findings[1],
+            "WEBUI_AUTH",
+            "unset (the image does not set it)",
+            "true",
+            Severity::Fail,
+            NODE_ENV,
+        );
+        for item in ["OPENAI_API_BASE_URL", "OLLAMA_BASE_URL", "WEBUI_AUTH"] {
+            assert_eq!(a.checked.iter().filter(|c| *c == item).count(), 1, "{item}");
+        }
     }
 
     #[test]

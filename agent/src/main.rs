@@ -125,18 +125,12 @@ fn main() -> ExitCode {
             from,
             no_medium,
             no_hostname,
+            insecure_seed,
             json,
         }) => finish(
-            seed_cmd::import(&root, &from, !no_medium, !no_hostname),
+            seed_cmd::import(&root, &from, !no_medium, !no_hostname, insecure_seed),
             json,
-            |i| {
-                println!(
-                    "seed: node {} role {} from {}",
-                    i.node,
-                    i.role,
-                    i.from.display()
-                )
-            },
+            seed_cmd::print_imported,
         ),
         Command::Seed(SeedCommand::Banner) => {
             finish(seed_cmd::banner(&root), false, |line| println!("{line}"))

@@ -74,11 +74,12 @@ impl Secrets<'_> {
         Ok(value)
     }
 
-    /// Writes `/etc/owui/secrets/<name>` from `render` unless it exists.
+    /// Writes the env file `/etc/owui/secrets/<name>` from `render` (its
+    /// comment lines and variables) unless it exists.
     fn env_file(
         &mut self,
         name: &str,
-        render: impl FnOnce(&mut Self) -> Result<String>,
+        render: impl FnOnce(&mut Self) -> Result<EnvFile>,
     ) -> Result<()> {
         let node_path = Path::new(SECRETS_DIR).join(name);
         let path = self.root.resolve(&node_path)?;
@@ -86,10 +87,57 @@ impl Secrets<'_> {
             self.report.kept.push(node_path);
             return Ok(());
         }
-        let text = render(self)?;
+        let text = render(self)?.text(&path)?;
         write_atomic(&path, text.as_bytes(), 0o600)?;
         self.report.created.push(node_path);
         Ok(())
+    }
+}
+
+/// An env file as podman's `--env-file` reads it: `KEY=VALUE` lines, no
+/// quoting, a value runs to the end of its line.
+struct EnvFile {
+    /// Comment lines, without the `# `.
+    comment: &'static [&'static str],
+    vars: Vec<(&'static str, String)>,
+}
+
+impl EnvFile {
+    fn vars(vars: Vec<(&'static str, String)>) -> Self {
+        EnvFile { comment: &[], vars }
+    }
+
+    /// The file's text: the one place env files are written. A value with a
+    /// line break, NUL or other control character would end its line and
+    /// start a variable of its own (`WEBUI_AUTH=False` from a node name), so
+    /// it is refused, naming the file and key, and nothing is written.
+    fn text(&self, path: &Path) -> Result<String> {
+        let mut text = String::new();
+        for line in self.comment {
+            text.push_str(&format!("# {line}\n"));
+        }
+        for (key, value) in &self.vars {
+            let key_ok = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !key_ok {
+                return Err(Error::invalid(
+                    path.display().to_string(),
+                    format!("{key:?} is not an environment variable name"),
+                ));
+            }
+            if let Some(c) = value.chars().find(|c| c.is_control()) {
+                return Err(Error::invalid(
+                    format!("{}: {key}", path.display()),
+                    format!(
+                        "the value holds control character {c:?}, which would end the line in an env file"
+                    ),
+                ));
+            }
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        Ok(text)
     }
 }
 
@@ -201,7 +249,7 @@ pub fn init(root: &Root) -> Result<Report> {
     let mut s = Secrets {
         root,
         report: Report {
-            node: seed.node.clone(),
+            node: seed.node.to_string(),
             role: seed.role.as_str().to_string(),
             ..Report::default()
         },
@@ -212,15 +260,18 @@ pub fn init(root: &Root) -> Result<Report> {
     }
     if serves_inference(role) {
         s.env_file("vllm.env", |s| {
-            Ok(format!("VLLM_API_KEY={}\n", s.value("vllm-api-key")?))
+            Ok(EnvFile::vars(vec![(
+                "VLLM_API_KEY",
+                s.value("vllm-api-key")?,
+            )]))
         })?;
     }
     if serves_web(role) {
         s.env_file("open-terminal.env", |s| {
-            Ok(format!(
-                "OPEN_TERMINAL_API_KEY={}\n",
-                s.value("open-terminal-api-key")?
-            ))
+            Ok(EnvFile::vars(vec![(
+                "OPEN_TERMINAL_API_KEY",
+                s.value("open-terminal-api-key")?,
+            )]))
         })?;
         let node = seed.node.clone();
         s.env_file("open-webui.env", |s| open_webui_env(s, &node))?;
@@ -232,29 +283,30 @@ pub fn init(root: &Root) -> Result<Report> {
 /// Open WebUI's secrets and per-node values (docs/images.md lists them). The
 /// endpoints are the node's own loopback services: right for the all-in-one;
 /// an app node of a cluster gets its db and gpu nodes' with enrolment.
-fn open_webui_env(s: &mut Secrets<'_>, node: &str) -> Result<String> {
+fn open_webui_env(s: &mut Secrets<'_>, node: &str) -> Result<EnvFile> {
     let db_password = s.value("postgres-openwebui-password")?;
     let database = format!("postgresql://openwebui:{db_password}@127.0.0.1:5432/openwebui");
     let terminals = serde_json::json!([{
         "url": "http://127.0.0.1:8001",
         "key": s.value("open-terminal-api-key")?,
     }]);
-    Ok(format!(
-        "# Made on this node by `owui-agent secrets init`; edit WEBUI_URL to the\n\
-         # name users type. Values here win over /etc/owui/open-webui.env.\n\
-         WEBUI_SECRET_KEY={secret}\n\
-         WEBUI_URL=https://{node}\n\
-         DATABASE_URL={database}\n\
-         PGVECTOR_DB_URL={database}\n\
-         OPENAI_API_KEY={vllm}\n\
-         TERMINAL_SERVER_CONNECTIONS={terminals}\n\
-         WEBUI_ADMIN_EMAIL=admin@{node}\n\
-         WEBUI_ADMIN_PASSWORD={admin}\n\
-         WEBUI_ADMIN_NAME=Administrator\n",
-        secret = s.value("webui-secret-key")?,
-        vllm = s.value("vllm-api-key")?,
-        admin = s.value("admin-password")?,
-    ))
+    Ok(EnvFile {
+        comment: &[
+            "Made on this node by `owui-agent secrets init`; edit WEBUI_URL to the",
+            "name users type. Values here win over /etc/owui/open-webui.env.",
+        ],
+        vars: vec![
+            ("WEBUI_SECRET_KEY", s.value("webui-secret-key")?),
+            ("WEBUI_URL", format!("https://{node}")),
+            ("DATABASE_URL", database.clone()),
+            ("PGVECTOR_DB_URL", database),
+            ("OPENAI_API_KEY", s.value("vllm-api-key")?),
+            ("TERMINAL_SERVER_CONNECTIONS", terminals.to_string()),
+            ("WEBUI_ADMIN_EMAIL", format!("admin@{node}")),
+            ("WEBUI_ADMIN_PASSWORD", s.value("admin-password")?),
+            ("WEBUI_ADMIN_NAME", "Administrator".to_string()),
+        ],
+    })
 }
 
 /// nginx's certificate: kept when the site put its own there, else a
@@ -523,6 +575,53 @@ mod tests {
             err.to_string().contains("postgres-openwebui-password"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_env_writer_refuses_a_value_that_would_end_its_line() {
+        let path = Path::new("/etc/owui/secrets/open-webui.env");
+        for bad in [
+            "ai-1\nWEBUI_AUTH=False",
+            "x\rOPENAI_API_BASE_URL=http://evil.example",
+            "x\0y",
+            "x\u{1b}[2J",
+        ] {
+            let file = EnvFile::vars(vec![("WEBUI_URL", format!("https://{bad}"))]);
+            let err = file.text(path).unwrap_err();
+            assert_eq!(err.exit_code(), 3, "{err}");
+            let text = err.to_string();
+            assert!(text.contains("open-webui.env: WEBUI_URL"), "{text}");
+            assert!(!text.contains('\n') && !text.contains('\0'), "{text:?}");
+        }
+        let err = EnvFile::vars(vec![("A=B", "x".into())])
+            .text(path)
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 3);
+        let ok = EnvFile {
+            comment: &["made here"],
+            vars: vec![("A_1", "{\"k\": \"v w\"}".into())],
+        };
+        assert_eq!(
+            ok.text(path).unwrap(),
+            "# made here\nA_1={\"k\": \"v w\"}\n"
+        );
+    }
+
+    #[test]
+    fn a_node_name_with_a_newline_writes_no_env_file() {
+        // The seed that put WEBUI_AUTH=False and an attacker's endpoint into
+        // Open WebUI's env file.
+        let (_tmp, root) = node("app");
+        fs::write(
+            root.seed(),
+            "node = \"ai-1\\nWEBUI_AUTH=False\\nOPENAI_API_BASE_URL=http://evil.example\"\nrole = \"app\"\n",
+        )
+        .unwrap();
+        let err = init(&root).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        assert!(err.to_string().contains("node name"), "{err}");
+        assert!(!root.host(Path::new(SECRETS_DIR)).exists());
+        assert!(!root.host(Path::new(TLS_DIR)).exists());
     }
 
     #[test]

@@ -1,32 +1,57 @@
 //! `owui-agent seed`: first boot's side of the node seed. Role images carry
 //! no per-host identity; the seed (node name, role) comes on the install
 //! medium: a small FAT volume labelled OWUI-SEED, or `owui/seed.toml` on the
-//! image's own ESP. `import` checks it and puts it where the read-only root
-//! links /etc/owui/seed.toml to (/run/owui/seed.toml), and sets the hostname.
+//! image's own ESP, each with its signature `seed.toml.minisig` next to it.
+//! `import` checks the signature against the image's trust store before it
+//! reads a field, then the seed and its role, and puts the exact bytes that
+//! were signed where the read-only root links /etc/owui/seed.toml to
+//! (/run/owui/seed.toml), records how they were checked
+//! (/run/owui/seed-origin.json, shown by `status`), and sets the hostname.
 
 use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use owui_bundle::error::IoContext;
-use owui_bundle::fsutil::write_atomic;
+use owui_bundle::fsutil::{read_regular_capped, write_atomic};
+use owui_bundle::seed::{self, NodeName, SEED_MAX};
+use owui_bundle::sign::SIGNATURE_MAX;
 use owui_bundle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Seed};
 use crate::layout::Root;
+use crate::trust_cmd;
 
 /// The label a seed medium's FAT volume carries (`mkfs.vfat -n OWUI-SEED`).
 pub const MEDIUM_LABEL: &str = "OWUI-SEED";
 /// udev may still be naming disks when the seed unit starts.
 const MEDIUM_WAIT: Duration = Duration::from_secs(10);
+/// Where the imported seed goes, and the record of how it was checked.
+const RUN_DIR: &str = "/run/owui";
+const ORIGIN_FILE: &str = "seed-origin.json";
+/// The medium is mounted here while its files are read (outside RUN_DIR,
+/// which a refused import leaves untouched).
+const MEDIUM_MOUNT: &str = "/run/owui-seed-medium";
 
 #[derive(Debug, Serialize)]
 pub struct Imported {
-    pub node: String,
+    pub node: NodeName,
     pub role: String,
     pub from: PathBuf,
     pub hostname_set: bool,
+    pub origin: SeedOrigin,
+}
+
+/// How the node's seed was checked when it was imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "signature", rename_all = "lowercase")]
+pub enum SeedOrigin {
+    /// Its signature verified against the trust store.
+    Verified { key_id: String, from: String },
+    /// Taken without a signature check (`seed import --insecure-seed`).
+    Unsigned { from: String },
 }
 
 /// What the image says of itself (`/usr/lib/owui/image.json`, written by
@@ -36,7 +61,17 @@ struct ImageInfo {
     role: String,
 }
 
-fn check_role(root: &Root, seed: &Seed, from: &Path) -> Result<()> {
+/// A seed and its signature as read from the medium or a file.
+struct Found {
+    /// "the OWUI-SEED medium", "/efi/owui/seed.toml".
+    from: String,
+    /// "the seed on the OWUI-SEED medium", "the seed /efi/owui/seed.toml".
+    described: String,
+    bytes: Vec<u8>,
+    signature: Option<Vec<u8>>,
+}
+
+fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
     let info_path = root.host(Path::new("/usr/lib/owui/image.json"));
     let Ok(bytes) = fs::read(&info_path) else {
         return Ok(()); // not a role image: nothing to hold the seed to
@@ -45,7 +80,7 @@ fn check_role(root: &Root, seed: &Seed, from: &Path) -> Result<()> {
         .map_err(|e| Error::invalid(info_path.display().to_string(), e.to_string()))?;
     if info.role != seed.role.as_str() {
         return Err(Error::refused(
-            from.display().to_string(),
+            from,
             format!(
                 "is the seed of a {} node, but this is the {} image",
                 seed.role.as_str(),
@@ -56,8 +91,26 @@ fn check_role(root: &Root, seed: &Seed, from: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Mounts the seed medium read-only, copies its seed.toml into `scratch`.
-fn read_medium(root: &Root, scratch: &Path) -> Result<Option<PathBuf>> {
+/// The seed at `path` and the signature next to it (`<path>.minisig`),
+/// both regular files of bounded size.
+fn read_seed_files(path: &Path, from: String, described: String) -> Result<Found> {
+    let bytes = read_regular_capped(path, SEED_MAX, "a node seed")?;
+    let sig_path = PathBuf::from(format!("{}.minisig", path.display()));
+    let signature = match read_regular_capped(&sig_path, SIGNATURE_MAX, "a seed signature") {
+        Ok(sig) => Some(sig),
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Found {
+        from,
+        described,
+        bytes,
+        signature,
+    })
+}
+
+/// Mounts the seed medium read-only and reads its seed.toml and signature.
+fn read_medium(root: &Root) -> Result<Option<Found>> {
     use nix::mount::{mount, umount, MsFlags};
     let device = root.host(&Path::new("/dev/disk/by-label").join(MEDIUM_LABEL));
     let start = Instant::now();
@@ -67,7 +120,7 @@ fn read_medium(root: &Root, scratch: &Path) -> Result<Option<PathBuf>> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let target = root.host(Path::new("/run/owui/medium"));
+    let target = root.host(Path::new(MEDIUM_MOUNT));
     fs::create_dir_all(&target).at("creating", &target)?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
@@ -83,63 +136,132 @@ fn read_medium(root: &Root, scratch: &Path) -> Result<Option<PathBuf>> {
             format!("cannot mount the seed medium: {e}"),
         )
     })?;
-    let copied = scratch.join("seed.toml.medium");
-    let result =
-        fs::copy(target.join("seed.toml"), &copied).at("reading", &target.join("seed.toml"));
+    let found = read_seed_files(
+        &target.join("seed.toml"),
+        format!("the {MEDIUM_LABEL} medium"),
+        format!("the seed on the {MEDIUM_LABEL} medium"),
+    );
     let _ = umount(&target);
-    result.map(|_| Some(copied))
+    let _ = fs::remove_dir(&target);
+    found.map(Some)
 }
 
-pub fn import(root: &Root, from: &[PathBuf], medium: bool, set_hostname: bool) -> Result<Imported> {
-    let run = root.host(Path::new("/run/owui"));
-    fs::create_dir_all(&run).at("creating", &run)?;
-    let mut candidates = Vec::new();
+/// The first seed found: on the medium, then at each `from` path.
+fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Found> {
     if medium {
-        if let Some(p) = read_medium(root, &run)? {
-            candidates.push((p, format!("the {MEDIUM_LABEL} medium")));
+        if let Some(found) = read_medium(root)? {
+            return Ok(found);
         }
     }
     for f in from {
         let p = root.host(f);
-        if p.is_file() {
-            candidates.push((p, f.display().to_string()));
+        if p.exists() {
+            let shown = f.display().to_string();
+            return read_seed_files(&p, shown.clone(), format!("the seed {shown}"));
         }
     }
-    let Some((path, described)) = candidates.into_iter().next() else {
-        let mut looked = from
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>();
-        if medium {
-            looked.insert(0, format!("a volume labelled {MEDIUM_LABEL}"));
-        }
-        return Err(Error::invalid(
-            "node seed",
-            format!(
-                "none found (looked at {}); owui-builder seeds writes one per node",
-                looked.join(", ")
-            ),
-        ));
+    let mut looked = from
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>();
+    if medium {
+        looked.insert(0, format!("a volume labelled {MEDIUM_LABEL}"));
+    }
+    Err(Error::invalid(
+        "node seed",
+        format!(
+            "none found (looked at {}); `owui-builder seed create` makes one per node (docs/seeds.md)",
+            looked.join(", ")
+        ),
+    ))
+}
+
+/// The seed, its signature checked first against the node's trust store;
+/// with `insecure`, unchecked, loudly.
+fn check_signature(root: &Root, found: &Found, insecure: bool) -> Result<(Seed, SeedOrigin)> {
+    let from = found.from.clone();
+    let what = &found.described;
+    if insecure {
+        tracing::warn!(
+            from = %from,
+            "--insecure-seed: taking the node seed WITHOUT checking its signature; \
+             this node's identity is not vouched for by the site's key (lab use only)"
+        );
+        let seed = Seed::parse(what, &found.bytes)?;
+        return Ok((seed, SeedOrigin::Unsigned { from }));
+    }
+    let store = trust_cmd::node_store(root)?;
+    let verified = seed::verify(&store, what, &found.bytes, found.signature.as_deref())?;
+    let origin = SeedOrigin::Verified {
+        key_id: verified.signer.key_id.to_string(),
+        from,
     };
-    let seed: Seed = config::load_toml(&path)?;
-    check_role(root, &seed, &path)?;
-    let text = fs::read(&path).at("reading", &path)?;
-    write_atomic(&run.join("seed.toml"), &text, 0o600)?;
-    if path == run.join("seed.toml.medium") {
-        fs::remove_file(&path).at("removing", &path)?;
-    }
+    Ok((verified.seed, origin))
+}
+
+pub fn import(
+    root: &Root,
+    from: &[PathBuf],
+    medium: bool,
+    set_hostname: bool,
+    insecure: bool,
+) -> Result<Imported> {
+    let found = find(root, from, medium)?;
+    let (seed, origin) = check_signature(root, &found, insecure)?;
+    check_role(root, &seed, &found.described)?;
+    // Every check passed: only now is anything written.
+    let run = root.host(Path::new(RUN_DIR));
+    fs::create_dir_all(&run).at("creating", &run)?;
+    let record = serde_json::to_vec_pretty(&origin)
+        .map_err(|e| Error::invalid("seed origin", e.to_string()))?;
+    // The record first: a seed is never there without it.
+    write_atomic(&run.join(ORIGIN_FILE), &record, 0o644)?;
+    // The exact bytes whose signature was checked.
+    write_atomic(&run.join("seed.toml"), &found.bytes, 0o600)?;
     // Only the real root's hostname: a --root run works on a disk, not a host.
     let hostname_set = set_hostname && root.path() == Path::new("/");
     if hostname_set {
-        nix::unistd::sethostname(&seed.node)
-            .map_err(|e| Error::invalid(format!("hostname {:?}", seed.node), e.to_string()))?;
+        nix::unistd::sethostname(seed.node.as_str()).map_err(|e| {
+            Error::invalid(format!("hostname {:?}", seed.node.as_str()), e.to_string())
+        })?;
     }
     Ok(Imported {
         node: seed.node,
         role: seed.role.as_str().to_string(),
-        from: PathBuf::from(described),
+        from: PathBuf::from(found.from),
         hostname_set,
+        origin,
     })
+}
+
+pub fn print_imported(i: &Imported) {
+    let how = match &i.origin {
+        SeedOrigin::Verified { key_id, .. } => format!("signed by key {key_id}"),
+        SeedOrigin::Unsigned { .. } => "NOT SIGNED (--insecure-seed)".to_string(),
+    };
+    println!(
+        "seed: node {} role {} from {}, {how}",
+        i.node,
+        i.role,
+        i.from.display()
+    );
+}
+
+/// How the node's seed was imported, for `status`; None when no import
+/// recorded it (a seed put in place by hand, or an unreadable record).
+pub fn origin(root: &Root) -> Option<SeedOrigin> {
+    let path = root.host(&Path::new(RUN_DIR).join(ORIGIN_FILE));
+    let bytes = match read_regular_capped(&path, 4096, "the seed origin record") {
+        Ok(bytes) => bytes,
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return None;
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| tracing::warn!("{}: {e}", path.display()))
+        .ok()
 }
 
 /// The console line technicians (and the boot test) wait for.
@@ -153,10 +275,15 @@ pub fn banner(root: &Root) -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use owui_bundle::sign::SecretKey;
 
-    fn root_with_image(role: &str) -> (tempfile::TempDir, Root) {
+    const ESP_SEED: &str = "/efi/owui/seed.toml";
+
+    /// A role image's root whose trust store holds the site's key.
+    fn root_with_image(role: &str) -> (tempfile::TempDir, Root, SecretKey) {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
         let info = root.host(Path::new("/usr/lib/owui/image.json"));
@@ -166,17 +293,42 @@ mod tests {
             format!("{{\"role\": \"{role}\", \"version\": \"0.1.0\"}}"),
         )
         .unwrap();
-        (dir, root)
+        let key = SecretKey::generate();
+        let trust = root.trust_dir();
+        fs::create_dir_all(&trust).unwrap();
+        let public = key.public();
+        fs::write(
+            trust.join(format!("{}.pub", public.id)),
+            public.to_file_string(),
+        )
+        .unwrap();
+        (dir, root, key)
+    }
+
+    /// Puts `text` on the ESP, signed by `key` (no signature with None).
+    fn esp_seed(root: &Root, text: &str, key: Option<&SecretKey>) {
+        let esp = root.host(Path::new(ESP_SEED));
+        fs::create_dir_all(esp.parent().unwrap()).unwrap();
+        fs::write(&esp, text).unwrap();
+        let sig = PathBuf::from(format!("{}.minisig", esp.display()));
+        match key {
+            Some(key) => fs::write(&sig, key.sign(text.as_bytes(), "owui seed")).unwrap(),
+            None => {
+                let _ = fs::remove_file(&sig);
+            }
+        }
+    }
+
+    fn import_esp(root: &Root, insecure: bool) -> Result<Imported> {
+        import(root, &[PathBuf::from(ESP_SEED)], false, false, insecure)
     }
 
     #[test]
-    fn a_seed_from_the_esp_lands_in_run_with_mode_0600() {
+    fn a_signed_seed_from_the_esp_lands_in_run_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
-        let (_dir, root) = root_with_image("db");
-        let esp = root.host(Path::new("/efi/owui/seed.toml"));
-        fs::create_dir_all(esp.parent().unwrap()).unwrap();
-        fs::write(&esp, "node = \"db-3\"\nrole = \"db\"\n").unwrap();
-        let got = import(&root, &[PathBuf::from("/efi/owui/seed.toml")], false, true).unwrap();
+        let (_dir, root, key) = root_with_image("db");
+        esp_seed(&root, "node = \"db-3\"\nrole = \"db\"\n", Some(&key));
+        let got = import(&root, &[PathBuf::from(ESP_SEED)], false, true, false).unwrap();
         assert_eq!((got.node.as_str(), got.role.as_str()), ("db-3", "db"));
         // A --root run never touches the host's name.
         assert!(!got.hostname_set);
@@ -189,33 +341,83 @@ mod tests {
             fs::metadata(&placed).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        let signed = SeedOrigin::Verified {
+            key_id: key.id.to_string(),
+            from: ESP_SEED.into(),
+        };
+        assert_eq!(got.origin, signed);
+        assert_eq!(origin(&root), Some(signed));
     }
 
     #[test]
     fn a_seed_for_another_role_or_a_bad_seed_is_refused_and_nothing_is_written() {
-        let (_dir, root) = root_with_image("gpu");
-        let esp = root.host(Path::new("/efi/owui/seed.toml"));
-        fs::create_dir_all(esp.parent().unwrap()).unwrap();
-        fs::write(&esp, "node = \"n1\"\nrole = \"app\"\n").unwrap();
-        let from = [PathBuf::from("/efi/owui/seed.toml")];
-        let err = import(&root, &from, false, false).unwrap_err();
+        let (_dir, root, key) = root_with_image("gpu");
+        esp_seed(&root, "node = \"n1\"\nrole = \"app\"\n", Some(&key));
+        let err = import_esp(&root, false).unwrap_err();
         assert_eq!(err.exit_code(), 5, "{err}");
         assert!(
             err.to_string().contains("app node") && err.to_string().contains("gpu image"),
             "{err}"
         );
-        fs::write(&esp, "node = \"n1\"\nrole = \"gpu\"\nrack = 4\n").unwrap();
-        let err = import(&root, &from, false, false).unwrap_err();
+        esp_seed(
+            &root,
+            "node = \"n1\"\nrole = \"gpu\"\nrack = 4\n",
+            Some(&key),
+        );
+        let err = import_esp(&root, false).unwrap_err();
         assert_eq!(err.exit_code(), 3, "{err}");
         assert!(err.to_string().contains("rack"), "{err}");
-        assert!(!root.host(Path::new("/run/owui/seed.toml")).exists());
-        let err = import(&root, &[PathBuf::from("/nowhere/seed.toml")], false, false).unwrap_err();
+        esp_seed(
+            &root,
+            "node = \"n1\\nWEBUI_AUTH=False\"\nrole = \"gpu\"\n",
+            Some(&key),
+        );
+        let err = import_esp(&root, false).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        assert!(err.to_string().contains("node name"), "{err}");
+        let err = import(
+            &root,
+            &[PathBuf::from("/nowhere/seed.toml")],
+            false,
+            false,
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nowhere/seed.toml"), "{err}");
+        assert!(
+            err.to_string().contains("owui-builder seed create"),
+            "{err}"
+        );
+        assert!(!root.host(Path::new(RUN_DIR)).exists());
+    }
+
+    #[test]
+    fn an_unsigned_seed_is_refused_unless_insecure_and_then_recorded() {
+        let (_dir, root, _key) = root_with_image("app");
+        esp_seed(&root, "node = \"lab-1\"\nrole = \"app\"\n", None);
+        let err = import_esp(&root, false).unwrap_err();
+        assert_eq!(err.exit_code(), 4, "{err}");
+        assert!(
+            err.to_string()
+                .contains("is not signed by a key this image trusts"),
+            "{err}"
+        );
+        assert!(!root.host(Path::new(RUN_DIR)).exists());
+        assert_eq!(origin(&root), None);
+
+        let got = import_esp(&root, true).unwrap();
+        let unsigned = SeedOrigin::Unsigned {
+            from: ESP_SEED.into(),
+        };
+        assert_eq!(got.origin, unsigned);
+        assert_eq!(origin(&root), Some(unsigned));
+        let record = fs::read_to_string(root.host(Path::new("/run/owui/seed-origin.json")));
+        assert!(record.unwrap().contains("\"signature\": \"unsigned\""));
     }
 
     #[test]
     fn the_banner_names_role_and_node() {
-        let (_dir, root) = root_with_image("app");
+        let (_dir, root, _key) = root_with_image("app");
         fs::create_dir_all(root.etc()).unwrap();
         fs::write(root.seed(), "node = \"rack1-n07\"\nrole = \"app\"\n").unwrap();
         assert_eq!(

@@ -24,6 +24,7 @@ use crate::health::catalog::{self, CheckDef, Probes};
 use crate::health::engine::{overall, run_bounded, CheckStatus, State};
 use crate::health::outcome::CheckResult;
 use crate::layout::Root;
+use crate::seed_cmd::{self, SeedOrigin};
 
 pub const SCHEMA: &str = "owui-status/1";
 
@@ -41,6 +42,10 @@ pub struct StatusDoc {
     /// Present on database roles.
     pub backups: Option<Section>,
     pub hardening: Audit,
+    /// How the node's seed was checked when it was imported; absent when
+    /// no import recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedOrigin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,7 +139,7 @@ pub fn assemble(
     };
     Ok(StatusDoc {
         schema: SCHEMA.to_string(),
-        node: seed.node.clone(),
+        node: seed.node.to_string(),
         role: seed.role,
         overall: overall(checks.iter().map(|c| &c.state)),
         daemon,
@@ -144,6 +149,7 @@ pub fn assemble(
         backups: matches!(seed.role, Role::Db | Role::Allinone)
             .then(|| not_built("the backup loop is not built yet")),
         hardening,
+        seed: None,
     })
 }
 
@@ -191,10 +197,12 @@ pub fn from_daemon(root: &Root) -> Option<StatusDoc> {
 
 /// The daemon's answer when there is one, else a one-shot run.
 pub fn collect(root: &Root) -> Result<StatusDoc> {
-    match from_daemon(root) {
-        Some(doc) => Ok(doc),
-        None => collect_once(root),
-    }
+    let mut doc = match from_daemon(root) {
+        Some(doc) => doc,
+        None => collect_once(root)?,
+    };
+    doc.seed = seed_cmd::origin(root);
+    Ok(doc)
 }
 
 struct Paint {
@@ -293,6 +301,12 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
         )?;
     }
     writeln!(out)?;
+    if let Some(SeedOrigin::Unsigned { from }) = &doc.seed {
+        writeln!(
+            out,
+            "seed      NOT SIGNED: imported from {from} with --insecure-seed (lab only)"
+        )?;
+    }
     match (&doc.bundles.generation, &doc.bundles.last_applied) {
         (Some(g), Some(a)) => writeln!(
             out,

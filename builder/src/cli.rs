@@ -24,6 +24,9 @@ pub enum Command {
     /// Offline bundles of models and container images.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Node seeds: who each node is, signed for its first boot.
+    #[command(subcommand)]
+    Seed(SeedCommand),
     /// Build a signed, reproducible disk image for one node role.
     ///
     /// Writes DIR/<role>-<version>.img, its signed manifest
@@ -151,6 +154,34 @@ pub enum KeyCommand {
         #[arg(long)]
         revoke: Vec<String>,
         /// Where to write the statement.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Write one node's seed and its signature.
+    ///
+    /// Writes FILE (mode 0600) and FILE.minisig, signed with KEY; checks the
+    /// name (an RFC 1123 host name in lower case) and the role first and
+    /// writes nothing if either is wrong. Put both on a FAT volume labelled
+    /// OWUI-SEED as seed.toml and seed.toml.minisig (or in owui/ on the
+    /// image's ESP); the node refuses a seed its trust store cannot verify.
+    /// `minisign -Vm FILE -p owui.pub` checks it too.
+    Create {
+        /// The node's name (its hostname).
+        #[arg(long)]
+        node: String,
+        /// The node's role: app, db, gpu or allinone (the image's).
+        #[arg(long)]
+        role: String,
+        /// Secret key to sign with (mode 0600): the one the image trusts.
+        #[arg(long)]
+        key: PathBuf,
+        /// The seed file to write (seed.toml).
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]

@@ -7,3 +7,4 @@ pub mod cli;
 pub mod image;
 pub mod images;
 pub mod keys;
+pub mod seeds;

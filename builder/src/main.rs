@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use owui_builder::{bundles, images, keys};
+use owui_builder::{bundles, images, keys, seeds};
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand};
+use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand, SeedCommand};
 use owui_builder::images::print_built;
 
 fn main() -> ExitCode {
@@ -62,6 +62,17 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Seed(SeedCommand::Create {
+            node,
+            role,
+            key,
+            out,
+            output,
+        }) => finish(
+            seeds::create(&node, &role, &key, &out),
+            output.json,
+            seeds::print_created,
+        ),
         Command::Build(args) => {
             let progress = progress::for_stderr(args.output.quiet || args.output.json);
             let json = args.output.json;

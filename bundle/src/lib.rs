@@ -23,6 +23,7 @@ pub mod parallel;
 pub mod progress;
 pub mod role;
 pub mod seams;
+pub mod seed;
 pub mod sign;
 pub mod spec;
 pub mod store;

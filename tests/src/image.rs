@@ -126,11 +126,30 @@ pub fn report_overlay(overlay: &Path, after: &str, script: &str) {
     fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-/// A FAT volume labelled OWUI-SEED holding seed.toml: the install medium.
-pub fn seed_medium(dir: &Path, seed: &str) -> PathBuf {
-    let img = dir.join("seed.img");
+/// `owui-builder seed create`: `dir/seed.toml` and its signature by `key`.
+pub fn signed_seed(dir: &Path, key: &Path, node: &str, role: &str) -> PathBuf {
     let file = dir.join("seed.toml");
-    fs::write(&file, seed).unwrap();
+    builder(&[
+        "seed",
+        "create",
+        "--node",
+        node,
+        "--role",
+        role,
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ])
+    .ok();
+    file
+}
+
+/// A FAT volume labelled OWUI-SEED holding seed.toml and seed.toml.minisig,
+/// signed with `key` (the image's): the install medium.
+pub fn seed_medium(dir: &Path, key: &Path, node: &str, role: &str) -> PathBuf {
+    let img = dir.join("seed.img");
+    let file = signed_seed(dir, key, node, role);
     // mkfs.vfat -C will not write over an earlier medium.
     let _ = fs::remove_file(&img);
     let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
@@ -139,12 +158,17 @@ pub fn seed_medium(dir: &Path, seed: &str) -> PathBuf {
         .arg(&img)
         .arg("2048")
         .stdout(std::process::Stdio::null()));
-    ok(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(&img)
-        .arg(&file)
-        .arg("::seed.toml"));
+    for (from, to) in [
+        (file.clone(), "::seed.toml"),
+        (dir.join("seed.toml.minisig"), "::seed.toml.minisig"),
+    ] {
+        ok(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&img)
+            .arg(&from)
+            .arg(to));
+    }
     img
 }
 
@@ -158,12 +182,19 @@ pub fn boot_disk(image: &Path, dest: &Path) -> PathBuf {
 }
 
 /// Boots `image` (a copy with room for its data partition) under qemu with
-/// a seed medium naming `node` and `role`, waits for the READY banner, and
-/// returns what the report unit printed between [`REPORT_BEGIN`] and
-/// [`REPORT_END`], with the whole serial log.
-pub fn boot_to_report(dir: &Path, image: &Path, node: &str, role: &str) -> (String, String) {
+/// a seed medium naming `node` and `role`, signed with `key` (the key the
+/// image was built with), waits for the READY banner, and returns what the
+/// report unit printed between [`REPORT_BEGIN`] and [`REPORT_END`], with the
+/// whole serial log.
+pub fn boot_to_report(
+    dir: &Path,
+    image: &Path,
+    key: &Path,
+    node: &str,
+    role: &str,
+) -> (String, String) {
     let disk = boot_disk(image, &dir.join("boot.img"));
-    let medium = seed_medium(dir, &format!("node = \"{node}\"\nrole = \"{role}\"\n"));
+    let medium = seed_medium(dir, key, node, role);
     let mut vm = Boot::start(dir, &disk, &[&medium]);
     let banner = format!("OWUI-AGENT READY role={role} node={node}");
     let seen = vm.wait_for(&[&banner], Duration::from_secs(400));

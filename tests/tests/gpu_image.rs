@@ -334,6 +334,7 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
     let (booted, console) = boot_to_report(
         dir,
         Path::new(report["image"].as_str().unwrap()),
+        &key,
         "gpu-n01",
         "gpu",
     );

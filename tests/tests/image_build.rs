@@ -144,7 +144,7 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
 
     // 2. Boot it with a seed medium: READY banner, then the status the
     // agent gives inside the VM lists the role's units.
-    let (report, _) = boot_to_report(dir, &image, "rack1-n07", "allinone");
+    let (report, _) = boot_to_report(dir, &image, &key, "rack1-n07", "allinone");
     let mut lines = report.lines().filter(|l| !l.trim().is_empty());
     let status_line = lines.next().unwrap_or_default();
     let status: serde_json::Value = serde_json::from_str(status_line.trim())
@@ -264,7 +264,7 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     assert_eq!(refused.code, 4, "{}{}", refused.stdout, refused.stderr);
     assert!(refused.stderr.contains("owui-root"), "{}", refused.stderr);
     let disk = boot_disk(&bad, &dir.join("bad-boot.img"));
-    let medium = seed_medium(dir, "node = \"rack1-n07\"\nrole = \"allinone\"\n");
+    let medium = seed_medium(dir, &key, "rack1-n07", "allinone");
     let mut vm = Boot::start(dir, &disk, &[&medium]);
     let banner = "OWUI-AGENT READY";
     let seen = vm.wait_for(&["is corrupted", banner], Duration::from_secs(300));

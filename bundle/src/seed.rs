@@ -1,0 +1,366 @@
+//! The node seed: who a node is (`node = "<name>"`, `role = "<role>"`), the
+//! one per-host input a role image takes. Made and signed on the build side
+//! (`owui-builder seed create`), checked on the node (`owui-agent seed
+//! import`) against the image's trust store before any field is trusted.
+//!
+//! A node name reaches the hostname, certificates, env files and (later)
+//! etcd keys, so it is checked when the seed is parsed, and only a
+//! [`NodeName`] that passed the check exists: RFC 1123 host names, lower
+//! case only (docs/seeds.md).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::role::Role;
+use crate::sign::SecretKey;
+use crate::trust::{Signer, TrustStore};
+
+/// Largest seed file read; a seed is two short lines today.
+pub const SEED_MAX: u64 = 64 * 1024;
+/// Longest host name (RFC 1123 section 2.1, as DNS allows).
+const NAME_MAX: usize = 253;
+/// Longest label between dots.
+const LABEL_MAX: usize = 63;
+
+/// A node name that is a valid RFC 1123 host name in lower case: labels of
+/// 1-63 characters `a-z 0-9 -`, not starting or ending with `-`, joined by
+/// dots, 253 characters at most.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct NodeName(String);
+
+impl NodeName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why `name` is not a node name, or None when it is one.
+fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.len() > NAME_MAX {
+        return Some(format!(
+            "is {} bytes long, over the {NAME_MAX} a host name may have",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        let hint = if c.is_ascii_uppercase() {
+            " (node names are lower case)"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "holds {c:?}: only a-z, 0-9, '-' and '.' are allowed{hint}"
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Some("has an empty label (a leading, trailing or doubled '.')".into());
+        }
+        if label.len() > LABEL_MAX {
+            return Some(format!(
+                "has a label of {} characters, over the {LABEL_MAX} allowed",
+                label.len()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("has label {label:?} starting or ending with '-'"));
+        }
+    }
+    None
+}
+
+impl FromStr for NodeName {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name_problem(name) {
+            // {:?} quotes the name with control characters escaped: what is
+            // printed cannot move the cursor or start a line of its own.
+            Some(problem) => Err(Error::invalid(
+                format!("node name {name:?}"),
+                format!("{problem}; a node name is an RFC 1123 host name in lower case"),
+            )),
+            None => Ok(NodeName(name.to_string())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        // The TOML error around this names the file, line and key.
+        text.parse().map_err(|e: Error| serde::de::Error::custom(e))
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Callers that only read the name use it as a `&str`.
+impl std::ops::Deref for NodeName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// TOML's errors quote the offending line: its control characters (an
+/// escape sequence in a hostile seed) are shown escaped, never sent to the
+/// terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// A role by its name (`app`, `db`, `gpu`, `allinone`).
+pub fn parse_role(name: &str) -> Result<Role> {
+    Role::ALL
+        .into_iter()
+        .find(|r| r.as_str() == name)
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("role {name:?}"),
+                "is not one of app, db, gpu, allinone",
+            )
+        })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// The node's name (its hostname in the cluster).
+    pub node: NodeName,
+    pub role: Role,
+}
+
+impl Seed {
+    /// Parses a seed's bytes; `what` (the file) starts every error, which
+    /// names the line and key.
+    pub fn parse(what: &str, bytes: &[u8]) -> Result<Seed> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::invalid(what, format!("not UTF-8: {e}")))?;
+        toml::from_str(text).map_err(|e| Error::invalid(what, printable(e.to_string().trim_end())))
+    }
+
+    /// The seed file's bytes: what is signed and what a node keeps.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        toml::to_string(self)
+            .map(String::into_bytes)
+            .map_err(|e| Error::invalid("seed", e.to_string()))
+    }
+
+    /// The `.minisig` text for `bytes` (this seed's [`Seed::to_bytes`]).
+    pub fn sign(&self, key: &SecretKey, bytes: &[u8]) -> String {
+        key.sign(
+            bytes,
+            &format!("owui seed node={} role={}", self.node, self.role),
+        )
+    }
+}
+
+/// A seed whose bytes verified against the trust store: the only way a
+/// signed seed comes out of [`verify`].
+#[derive(Debug)]
+pub struct VerifiedSeed {
+    pub seed: Seed,
+    pub signer: Signer,
+}
+
+/// What an operator does about a seed the node does not trust.
+const HOW_TO_SIGN: &str = "make it with `owui-builder seed create --node NAME --role ROLE --key KEY --out seed.toml` and put seed.toml and seed.toml.minisig side by side";
+
+/// Checks `signature` (the `seed.toml.minisig` text, None when there is
+/// none) over `bytes` by a key of `store` first, then parses the bytes:
+/// nothing in a seed is read before its signature checks out. Every
+/// signature problem (none, unreadable, unknown or revoked key, bytes
+/// changed) is [`Error::Untrusted`] with one plain message; a well-signed
+/// seed that does not parse is [`Error::Invalid`].
+pub fn verify(
+    store: &TrustStore,
+    what: &str,
+    bytes: &[u8],
+    signature: Option<&[u8]>,
+) -> Result<VerifiedSeed> {
+    let untrusted = |reason: &str| {
+        Error::untrusted(
+            what,
+            format!("is not signed by a key this image trusts ({reason}); {HOW_TO_SIGN}"),
+        )
+    };
+    let signature = signature.ok_or_else(|| untrusted("no seed.toml.minisig next to it"))?;
+    let signature = std::str::from_utf8(signature)
+        .map_err(|_| untrusted("its seed.toml.minisig is not a minisign signature"))?;
+    let signer = store
+        .verify(bytes, signature, "seed.toml.minisig")
+        .map_err(|e| untrusted(&e.to_string()))?;
+    let seed = Seed::parse(what, bytes)?;
+    Ok(VerifiedSeed { seed, signer })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_accepted() {
+        for name in [
+            "n1",
+            "rack1-n07",
+            "db-3.site.example",
+            "0",
+            &"a".repeat(63),
+            &format!("{}.{}", "a".repeat(63), "b".repeat(63)),
+        ] {
+            assert_eq!(NodeName::from_str(name).unwrap().as_str(), name);
+        }
+        // 253 characters, the most a name may have.
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert_eq!(long.len(), 253);
+        assert!(NodeName::from_str(&long).is_ok());
+    }
+
+    /// One test per hostile name: each must be refused (exit 3) with the
+    /// reason, and the message must carry no raw control character.
+    macro_rules! refused_names {
+        ($($case:ident: $name:expr => $reason:expr;)*) => {$(
+            #[test]
+            fn $case() {
+                let name: String = $name.into();
+                let err = NodeName::from_str(&name).unwrap_err();
+                assert_eq!(err.exit_code(), 3, "{err}");
+                let text = err.to_string();
+                assert!(text.contains($reason), "{text}");
+                assert!(!text.chars().any(char::is_control), "{text:?}");
+            }
+        )*};
+    }
+
+    mod refused {
+        use super::*;
+
+        refused_names! {
+            newline_with_an_env_line: "ai-1\nWEBUI_AUTH=False" => "'\\n'";
+            carriage_return: "ai-1\r" => "'\\r'";
+            equals_sign: "a=b" => "'='";
+            space: "ai 1" => "' '";
+            upper_case: "AI-1" => "lower case";
+            dot_dot: "a..b" => "empty label";
+            leading_dot: ".a" => "empty label";
+            trailing_dot: "a." => "empty label";
+            label_of_64: "a".repeat(64) => "64 characters";
+            name_of_254: ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".") => "254 bytes";
+            empty: "" => "is empty";
+            leading_hyphen: "-n1" => "starting or ending with '-'";
+            trailing_hyphen: "n1-" => "starting or ending with '-'";
+            nul: "n1\0" => "'\\0'";
+            escape_sequence: "n1\u{1b}[2J" => "'\\u{1b}'";
+            unicode_letter: "nöde" => "'ö'";
+            unicode_lookalike: "n\u{0430}me" => "'а'";
+            slash: "../etc" => "'/'";
+            underscore: "n_1" => "'_'";
+            quote: "n\"1" => "'\"'";
+        }
+    }
+
+    #[test]
+    fn a_seed_errors_name_the_line_and_key() {
+        let err =
+            Seed::parse("seed.toml", b"node = \"n1\"\nrole = \"gpu\"\nrack = 4\n").unwrap_err();
+        assert!(
+            err.to_string().contains("line 3") && err.to_string().contains("rack"),
+            "{err}"
+        );
+        let err = Seed::parse(
+            "seed.toml",
+            b"role = \"gpu\"\nnode = \"a\\nWEBUI_AUTH=False\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.exit_code(), 3);
+        assert!(
+            text.starts_with("seed.toml: ") && text.contains("line 2"),
+            "{text}"
+        );
+        assert!(text.contains("node name"), "{text}");
+        assert!(Seed::parse("seed.toml", b"\xff").is_err());
+        let err = Seed::parse("seed.toml", b"node = \"n1\x1b[2J\"\nrole = \"db\"\n").unwrap_err();
+        assert!(!err.to_string().contains('\x1b'), "{err}");
+        assert_eq!(parse_role("printer").unwrap_err().exit_code(), 3);
+        assert_eq!(parse_role("gpu").unwrap(), Role::Gpu);
+    }
+
+    #[test]
+    fn a_signed_seed_verifies_and_any_other_is_untrusted() {
+        let key = SecretKey::generate();
+        let store = TrustStore::with_keys(vec![key.public()], "test keys");
+        let seed = Seed {
+            node: "db-3".parse().unwrap(),
+            role: Role::Db,
+        };
+        let bytes = seed.to_bytes().unwrap();
+        assert_eq!(bytes, b"node = \"db-3\"\nrole = \"db\"\n");
+        let sig = seed.sign(&key, &bytes);
+        let ok = verify(&store, "seed.toml", &bytes, Some(sig.as_bytes())).unwrap();
+        assert_eq!(ok.seed, seed);
+        assert_eq!(ok.signer.key_id, key.id);
+
+        let other = SecretKey::generate();
+        let mut tampered = bytes.clone();
+        tampered[9] = b'4';
+        for (bytes, sig) in [
+            (bytes.clone(), Some(seed.sign(&other, &bytes))),
+            (tampered.clone(), Some(sig.clone())),
+            (bytes.clone(), Some("garbage".into())),
+            (bytes.clone(), None),
+        ] {
+            let err = verify(
+                &store,
+                "seed.toml",
+                &bytes,
+                sig.as_deref().map(str::as_bytes),
+            )
+            .unwrap_err();
+            assert_eq!(err.exit_code(), 4, "{err}");
+            assert!(
+                err.to_string().contains("owui-builder seed create"),
+                "{err}"
+            );
+        }
+        // Signed, but not a seed: invalid, not untrusted.
+        let junk = b"node = 1\n";
+        let err = verify(
+            &store,
+            "seed.toml",
+            junk,
+            Some(seed.sign(&key, junk).as_bytes()),
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+    }
+}

@@ -70,6 +70,7 @@ pub enum DbCommand {
     /// /etc/owui/secrets/postgres-openwebui-password), database `openwebui`
     /// and the pgvector extension exist. Runs on the node itself only.
     Setup {
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -89,6 +90,7 @@ pub enum SecretsCommand {
     /// used. Prints file names only, never values. A secret file others can
     /// read is refused (exit 5).
     Init {
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -119,6 +121,7 @@ pub enum SeedCommand {
         /// recorded in /run/owui/seed-origin.json for `status` to show.
         #[arg(long)]
         insecure_seed: bool,
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -138,6 +141,7 @@ pub enum GpuCommand {
     /// NVIDIA GPU it says so and exits 0. Test builds use
     /// <root>/etc/owui/gpu-fixture.toml instead of NVML (docs/gpu.md).
     Setup {
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -145,11 +149,13 @@ pub enum GpuCommand {
     ///
     /// Exit code as for `status`: 0 healthy, 8 degraded, 9 failed, 10 unknown.
     Status {
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Clear the drain a critical XID set, once the GPU has been serviced.
     Undrain {
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +178,7 @@ pub enum BundleCommand {
     /// Checks the signature against the trust store, the node's role, the
     /// channel sequence, and every blob's size and digest.
     Verify {
+        /// The bundle file (.owb), e.g. on a mounted USB drive.
         file: PathBuf,
         #[command(flatten)]
         forces: ForceArgs,
@@ -183,6 +190,7 @@ pub enum BundleCommand {
     /// Blobs go into the content store, then one atomic switch makes the new
     /// generation current. Safe to re-run after a crash: it resumes.
     Apply {
+        /// The bundle file (.owb), e.g. on a mounted USB drive.
         file: PathBuf,
         #[command(flatten)]
         forces: ForceArgs,
@@ -191,6 +199,7 @@ pub enum BundleCommand {
     },
     /// Generations on this node and what each holds.
     List {
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -204,6 +213,7 @@ pub enum BundleCommand {
         /// Generations to keep, the current one included.
         #[arg(long, default_value_t = 2)]
         keep: usize,
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -241,6 +251,7 @@ pub enum TrustCommand {
     /// the rotations applied on this node (/var/lib/owui/trust) added or
     /// revoked.
     List {
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -251,7 +262,9 @@ pub enum TrustCommand {
     /// /var/lib/owui/trust and replayed over the image's keys on every
     /// load; the image's trust store is never written.
     Apply {
+        /// The rotation statement (JSON); its signature is STATEMENT.minisig.
         statement: PathBuf,
+        /// Print the outcome as one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },

@@ -88,6 +88,7 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyImageArgs {
+    /// The disk image (.img) to check.
     pub image: PathBuf,
     /// The signed manifest [default: IMAGE with .manifest.json].
     #[arg(long)]
@@ -213,6 +214,7 @@ pub enum BundleCommand {
     /// With --extract, writes the manifest and its signature out, e.g. for
     /// `minisign -V`.
     Inspect {
+        /// The bundle file (.owb) to show.
         file: PathBuf,
         /// Write manifest.json and manifest.json.minisig into this directory.
         #[arg(long)]

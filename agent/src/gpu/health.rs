@@ -87,7 +87,7 @@ pub fn section() -> GpuSection {
 }
 
 fn drain_file(root: &Root, cfg: &GpuConfig) -> PathBuf {
-    root.host(&cfg.state_dir).join("drained.json")
+    root.host(&cfg.state_dir.join("drained.json"))
 }
 
 pub fn read_drain(root: &Root, cfg: &GpuConfig) -> Result<Option<Drain>> {

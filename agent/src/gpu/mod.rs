@@ -26,7 +26,7 @@ pub mod status;
 /// The driver set files are shared with the builder.
 pub use owui_bundle::firmware;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use owui_bundle::Result;
 use serde::Deserialize;
@@ -79,7 +79,7 @@ impl Default for GpuConfig {
 /// The fixture that replaces NVML, when this is a test build and the file
 /// exists (see docs/gpu.md). A release binary never reads it.
 pub fn fixture_path(root: &Root) -> Option<PathBuf> {
-    let path = root.etc().join("gpu-fixture.toml");
+    let path = root.host(Path::new("/etc/owui/gpu-fixture.toml"));
     (owui_bundle::seams::GPU_FIXTURE && path.exists()).then_some(path)
 }
 

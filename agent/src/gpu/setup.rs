@@ -89,7 +89,7 @@ fn save(root: &Root, state_dir: &Path, report: &SetupReport) -> Result<()> {
 
 /// The last report `gpu setup` saved.
 pub fn last(root: &Root, state_dir: &Path) -> Option<SetupReport> {
-    let text = fs::read_to_string(root.host(state_dir).join("setup.json")).ok()?;
+    let text = fs::read_to_string(root.host(&state_dir.join("setup.json"))).ok()?;
     serde_json::from_str(&text).ok()
 }
 

@@ -2,8 +2,8 @@
 //! secure defaults of the seed deployment and reports every deviation
 //! ("drift") for `owui-agent status`.
 //!
-//! What is checked, and where the expectation comes from (line numbers are
-//! those of `../shared/seeds/production-deployment-guide.txt`, "the guide"):
+//! What is checked, and where the expectation comes from (the reference
+//! deployment's production guide, "the guide"):
 //!
 //! - **Open WebUI environment** (the env files and the Quadlet unit the
 //!   container runs with): `ENABLE_SIGNUP=False`, `DEFAULT_USER_ROLE=pending`,
@@ -11,25 +11,22 @@
 //!   `BYPASS_MODEL_ACCESS_CONTROL=False`, `BYPASS_ADMIN_ACCESS_CONTROL=False`,
 //!   `ENABLE_COMMUNITY_SHARING=False`, `USER_PERMISSIONS_CHAT_DELETE=False`,
 //!   `USER_PERMISSIONS_CHAT_TEMPORARY=False`: the compose file's "Security
-//!   defaults" and "User permissions" blocks (lines 93-103), the environment
-//!   reference tables (lines 517-547) and the hardening checklist (lines
-//!   749-761). `WEBUI_AUTH` must not be turned off (it disables login
+//!   defaults" and "User permissions" blocks, the environment reference
+//!   tables and the hardening checklist. `WEBUI_AUTH` must not be turned off (it disables login
 //!   altogether, and Open WebUI then forces `ENABLE_SIGNUP` off, which would
 //!   otherwise hide it). `OPENAI_API_BASE_URL`, `OLLAMA_BASE_URL` and
 //!   `WEBUI_AUTH` must keep the value the configured env files (the image's
 //!   own settings, on the read-only root) give them: a later source (the
 //!   node's secrets env file, a unit's `Environment=`) that changes one
 //!   would send prompts elsewhere or drop the login.
-//! - **Secret file modes**: `chmod 600 .env` (line 767), applied to the
-//!   environment files (they hold `WEBUI_SECRET_KEY`, lines 434-448) and to
+//! - **Secret file modes**: `chmod 600 .env`, applied to the
+//!   environment files (they hold `WEBUI_SECRET_KEY`) and to
 //!   everything under the configured secret paths.
-//! - **Pinned images**: tags pinned, never `:main` or `:latest` (lines 769-770,
-//!   782-783); the appliance goes further and addresses everything by sha256
+//! - **Pinned images**: tags pinned, never `:main` or `:latest`; the appliance goes further and addresses everything by sha256
 //!   (DESIGN.md, "Signed content"), so a reference without `@sha256:` is drift.
-//! - **Redis**: `maxclients` 10000 or more and `timeout 1800` (lines 239-240,
-//!   576, 780).
-//! - **Listening sockets**: only 443 faces users (lines 34-35, 743), with 80
-//!   kept for the HTTPS redirect (lines 55, 346); everything else must be bound
+//! - **Redis**: `maxclients` 10000 or more and `timeout 1800`.
+//! - **Listening sockets**: only 443 faces users, with 80 kept
+//!   for the HTTPS redirect; everything else must be bound
 //!   to loopback. Quadlet `PublishPort=` lines are checked by the same rule,
 //!   since ports published through netavark's DNAT have no listening socket
 //!   on the host.
@@ -149,11 +146,11 @@ impl Default for HardeningConfig {
             secret_files: vec![PathBuf::from("/etc/owui/secrets")],
             images: Vec::new(),
             redis_conf: PathBuf::from("/etc/redis/redis.conf"),
-            // The guide's value, lines 240 and 780.
+            // The guide's value.
             redis_max_timeout: 1800,
-            // The guide's "10000+", lines 239 and 780.
+            // The guide's "10000+".
             redis_min_maxclients: 10_000,
-            // 80 and 443 from the guide (lines 35, 55, 743); 22 is the
+            // 80 and 443 from the guide; 22 is the
             // appliance's own choice (operator SSH on a bare-metal node).
             allowed_ports: vec![22, 80, 443],
         }
@@ -923,7 +920,7 @@ enum Want {
     NotFalse,
 }
 
-/// The seed's secure defaults, in the guide's order (lines 93-103), then
+/// The seed's secure defaults, in the guide's order, then
 /// `WEBUI_AUTH`.
 const SECURE_ENV: &[(&str, Want)] = &[
     ("ENABLE_SIGNUP", Want::False { default_true: true }),
@@ -997,7 +994,7 @@ fn audit_environment(
         }
         match read_text(root, path) {
             Ok((text, mode)) => {
-                // The guide's `chmod 600 .env` (line 767).
+                // The guide's `chmod 600 .env`.
                 if under_root(root, path).is_ok_and(|host| mode_checked.insert(host)) {
                     check_secret_mode(a, path, mode);
                 }
@@ -1518,7 +1515,7 @@ fn audit_redis(root: &Path, cfg: &HardeningConfig, a: &mut Audit) {
         }
         None if complete => {
             a.checked.push("redis maxclients".to_string());
-            // The checklist wants it set explicitly (line 780); Redis's own
+            // The checklist wants it set explicitly; Redis's own
             // default may still be enough.
             let severity = if REDIS_DEFAULT_MAXCLIENTS >= min {
                 Severity::Warn

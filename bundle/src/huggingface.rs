@@ -362,18 +362,24 @@ pub fn materialise(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    //! Without Python. Read back by huggingface_hub itself:
-    //! `tests/tests/huggingface_hub.rs`.
+/// A sample snapshot, packed and laid out, for this module's tests and the
+/// tests crate's check with huggingface_hub itself.
+#[cfg(any(test, feature = "test-support"))]
+#[allow(clippy::unwrap_used)]
+pub mod fixture {
+    use std::fs;
+    use std::path::{Path, PathBuf};
 
-    use super::*;
+    use super::{materialise, pack};
+    use crate::items::HfSnapshot;
+    use crate::spec::HfSpec;
+    use crate::store::ContentStore;
 
-    const REV: &str = "5617a9f61b028005a4858fdac845db406aefb181";
+    pub const REV: &str = "5617a9f61b028005a4858fdac845db406aefb181";
 
     /// A snapshot dir with nested files, a duplicate content, an internal
     /// symlink, and folders huggingface_hub would not upload.
-    fn snapshot_dir(root: &Path) -> PathBuf {
+    pub fn snapshot_dir(root: &Path) -> PathBuf {
         let src = root.join("src");
         for (p, data) in [
             ("config.json", "{\"model_type\":\"bert\"}"),
@@ -393,7 +399,7 @@ mod tests {
         src
     }
 
-    fn spec(path: PathBuf) -> HfSpec {
+    pub fn spec(path: PathBuf) -> HfSpec {
         HfSpec {
             repo: "BAAI/bge-m3".into(),
             revision: REV.into(),
@@ -402,7 +408,7 @@ mod tests {
         }
     }
 
-    fn materialised(dir: &Path) -> (HfSnapshot, PathBuf) {
+    pub fn materialised(dir: &Path) -> (HfSnapshot, PathBuf) {
         let (item, blobs) = pack(&spec(snapshot_dir(dir))).unwrap();
         let store = ContentStore::open(&dir.join("store")).unwrap();
         crate::store::commit_packed(&store, &blobs);
@@ -412,6 +418,15 @@ mod tests {
         materialise(&store, std::slice::from_ref(&item), &cache, None).unwrap();
         (item, cache)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Without Python. Read back by huggingface_hub itself:
+    //! `tests/tests/huggingface_hub.rs`.
+
+    use super::fixture::{materialised, snapshot_dir, spec, REV};
+    use super::*;
 
     #[test]
     fn packs_sorted_and_lays_out_the_hub_cache() {

@@ -184,9 +184,11 @@ impl BlobWriter {
     }
 }
 
-/// Test support: puts packed blobs straight into a store.
-#[cfg(test)]
-pub(crate) fn commit_packed(store: &ContentStore, blobs: &[crate::items::PackedBlob]) {
+/// Test support: puts packed blobs straight into a store, as if a bundle
+/// holding them had been applied. Panics on any failure.
+#[cfg(any(test, feature = "test-support"))]
+#[allow(clippy::unwrap_used)]
+pub fn commit_packed(store: &ContentStore, blobs: &[crate::items::PackedBlob]) {
     use crate::items::BlobSource;
     for blob in blobs {
         let data = match &blob.source {

@@ -12,28 +12,12 @@ pub mod redis;
 pub mod site;
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
-use owui_bundle::items::{BlobSource, PackedBlob};
-use owui_bundle::store::ContentStore;
 use sha2::{Digest, Sha256};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-/// Test support: puts packed blobs straight into a content store, as if a
-/// bundle holding them had been applied.
-pub fn commit_packed(store: &ContentStore, blobs: &[PackedBlob]) {
-    for blob in blobs {
-        let data = match &blob.source {
-            BlobSource::File(p) => fs::read(p).unwrap(),
-            BlobSource::Bytes(b) => b.clone(),
-        };
-        let mut w = store.writer(blob.digest, blob.size).unwrap();
-        w.write_all(&data).unwrap();
-        w.commit().unwrap();
-    }
-}
 
 /// `N` distinct loopback ports nobody listens on right now (all held open
 /// together while chosen, so no two are the same).

@@ -1,59 +1,9 @@
 //! A materialised Hugging Face cache read by its real consumer, the
 //! `huggingface_hub` Python package (`.ci/run` installs it), offline.
 
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use owui_bundle::huggingface::{materialise, pack};
-use owui_bundle::items::HfSnapshot;
-use owui_bundle::spec::HfSpec;
-use owui_bundle::store::ContentStore;
-use owui_tests::commit_packed;
-
-const REV: &str = "5617a9f61b028005a4858fdac845db406aefb181";
-
-/// A snapshot dir with nested files, a duplicate content, an internal
-/// symlink, and folders huggingface_hub would not upload.
-fn snapshot_dir(root: &Path) -> PathBuf {
-    let src = root.join("src");
-    for (p, data) in [
-        ("config.json", "{\"model_type\":\"bert\"}"),
-        ("onnx/model.onnx", "onnx bytes"),
-        ("1_Pooling/config.json", "{\"pooling\":1}"),
-        ("deep/er/still/file.txt", "deep"),
-        ("copy.txt", "deep"),
-        (".gitattributes", "*.onnx filter=lfs\n"),
-        (".git/HEAD", "ref: refs/heads/main\n"),
-        (".cache/huggingface/download/x.metadata", "junk"),
-    ] {
-        let p = src.join(p);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
-    }
-    std::os::unix::fs::symlink("onnx/model.onnx", src.join("linked.onnx")).unwrap();
-    src
-}
-
-fn spec(path: PathBuf) -> HfSpec {
-    HfSpec {
-        repo: "BAAI/bge-m3".into(),
-        revision: REV.into(),
-        git_ref: "main".into(),
-        path,
-    }
-}
-
-fn materialised(dir: &Path) -> (HfSnapshot, PathBuf) {
-    let (item, blobs) = pack(&spec(snapshot_dir(dir))).unwrap();
-    let store = ContentStore::open(&dir.join("store")).unwrap();
-    commit_packed(&store, &blobs);
-    let cache = dir.join("hub");
-    materialise(&store, std::slice::from_ref(&item), &cache, None).unwrap();
-    // Idempotent: a second run changes nothing and does not fail.
-    materialise(&store, std::slice::from_ref(&item), &cache, None).unwrap();
-    (item, cache)
-}
+use owui_bundle::huggingface::fixture::{materialised, REV};
 
 /// The real consumer: huggingface_hub itself must find the snapshot
 /// offline, by ref and by commit, and file by file.

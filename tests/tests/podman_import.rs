@@ -8,8 +8,9 @@ use owui_bundle::command::Cmd;
 use owui_bundle::items::OciImage;
 use owui_bundle::oci::{import, pack, remove, stored_digest, write_layout, PodmanStore};
 use owui_bundle::spec::OciSpec;
+use owui_bundle::store::commit_packed;
 use owui_bundle::store::ContentStore;
-use owui_tests::{build_test_oci_image, commit_packed};
+use owui_tests::build_test_oci_image;
 
 fn spec(reference: &str, source: &Path) -> OciSpec {
     OciSpec {

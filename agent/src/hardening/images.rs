@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::files::read_text;
 use super::read::parse_unit_text;
-use super::{shown, Audit, Rule, Scope, Severity};
+use super::{shown, Audit, Scope, Severity};
 
 // ---------------------------------------------------------------------------
 // Images
@@ -54,13 +54,7 @@ fn check_image(a: &mut Audit, reference: &str, found: String, source: &str) {
     }
 }
 
-pub(super) const RULE: Rule = Rule {
-    name: "images-pinned",
-    description: "every image the units run or the configuration lists is pinned by sha256 digest",
-    check: audit_images,
-};
-
-fn audit_images(s: &mut Scope<'_>, a: &mut Audit) {
+pub(super) fn audit_images(s: &mut Scope<'_>, a: &mut Audit) {
     let (root, cfg, units) = (s.root, s.cfg, &s.units);
     for unit in units {
         let Some((image, source)) = &unit.image else {

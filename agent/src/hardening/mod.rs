@@ -166,12 +166,36 @@ pub struct Rule {
 /// Every rule, in the order the audit runs them (and reports their
 /// findings).
 pub static RULES: &[Rule] = &[
-    webui_env::RULE,
-    secret_modes::RULE,
-    images::RULE,
-    sockets::PUBLISHED_PORTS,
-    redis::RULE,
-    sockets::LISTENING_SOCKETS,
+    Rule {
+        name: "webui-env",
+        description: "Open WebUI: its secure defaults, and the endpoints and login the image set",
+        check: webui_env::audit_environment,
+    },
+    Rule {
+        name: "secret-modes",
+        description: "env files and every file under the secret paths: mode 0600 or stricter",
+        check: secret_modes::audit_secret_paths,
+    },
+    Rule {
+        name: "images-pinned",
+        description: "every image the units run or the configuration lists: pinned by digest",
+        check: images::audit_images,
+    },
+    Rule {
+        name: "published-ports",
+        description: "Quadlet PublishPort= lines: loopback only, but for the allowed ports",
+        check: sockets::audit_published_ports,
+    },
+    Rule {
+        name: "redis",
+        description: "Redis: idle clients closed (timeout), enough of them allowed (maxclients)",
+        check: redis::audit_redis,
+    },
+    Rule {
+        name: "listening-sockets",
+        description: "TCP listeners: loopback only, but for the allowed ports",
+        check: sockets::audit_sockets,
+    },
 ];
 
 /// What the rules of one audit share.

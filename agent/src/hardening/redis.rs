@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::files::read_text;
-use super::{shown, Audit, Rule, Scope, Severity};
+use super::{shown, Audit, Scope, Severity};
 
 /// Nesting of redis `include` directives.
 const MAX_INCLUDE_DEPTH: usize = 8;
@@ -124,13 +124,7 @@ fn read_redis_conf(
     complete
 }
 
-pub(super) const RULE: Rule = Rule {
-    name: "redis",
-    description: "Redis closes idle clients (timeout) and accepts enough of them (maxclients)",
-    check: audit_redis,
-};
-
-fn audit_redis(s: &mut Scope<'_>, a: &mut Audit) {
+pub(super) fn audit_redis(s: &mut Scope<'_>, a: &mut Audit) {
     let (root, cfg) = (s.root, s.cfg);
     if cfg.redis_conf.as_os_str().is_empty() {
         return;

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::files::{io_reason, under_root};
-use super::{Audit, Rule, Scope, Severity};
+use super::{Audit, Scope, Severity};
 
 /// Entries visited under all the secret paths together.
 const MAX_SECRET_ENTRIES: usize = 10_000;
@@ -41,13 +41,7 @@ pub(super) fn check_secret_mode(a: &mut Audit, path: &Path, mode: u32) {
     );
 }
 
-pub(super) const RULE: Rule = Rule {
-    name: "secret-modes",
-    description: "the env files and every file under the secret paths are mode 0600 or stricter",
-    check: audit_secret_paths,
-};
-
-fn audit_secret_paths(s: &mut Scope<'_>, a: &mut Audit) {
+pub(super) fn audit_secret_paths(s: &mut Scope<'_>, a: &mut Audit) {
     let (root, cfg, mode_checked) = (s.root, s.cfg, &mut s.mode_checked);
     let mut budget = MAX_SECRET_ENTRIES;
     for path in &cfg.secret_files {

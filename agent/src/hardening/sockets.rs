@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use super::files::{io_reason, open_regular, under_root};
-use super::{shown, Audit, Rule, Scope, Severity};
+use super::{shown, Audit, Scope, Severity};
 
 /// Largest `/proc/net/tcp*` read (about 400 000 sockets).
 const MAX_PROC_BYTES: u64 = 64 * 1024 * 1024;
@@ -82,13 +82,7 @@ fn parse_publish(spec: &str) -> Result<Publish, String> {
     })
 }
 
-pub(super) const PUBLISHED_PORTS: Rule = Rule {
-    name: "published-ports",
-    description: "Quadlet PublishPort= lines bind to loopback except for the allowed ports",
-    check: audit_published_ports,
-};
-
-fn audit_published_ports(s: &mut Scope<'_>, a: &mut Audit) {
+pub(super) fn audit_published_ports(s: &mut Scope<'_>, a: &mut Audit) {
     let (cfg, units) = (s.cfg, &s.units);
     let allowed: BTreeSet<u16> = cfg.allowed_ports.iter().copied().collect();
     let expected = format!(
@@ -225,13 +219,7 @@ fn read_listeners(
     Ok(())
 }
 
-pub(super) const LISTENING_SOCKETS: Rule = Rule {
-    name: "listening-sockets",
-    description: "TCP listeners bind to loopback except for the allowed ports",
-    check: audit_sockets,
-};
-
-fn audit_sockets(s: &mut Scope<'_>, a: &mut Audit) {
+pub(super) fn audit_sockets(s: &mut Scope<'_>, a: &mut Audit) {
     let (root, cfg) = (s.root, s.cfg);
     let mut listeners: BTreeMap<u16, BTreeSet<SocketAddr>> = BTreeMap::new();
     let tcp = Path::new("/proc/net/tcp");

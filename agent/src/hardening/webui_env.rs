@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use super::files::{read_text, under_root};
 use super::read::parse_env_text;
 use super::secret_modes::check_secret_mode;
-use super::{shown, Audit, Rule, Scope, Severity};
+use super::{shown, Audit, Scope, Severity};
 
 // ---------------------------------------------------------------------------
 // Open WebUI environment
@@ -108,14 +108,7 @@ fn reads_true(value: &str) -> bool {
     value.to_lowercase() == "true"
 }
 
-pub(super) const RULE: Rule = Rule {
-    name: "webui-env",
-    description:
-        "Open WebUI runs with its secure defaults and the endpoints and login the image sets",
-    check: audit_environment,
-};
-
-fn audit_environment(s: &mut Scope<'_>, a: &mut Audit) {
+pub(super) fn audit_environment(s: &mut Scope<'_>, a: &mut Audit) {
     let (root, cfg, units, units_complete) = (s.root, s.cfg, &s.units, s.units_complete);
     let mode_checked = &mut s.mode_checked;
     if cfg.env_files.is_empty() && cfg.quadlet_units.is_empty() {

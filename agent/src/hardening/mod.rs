@@ -6,17 +6,17 @@
 //! ("the guide"). Each family of rules is one module, and each rule is
 //! registered in [`RULES`] with a name and a description:
 //!
-//! - [`webui_env`]: the Open WebUI environment (the secure defaults, and the
+//! - `webui_env`: the Open WebUI environment (the secure defaults, and the
 //!   settings the image's env files give).
-//! - [`secret_modes`]: secret file modes (`chmod 600 .env` and the secret
+//! - `secret_modes`: secret file modes (`chmod 600 .env` and the secret
 //!   paths).
-//! - [`images`]: every image pinned by digest.
-//! - [`redis`]: Redis `maxclients` and `timeout`.
-//! - [`sockets`]: published ports and listening sockets (only 443, and 80
+//! - `images`: every image pinned by digest.
+//! - `redis`: Redis `maxclients` and `timeout`.
+//! - `sockets`: published ports and listening sockets (only 443, and 80
 //!   for the redirect, face users).
 //!
-//! The rules read the node through [`read`] (environment files, unit files,
-//! Quadlet units) and [`files`] (every read confined to the root and
+//! The rules read the node through `read` (environment files, unit files,
+//! Quadlet units) and `files` (every read confined to the root and
 //! bounded).
 //!
 //! Nothing here panics on input: a file that cannot be read is an entry in

@@ -8,6 +8,9 @@
 # a scratch node root under out/. Needs root (mmdebstrap) and Debian's
 # package registry. Usage: bash scripts/main-job.sh [OUT_DIR]
 set -euo pipefail
+# What this writes is read back as a trust store, which a node refuses when
+# group or others could change it: make nothing group- or world-writable.
+umask 022
 cd "$(dirname "$0")/.."
 out=${1:-out}
 export DEBIAN_FRONTEND=noninteractive

@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-/// A built binary of the workspace (`cargo test --workspace` builds them).
+/// A built binary of the workspace. `cargo test --workspace` builds them
+/// because each binary crate has integration tests of its own
+/// (`agent/tests/`, `builder/tests/`); keep at least one there.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe

@@ -330,7 +330,8 @@ fn tls(s: &mut Secrets<'_>, node: &str) -> Result<()> {
         s.report.kept.extend([chain, key]);
         return Ok(());
     }
-    let made = issue(node).map_err(|e| Error::invalid("TLS certificate", e.to_string()))?;
+    let made =
+        issue(node).map_err(|e| Error::internal("making the TLS certificate", e.to_string()))?;
     // The key first: a chain without its key would be taken for a site's.
     write_atomic(&ca_at, made.ca_pem.as_bytes(), 0o600)?;
     write_atomic(&key_at, made.key_pem.as_bytes(), 0o600)?;

@@ -213,7 +213,7 @@ pub fn import(
     let run = root.host(Path::new(RUN_DIR));
     fs::create_dir_all(&run).at("creating", &run)?;
     let record = serde_json::to_vec_pretty(&origin)
-        .map_err(|e| Error::invalid("seed origin", e.to_string()))?;
+        .map_err(|e| Error::internal("serialising the seed origin", e.to_string()))?;
     // The record first: a seed is never there without it.
     write_atomic(&run.join(ORIGIN_FILE), &record, 0o644)?;
     // The exact bytes whose signature was checked.

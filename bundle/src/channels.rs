@@ -88,7 +88,7 @@ impl ChannelFloors {
             format: FLOORS_FORMAT.to_string(),
             channels: self.channels.clone(),
         })
-        .map_err(|e| Error::invalid(FLOORS_FILE, e.to_string()))?;
+        .map_err(|e| Error::internal(format!("serialising {FLOORS_FILE}"), e.to_string()))?;
         write_atomic(&path(generations), &body, 0o644)
     }
 }

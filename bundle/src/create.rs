@@ -264,7 +264,7 @@ pub fn create_from_spec(spec: &BundleSpec, opts: &CreateOptions) -> Result<Creat
         offset += padded(p.stored_size) + BLOCK;
     }
     let manifest_bytes = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::invalid("manifest", e.to_string()))?;
+        .map_err(|e| Error::internal("serialising the manifest", e.to_string()))?;
     let manifest_digest = Sha256Digest::of(&manifest_bytes);
     let signature = opts
         .key

@@ -314,7 +314,7 @@ impl Generations {
     /// `generations/`, and switches `current` to it with one rename.
     pub fn commit(&self, staged: Staged, state: &GenerationState) -> Result<()> {
         let body = serde_json::to_vec_pretty(state)
-            .map_err(|e| Error::invalid("generation state", e.to_string()))?;
+            .map_err(|e| Error::internal("serialising the generation state", e.to_string()))?;
         sync_tree(&staged.dir)?;
         write_atomic(&staged.dir.join(STATE_FILE), &body, 0o644)?;
         crash::point("generation-sealed");

@@ -165,7 +165,7 @@ impl Seed {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         toml::to_string(self)
             .map(String::into_bytes)
-            .map_err(|e| Error::invalid("seed", e.to_string()))
+            .map_err(|e| Error::internal("serialising the seed", e.to_string()))
     }
 
     /// The `.minisig` text for `bytes` (this seed's [`Seed::to_bytes`]).

@@ -136,7 +136,8 @@ fn tampered(e: Error) -> Error {
 }
 
 fn record_json(record: &Record) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(record).map_err(|e| Error::invalid("trust record", e.to_string()))
+    serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::internal("serialising the trust record", e.to_string()))
 }
 
 impl TrustStore {
@@ -495,8 +496,8 @@ pub fn write_rotation(
         add: add.iter().map(PublicKey::to_base64).collect(),
         revoke: revoke.iter().map(KeyId::to_string).collect(),
     };
-    let body =
-        serde_json::to_vec_pretty(&stmt).map_err(|e| Error::invalid("statement", e.to_string()))?;
+    let body = serde_json::to_vec_pretty(&stmt)
+        .map_err(|e| Error::internal("serialising the statement", e.to_string()))?;
     let comment = format!("owui key rotation sequence={sequence}");
     write_atomic(out, &body, 0o644)?;
     write_atomic(

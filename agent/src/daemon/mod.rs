@@ -219,7 +219,7 @@ async fn serve(root: Root, seed: Seed, node: Node, cfg: AgentConfig) -> Result<(
     );
     let mut ticker = tokio::time::interval(ping_every);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::invalid("signals", format!("cannot watch SIGTERM: {e}")))?;
+        .map_err(|e| Error::internal("signals", format!("cannot watch SIGTERM: {e}")))?;
     loop {
         tokio::select! {
             _ = ticker.tick() => {

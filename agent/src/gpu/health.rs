@@ -107,7 +107,7 @@ fn write_drain(root: &Root, cfg: &GpuConfig, drain: &Drain) -> Result<()> {
         fs::create_dir_all(dir).at("creating", dir)?;
     }
     let text = serde_json::to_string_pretty(drain)
-        .map_err(|e| Error::invalid("drain marker", e.to_string()))?;
+        .map_err(|e| Error::internal("serialising the drain marker", e.to_string()))?;
     fs::write(&path, text).at("writing the drain marker", &path)?;
     tracing::error!(reason = %drain.reason, "node drained");
     Ok(())

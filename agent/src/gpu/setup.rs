@@ -83,7 +83,7 @@ fn save(root: &Root, state_dir: &Path, report: &SetupReport) -> Result<()> {
     fs::create_dir_all(&dir).at("creating", &dir)?;
     let path = dir.join("setup.json");
     let text = serde_json::to_string_pretty(report)
-        .map_err(|e| Error::invalid("setup report", e.to_string()))?;
+        .map_err(|e| Error::internal("serialising the setup report", e.to_string()))?;
     fs::write(&path, text).at("writing", &path)
 }
 

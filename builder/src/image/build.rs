@@ -691,7 +691,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             sbom: manifest::file_digest(&tmp_sbom)?,
         };
         let bytes = serde_json::to_vec_pretty(&doc)
-            .map_err(|e| Error::invalid("image manifest", e.to_string()))?;
+            .map_err(|e| Error::internal("serialising the image manifest", e.to_string()))?;
         let signature = opts
             .key
             .sign(&bytes, &format!("owui image {name} {}", image.sha256));

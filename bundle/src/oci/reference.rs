@@ -19,7 +19,8 @@ const DOCKER_HUB: &str = "docker.io";
 /// rule) names a registry; path components are lower case; tags are
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; the digest is `sha256:` and 64
 /// lowercase hex characters. The parts are kept as written; `Display` gives
-/// the normal form (`hello` is `docker.io/library/hello:latest`).
+/// the normal form (`hello` is `docker.io/library/hello:latest`). Equality
+/// compares the parts as written; compare `to_string()` for the same image.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageReference {
     /// `[domain/]path` as written.
@@ -69,6 +70,7 @@ impl ImageReference {
         self.tag.as_deref()
     }
 
+    /// The manifest digest after `@`, if any.
     pub fn digest(&self) -> Option<Sha256Digest> {
         self.digest
     }

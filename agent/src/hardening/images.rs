@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use owui_bundle::oci::reference::{strip_transport, ImageReference};
+
 use super::files::read_text;
 use super::read::parse_unit_text;
 use super::{shown, Audit, Scope, Severity};
@@ -14,35 +16,17 @@ use super::{shown, Audit, Scope, Severity};
 const IMAGE_ITEM: &str = "image pinned by digest";
 const IMAGE_EXPECTED: &str = "NAME@sha256:<64 hex digits>";
 
-fn is_sha256_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 /// None when `reference` is pinned by a sha256 digest; otherwise the severity:
-/// a floating tag (`latest`, `main`, none) fails, a version tag only warns
-/// (the guide accepts version tags; the appliance wants digests).
+/// a floating tag (`latest`, `main`, none) or a reference that does not parse
+/// fails, a version tag only warns (the guide accepts version tags; the
+/// appliance wants digests).
 fn image_drift(reference: &str) -> Option<Severity> {
-    let reference = reference
-        .strip_prefix("docker://")
-        .or_else(|| reference.strip_prefix("containers-storage:"))
-        .unwrap_or(reference);
-    if let Some((_, digest)) = reference.split_once('@') {
-        return if is_sha256_digest(digest) {
-            None
-        } else {
-            Some(Severity::Fail)
-        };
-    }
-    // The tag is after a ':' in the last path element (a ':' before the
-    // last '/' is a registry port).
-    let last = reference.rsplit('/').next().unwrap_or(reference);
-    match last.split_once(':').map(|(_, tag)| tag) {
-        None | Some("") | Some("latest") | Some("main") => Some(Severity::Fail),
+    let Ok(reference) = strip_transport(reference).parse::<ImageReference>() else {
+        return Some(Severity::Fail);
+    };
+    match reference.tag() {
+        _ if reference.is_digest_pinned() => None,
+        None | Some("latest") | Some("main") => Some(Severity::Fail),
         Some(_) => Some(Severity::Warn),
     }
 }
@@ -143,6 +127,9 @@ mod tests {
                 "ghcr.io/open-webui/open-webui@sha512:0123",
                 Some(Severity::Fail),
             ),
+            // Once read here as tag "0.6:1" (a warning); the grammar, as
+            // skopeo and the builder read it, refuses it.
+            ("ghcr.io/open-webui/open-webui:0.6:1", Some(Severity::Fail)),
         ];
         for &(image, severity) in cases {
             assert_eq!(image_drift(image), severity, "{image}");
@@ -166,6 +153,9 @@ mod tests {
         }
         let upper = format!("x@{}", DIGEST.to_uppercase().replace("SHA256", "sha256"));
         assert_eq!(image_drift(&upper), Some(Severity::Fail));
+        // A digest after a name podman refuses pins nothing (once passed here).
+        let bad_name = format!("ghcr.io/Open-WebUI/open-webui@{DIGEST}");
+        assert_eq!(image_drift(&bad_name), Some(Severity::Fail));
         for pinned in [
             format!("ghcr.io/open-webui/open-webui@{DIGEST}"),
             format!("docker://ghcr.io/open-webui/open-webui:0.6@{DIGEST}"),

@@ -2,6 +2,7 @@
 //! packages, its containers and its models, each with a package URL.
 
 use owui_bundle::manifest::Manifest;
+use owui_bundle::oci::ImageReference;
 use serde_json::{json, Value};
 
 use super::rootfs::Package;
@@ -78,7 +79,11 @@ pub fn spdx(input: &SbomInputs<'_>) -> Value {
     if let Some(m) = input.content {
         for (i, o) in m.oci.iter().enumerate() {
             let id = format!("SPDXRef-oci-{i}");
-            let (repo, tag) = split_reference(&o.reference);
+            // Checked when the content was packed; the whole text otherwise.
+            let parsed = o.reference.parse::<ImageReference>().ok();
+            let (repo, tag) = parsed
+                .as_ref()
+                .map_or((o.reference.as_str(), None), |r| (r.name(), r.tag()));
             let name = repo.rsplit('/').next().unwrap_or(repo);
             let purl = format!(
                 "pkg:oci/{}@{}?repository_url={}{}",
@@ -145,17 +150,6 @@ pub fn spdx(input: &SbomInputs<'_>) -> Value {
     })
 }
 
-/// `registry/repo:tag@digest` → (`registry/repo`, tag).
-fn split_reference(reference: &str) -> (&str, Option<&str>) {
-    let without_digest = reference.split('@').next().unwrap_or(reference);
-    match without_digest.rfind(':') {
-        Some(i) if !without_digest[i..].contains('/') => {
-            (&without_digest[..i], Some(&without_digest[i + 1..]))
-        }
-        _ => (without_digest, None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,14 +183,23 @@ mod tests {
 
     #[test]
     fn references_split_into_repository_and_tag() {
+        let split_reference = |reference: &str| {
+            let r: ImageReference = reference.parse().unwrap();
+            (r.name().to_string(), r.tag().map(str::to_string))
+        };
+        let expect = |repo: &str, tag: Option<&str>| (repo.to_string(), tag.map(str::to_string));
         assert_eq!(
             split_reference("ghcr.io/open-webui/open-webui:v0.6.5"),
-            ("ghcr.io/open-webui/open-webui", Some("v0.6.5"))
+            expect("ghcr.io/open-webui/open-webui", Some("v0.6.5"))
         );
         assert_eq!(
             split_reference("localhost:5000/x"),
-            ("localhost:5000/x", None)
+            expect("localhost:5000/x", None)
         );
-        assert_eq!(split_reference("a/b@sha256:00"), ("a/b", None));
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            split_reference(&format!("a/b@{digest}")),
+            expect("a/b", None)
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::reference::tag_of;
+use super::reference::ImageReference;
 use crate::digest::{hash_reader, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
 
@@ -221,7 +221,7 @@ pub(super) fn select<'a>(
     };
     let mut candidates = named(reference);
     if candidates.is_empty() {
-        if let Some(tag) = tag_of(reference) {
+        if let Some(tag) = reference.parse::<ImageReference>()?.tag() {
             candidates = named(tag);
         }
     }

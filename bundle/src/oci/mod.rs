@@ -5,7 +5,8 @@
 //! and has skopeo copy each image into podman's storage with
 //! `--preserve-digests`: the digest podman reports is the one we signed.
 //!
-//! - `reference.rs`: the image reference grammar and its normal form.
+//! - `reference.rs`: `ImageReference`, the image reference grammar and its
+//!   normal form.
 //! - `layout.rs`: reading and checking an OCI image layout.
 //! - `pack.rs`: build side, an image from a layout or oci-archive into blobs.
 //! - `materialise.rs`: node side, images from the content store written out
@@ -18,9 +19,9 @@ mod layout;
 mod materialise;
 mod pack;
 mod podman;
-mod reference;
+pub mod reference;
 
 pub use materialise::write_layout;
 pub use pack::pack;
 pub use podman::{import, remove, stored_digest, PodmanStore};
-pub use reference::check_reference;
+pub use reference::{check_reference, ImageReference};

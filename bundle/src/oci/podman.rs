@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::reference::{check_reference, normalize};
+use super::reference::ImageReference;
 use crate::command::Cmd;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
@@ -91,7 +91,7 @@ pub fn import(layout: &Path, images: &[OciImage], store: &PodmanStore) -> Result
         .tempdir_in(&store.graph_root)
         .at("creating a directory in", &store.graph_root)?;
     for image in images {
-        check_reference(&image.reference)?;
+        let normal = image.reference.parse::<ImageReference>()?;
         if stored_digest(&image.reference, store)? == Some(image.manifest) {
             tracing::debug!(image = %image.reference, digest = %image.manifest, "already in podman storage");
             continue;
@@ -102,7 +102,7 @@ pub fn import(layout: &Path, images: &[OciImage], store: &PodmanStore) -> Result
             .env("TMPDIR", staging.path())
             .args(["--insecure-policy", "copy", "--quiet", "--preserve-digests"])
             .arg(layout_ref(layout, &image.reference)?)
-            .arg(format!("{target}{}", normalize(&image.reference)))
+            .arg(format!("{target}{normal}"))
             .output()?;
         match stored_digest(&image.reference, store)? {
             Some(d) if d == image.manifest => {
@@ -127,22 +127,22 @@ pub fn import(layout: &Path, images: &[OciImage], store: &PodmanStore) -> Result
 /// Removes one name from podman's storage (the image goes with its last
 /// name); absent is fine, an image a container uses is an error.
 pub fn remove(reference: &str, store: &PodmanStore) -> Result<()> {
-    check_reference(reference)?;
+    let normal = reference.parse::<ImageReference>()?;
     store.transport()?;
     // podman untags an image that has other names; `skopeo delete` would
     // drop the image under all of them.
     store
         .podman()
         .args(["rmi", "--ignore"])
-        .arg(normalize(reference))
+        .arg(normal.to_string())
         .output()?;
     Ok(())
 }
 
 /// The digest of the manifest podman's storage holds for `reference`.
 pub fn stored_digest(reference: &str, store: &PodmanStore) -> Result<Option<Sha256Digest>> {
-    check_reference(reference)?;
-    let image = format!("{}{}", store.transport()?, normalize(reference));
+    let normal = reference.parse::<ImageReference>()?;
+    let image = format!("{}{normal}", store.transport()?);
     match Cmd::new("skopeo")
         .args(["inspect", "--raw"])
         .arg(&image)

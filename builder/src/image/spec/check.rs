@@ -9,7 +9,8 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use owui_bundle::firmware::Firmware;
-use owui_bundle::{Result, Role, Sha256Digest};
+use owui_bundle::oci::reference::{strip_transport, ImageReference};
+use owui_bundle::{Result, Role};
 
 use super::loc::{At, Loc};
 use super::merge::GpuLayer;
@@ -449,10 +450,11 @@ pub(super) fn check_quadlet(
     Ok(())
 }
 
-fn is_digest_pinned(reference: &str) -> bool {
-    reference
-        .split_once('@')
-        .is_some_and(|(_, d)| Sha256Digest::parse(d).is_ok())
+/// Whether a Quadlet `Image=` value names its image by digest.
+fn is_digest_pinned(image: &str) -> bool {
+    strip_transport(image)
+        .parse::<ImageReference>()
+        .is_ok_and(|r| r.is_digest_pinned())
 }
 
 #[cfg(test)]
@@ -611,6 +613,19 @@ mod tests {
             ),
         );
         f.read(ROLE).unwrap();
+        // What the node's audit reads: a transport before the reference is
+        // fine; a digest after a name podman refuses pins nothing (the
+        // builder once took anything before '@').
+        for (image, pinned) in [
+            (format!("docker://docker.io/x/y@{digest}"), true),
+            (format!("docker.io/x/Y@{digest}"), false),
+        ] {
+            f.write(
+                "units/app.container",
+                &QUADLET.replace("@OCI:ghcr.io/example/app@", &image),
+            );
+            assert_eq!(f.read(ROLE).is_ok(), pinned, "{image}");
+        }
         f.write("units/app.container", "[Container]\nImage=app.image\n");
         let (_, e) = err_of(f.read(ROLE));
         assert!(e.contains("never start"), "{e}");

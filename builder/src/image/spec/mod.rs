@@ -21,11 +21,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use owui_bundle::firmware::{DriverSet, ModuleFlavour, Package};
+use owui_bundle::oci::ImageReference;
 use owui_bundle::spec::{BundleSpec, HfSpec, OciSpec, OllamaSpec};
 use owui_bundle::{Error, Result, Role, Sha256Digest};
 
 use loc::Loc;
-use quadlet::repository_of;
 
 mod builtin;
 mod check;
@@ -213,9 +213,11 @@ impl ImageContent {
     /// The `[[oci]]` entry whose reference names `repository` (the
     /// reference without tag and digest).
     pub fn oci_for(&self, repository: &str) -> Option<&OciSpec> {
-        self.oci
-            .iter()
-            .find(|o| repository_of(&o.reference) == repository)
+        self.oci.iter().find(|o| {
+            o.reference
+                .parse::<ImageReference>()
+                .is_ok_and(|r| r.name() == repository)
+        })
     }
 }
 

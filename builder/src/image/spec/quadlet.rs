@@ -6,7 +6,7 @@
 use std::fs;
 
 use owui_bundle::error::IoContext;
-use owui_bundle::oci::check_reference;
+use owui_bundle::oci::ImageReference;
 use owui_bundle::spec::OciSpec;
 use owui_bundle::{Error, Result, Sha256Digest};
 
@@ -71,31 +71,22 @@ pub(super) fn split_placeholder(after: &str) -> std::result::Result<(&str, &str)
         ));
     };
     let (repository, tail) = (&after[..end], &after[end + 1..]);
-    if check_reference(repository).is_err() || repository != repository_of(repository) {
-        return Err(format!(
-            "{OCI_PLACEHOLDER_START}{repository}{OCI_PLACEHOLDER_END}: name an image repository \
-             without tag or digest"
-        ));
-    }
-    let first = repository.split('/').next().unwrap_or_default();
-    if !repository.contains('/') || !(first.contains(['.', ':']) || first == "localhost") {
+    let name = match repository.parse::<ImageReference>() {
+        Ok(name) if name.tag().is_none() && name.digest().is_none() => name,
+        _ => {
+            return Err(format!(
+                "{OCI_PLACEHOLDER_START}{repository}{OCI_PLACEHOLDER_END}: name an image \
+                 repository without tag or digest"
+            ))
+        }
+    };
+    if name.domain().is_none() {
         return Err(format!(
             "{OCI_PLACEHOLDER_START}{repository}{OCI_PLACEHOLDER_END}: write the registry too \
              (docker.io/ollama/ollama), as the [[oci]] ref does"
         ));
     }
     Ok((repository, tail))
-}
-
-/// A reference without its digest and tag (a `:` before the last `/` is a
-/// registry port, not a tag).
-pub(super) fn repository_of(reference: &str) -> &str {
-    let name_tag = reference.split('@').next().unwrap_or(reference);
-    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
-    match name_tag[last_slash..].find(':') {
-        Some(colon) => &name_tag[..last_slash + colon],
-        None => name_tag,
-    }
 }
 
 #[cfg(test)]
@@ -125,14 +116,23 @@ mod tests {
             .render_quadlet("other.container", |_| Some(digest))
             .unwrap_err();
         assert!(e.to_string().contains("not listed"), "{e}");
+        let repository_of = |reference: &str| {
+            let reference: ImageReference = reference.parse().unwrap();
+            reference.name().to_string()
+        };
         assert_eq!(
-            repository_of("localhost:5000/a/b:1@sha256:00"),
+            repository_of(&format!("localhost:5000/a/b:1@{digest}")),
             "localhost:5000/a/b"
         );
         assert_eq!(
             repository_of("docker.io/ollama/ollama"),
             "docker.io/ollama/ollama"
         );
+        // An upper-case first component names a registry (Docker's rule, and
+        // check_reference's); this check once asked for the registry here.
+        assert_eq!(split_placeholder("Example/app@"), Ok(("Example/app", "")));
+        let e = split_placeholder("example/app@").unwrap_err();
+        assert!(e.contains("write the registry too"), "{e}");
         assert!(s.content.oci_for("ghcr.io/example/app").is_some());
         assert!(s.content.oci_for("ghcr.io/example").is_none());
     }

@@ -29,6 +29,7 @@ pub mod spec;
 pub mod store;
 pub(crate) mod tree;
 pub mod trust;
+pub mod unit_file;
 pub mod verify;
 
 pub use digest::Sha256Digest;

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use owui_bundle::oci::reference::{strip_transport, ImageReference};
+use owui_bundle::unit_file::parse_unit;
 
 use super::files::read_text;
-use super::read::parse_unit_text;
 use super::{shown, Audit, Scope, Severity};
 
 // ---------------------------------------------------------------------------
@@ -66,7 +66,7 @@ pub(super) fn audit_images(s: &mut Scope<'_>, a: &mut Audit) {
                     continue;
                 }
             };
-            let reference = parse_unit_text(&text)
+            let reference = parse_unit(&text)
                 .into_iter()
                 .filter(|l| l.section == "Image" && l.key == "Image")
                 .map(|l| l.value)

@@ -15,9 +15,9 @@
 //! - `sockets`: published ports and listening sockets (only 443, and 80
 //!   for the redirect, face users).
 //!
-//! The rules read the node through `read` (environment files, unit files,
-//! Quadlet units) and `files` (every read confined to the root and
-//! bounded).
+//! The rules read the node through `files` (every read confined to the
+//! root and bounded) and `read` (Quadlet units with their drop-ins); the
+//! text is parsed by `owui_bundle::unit_file`, as the builder's checks do.
 //!
 //! Nothing here panics on input: a file that cannot be read is an entry in
 //! [`Audit::errors`] (the audit does not know), never a finding, and every

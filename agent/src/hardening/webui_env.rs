@@ -29,8 +29,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use owui_bundle::unit_file::parse_env;
+
 use super::files::{read_text, under_root};
-use super::read::parse_env_text;
 use super::secret_modes::check_secret_mode;
 use super::{shown, Audit, Scope, Severity};
 
@@ -132,7 +133,7 @@ pub(super) fn audit_environment(s: &mut Scope<'_>, a: &mut Audit) {
                 if under_root(root, path).is_ok_and(|host| mode_checked.insert(host)) {
                     check_secret_mode(a, path, mode);
                 }
-                let (lines, problems) = parse_env_text(&text);
+                let (lines, problems) = parse_env(&text);
                 for problem in problems {
                     a.errors
                         .push(format!("env file {} {problem}", path.display()));

@@ -1,7 +1,8 @@
 //! What each value of a spec may be: versions, Debian names and mirrors,
 //! partition sizes, kernel arguments, overlay modes, `units.enable`, the
-//! Quadlet files in `units.quadlets` (read here: each `Image=` must be
-//! pre-filled or pinned by digest, and the unit must start on boot),
+//! Quadlet files in `units.quadlets` (parsed by `owui_bundle::unit_file`,
+//! as the node's audit parses them: each `Image=` must be pre-filled, pinned
+//! by digest or a listed `.image` file, and the unit must start on boot),
 //! `[gpu]` against the firmware directory, and the content sources. Each
 //! error names the file, the line and the key.
 
@@ -10,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use owui_bundle::firmware::Firmware;
 use owui_bundle::oci::reference::{strip_transport, ImageReference};
+use owui_bundle::unit_file::parse_unit;
 use owui_bundle::{Result, Role};
 
 use super::loc::{At, Loc};
@@ -372,10 +374,15 @@ pub(super) fn check_unit(u: &At<String>, units_dir: &Path, quadlets: &[At<String
 }
 
 /// A Quadlet file: exists in units/, starts on boot, and pulls nothing: each
-/// `Image=` is a placeholder of a pre-filled image or pinned by digest.
+/// `Image=` is a placeholder of a pre-filled image or pinned by digest, or
+/// (outside an `.image` file) names an `.image` file also listed in
+/// `quadlets`, which is installed next to it and checked the same way. What
+/// the node's audit would report is refused: it follows `.image` files, but a
+/// `.build` file is built on the node and has no digest to pin.
 pub(super) fn check_quadlet(
     q: &At<String>,
     units_dir: &Path,
+    quadlets: &[At<String>],
     content: &ImageContent,
 ) -> Result<()> {
     let name = &q.value;
@@ -396,29 +403,43 @@ pub(super) fn check_quadlet(
         )
     })?;
     let err = |detail: String| q.loc.err("units.quadlets", format!("{name:?}: {detail}"));
-    let mut section = "";
-    let mut wanted = false;
-    for (index, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.starts_with('#') || line.starts_with(';') {
-            continue;
+    let lines = parse_unit(&text);
+    let wanted = lines.iter().any(|l| {
+        l.section == "Install"
+            && matches!(l.key.as_str(), "WantedBy" | "RequiredBy" | "UpheldBy")
+            && !l.value.is_empty()
+    });
+    if suffix == "container" && !wanted {
+        return Err(err(
+            "has no [Install] WantedBy=, so it would never start".to_string()
+        ));
+    }
+    // The image a .container runs or an .image pulls: the last Image= of its
+    // section (an empty one resets), as Quadlet and the node's audit read it.
+    let own = match suffix {
+        "container" => Some("Container"),
+        "image" => Some("Image"),
+        _ => None,
+    };
+    if let Some(section) = own {
+        let effective = lines
+            .iter()
+            .filter(|l| l.section == section && l.key == "Image")
+            .next_back();
+        if !effective.is_some_and(|l| !l.value.is_empty()) {
+            return Err(err(format!(
+                "has no Image= in [{section}], so the node's audit cannot check its image"
+            )));
         }
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = s;
+    }
+    let images = lines.iter().filter(|l| {
+        l.key == "Image" && matches!(l.section.as_str(), "Container" | "Image" | "Pod" | "Kube")
+    });
+    for l in images {
+        let (here, value) = (l.line, l.value.as_str());
+        if value.is_empty() {
             continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let (key, value) = (key.trim(), value.trim());
-        if section == "Install" && matches!(key, "WantedBy" | "RequiredBy" | "UpheldBy") {
-            wanted |= !value.is_empty();
-        }
-        if key != "Image" || !matches!(section, "Container" | "Image" | "Pod" | "Kube") {
-            continue;
-        }
-        let here = index + 1;
-        if let Some(after) = value.strip_prefix(OCI_PLACEHOLDER_START) {
+        } else if let Some(after) = value.strip_prefix(OCI_PLACEHOLDER_START) {
             let (repository, tail) =
                 split_placeholder(after).map_err(|e| err(format!("line {here}: {e}")))?;
             if !tail.is_empty() {
@@ -432,20 +453,25 @@ pub(super) fn check_quadlet(
                      whose ref names it (nothing is pulled on a node)"
                 )));
             }
-        } else if !(is_digest_pinned(value)
-            || value.ends_with(".image")
-            || value.ends_with(".build"))
-        {
+        } else if value.ends_with(".build") {
+            return Err(err(format!(
+                "line {here}: Image={value} is built on the node, so it has no digest to pin \
+                 (the node's audit reports it); pre-fill the image and write \
+                 {OCI_PLACEHOLDER_START}NAME{OCI_PLACEHOLDER_END}"
+            )));
+        } else if value.ends_with(".image") && l.section != "Image" {
+            if !quadlets.iter().any(|other| other.value == value) {
+                return Err(err(format!(
+                    "line {here}: Image={value} names an .image file that units.quadlets does \
+                     not list: list it, so it is installed next to this one"
+                )));
+            }
+        } else if !is_digest_pinned(value) {
             return Err(err(format!(
                 "line {here}: Image={value} would be pulled by tag; write \
                  {OCI_PLACEHOLDER_START}NAME{OCI_PLACEHOLDER_END} for a pre-filled image"
             )));
         }
-    }
-    if suffix == "container" && !wanted {
-        return Err(err(
-            "has no [Install] WantedBy=, so it would never start".to_string()
-        ));
     }
     Ok(())
 }
@@ -629,6 +655,78 @@ mod tests {
         f.write("units/app.container", "[Container]\nImage=app.image\n");
         let (_, e) = err_of(f.read(ROLE));
         assert!(e.contains("never start"), "{e}");
+    }
+
+    /// What the node's audit (agent `hardening::images`) reports, refused
+    /// here: a `.build` image, an `.image` file that is not installed next to
+    /// the unit, a unit without an image to check. A listed `.image` file is
+    /// followed and its own `Image=` checked.
+    #[test]
+    fn quadlet_images_are_what_the_audit_accepts() {
+        let f = Fixture::new();
+        with_base(&f);
+        let with_image = ROLE.replace("\"app.container\"", "\"app.container\", \"app.image\"");
+        let cases = [
+            (
+                ROLE,
+                "Image=app.build",
+                "app.container",
+                "line 2: Image=app.build is built on the node",
+            ),
+            (
+                ROLE,
+                "Image=app.image",
+                "app.container",
+                "line 2: Image=app.image names an .image file that units.quadlets does not list",
+            ),
+            (
+                ROLE,
+                "Image=",
+                "app.container",
+                "has no Image= in [Container]",
+            ),
+            (
+                &with_image,
+                "Image=app.image",
+                "app.image",
+                "has no Image= in [Image]",
+            ),
+        ];
+        for (role, line, needle_file, needle) in cases {
+            f.write(
+                "units/app.container",
+                &QUADLET.replace("Image=@OCI:ghcr.io/example/app@", line),
+            );
+            f.write("units/app.image", "[Image]\n");
+            let (code, e) = err_of(f.read(role));
+            assert_eq!(code, 3);
+            assert!(
+                e.contains("units.quadlets") && e.contains(needle_file) && e.contains(needle),
+                "{line}: {e}"
+            );
+        }
+        // A listed .image file is followed: its own Image= is checked.
+        f.write("units/app.image", "[Image]\nImage=docker.io/x/y:1\n");
+        let (_, e) = err_of(f.read(&with_image));
+        assert!(
+            e.contains("\"app.image\": line 2: Image=docker.io/x/y:1 would be pulled by tag"),
+            "{e}"
+        );
+        f.write(
+            "units/app.image",
+            "[Image]\nImage=@OCI:ghcr.io/example/app@\n",
+        );
+        let s = f.read(&with_image).unwrap();
+        assert_eq!(s.units.quadlets, ["app.container", "app.image"]);
+        // Parsed as the node parses it: a value continued on the next line.
+        f.write(
+            "units/app.container",
+            &QUADLET.replace(
+                "Image=@OCI:ghcr.io/example/app@",
+                "Image=\\\n  @OCI:ghcr.io/example/app@",
+            ),
+        );
+        f.read(ROLE).unwrap();
     }
 
     #[test]

@@ -334,7 +334,7 @@ fn merge(
 
     let quadlets = concat(base.quadlets, own.quadlets);
     for q in &quadlets {
-        check_quadlet(q, units_dir, &content)?;
+        check_quadlet(q, units_dir, &quadlets, &content)?;
     }
     let enable = concat(base.enable, own.enable);
     for u in &enable {

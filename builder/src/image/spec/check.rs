@@ -424,9 +424,8 @@ pub(super) fn check_quadlet(
     if let Some(section) = own {
         let effective = lines
             .iter()
-            .filter(|l| l.section == section && l.key == "Image")
-            .next_back();
-        if !effective.is_some_and(|l| !l.value.is_empty()) {
+            .rfind(|l| l.section == section && l.key == "Image");
+        if effective.is_none_or(|l| l.value.is_empty()) {
             return Err(err(format!(
                 "has no Image= in [{section}], so the node's audit cannot check its image"
             )));

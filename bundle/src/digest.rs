@@ -90,6 +90,21 @@ impl<'de> serde::Deserialize<'de> for Sha256Digest {
     }
 }
 
+/// Serde for a digest written as bare hex, without `sha256:` (as Debian's
+/// package indices and our driver-set files write it).
+pub mod bare_hex {
+    use super::Sha256Digest;
+
+    pub fn serialize<S: serde::Serializer>(d: &Sha256Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.hex())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sha256Digest, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Sha256Digest::from_hex(&s).map_err(|e| serde::de::Error::custom(format!("sha256: {e}")))
+    }
+}
+
 /// Passes bytes through to `inner` while hashing and counting them.
 pub struct HashingWriter<W> {
     inner: W,

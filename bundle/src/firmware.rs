@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::IoContext;
-use crate::{Error, Result};
+use crate::{Error, Result, Sha256Digest};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
@@ -27,23 +27,6 @@ impl fmt::Display for ModuleFlavour {
             ModuleFlavour::Open => "open",
             ModuleFlavour::Proprietary => "proprietary",
         })
-    }
-}
-
-/// A sha256 digest written as 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Sha256(pub String);
-
-impl<'de> Deserialize<'de> for Sha256 {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Sha256(s))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "sha256: expected 64 lowercase hex digits, found {s:?}"
-            )))
-        }
     }
 }
 
@@ -152,7 +135,9 @@ pub struct Package {
     pub version: String,
     pub component: String,
     pub size: u64,
-    pub sha256: Sha256,
+    /// Written as Debian's indices write it: 64 lowercase hex digits.
+    #[serde(with = "crate::digest::bare_hex")]
+    pub sha256: Sha256Digest,
 }
 
 impl DriverSet {
@@ -433,7 +418,7 @@ mod tests {
             Some("nvidia-tesla-535-kernel-dkms")
         );
         assert_eq!(set.module_package(ModuleFlavour::Open), None);
-        assert!(set.packages.iter().all(|p| p.sha256.0.len() == 64));
+        assert!(set.packages.iter().all(|p| p.sha256.hex().len() == 64));
         assert!(fw.table.architecture["blackwell"].sets.is_empty());
         assert!(fw
             .table

@@ -173,7 +173,7 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
         )?;
         let sums: String = gpu
             .archive_packages()
-            .map(|p| format!("{} {}\n", p.sha256.0, p.name))
+            .map(|p| format!("{} {}\n", p.sha256.hex(), p.name))
             .collect();
         put("usr/lib/owui/nvidia/sha256sums", sums.as_bytes(), 0o644)?;
         copy_tree(&gpu.firmware_dir, &dir.join(FIRMWARE_IN_IMAGE))?;

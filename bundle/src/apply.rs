@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -32,9 +32,12 @@ use crate::oci::{self, PodmanStore};
 use crate::ollama;
 use crate::progress::Progress;
 use crate::role::Role;
+use crate::space::{check_space, device_of, Need};
 use crate::store::ContentStore;
 use crate::verify::check_item_blobs;
 use crate::{huggingface, parallel};
+
+pub use crate::upkeep::{check, gc, GcReport, Problem};
 
 /// Room kept free beyond the blobs themselves (directories, manifests, state).
 const SPACE_MARGIN: u64 = 1 << 20;
@@ -432,68 +435,6 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Bytes and inodes the apply will take on one filesystem.
-#[derive(Debug, Clone, Copy, Default)]
-struct Need {
-    bytes: u64,
-    inodes: u64,
-}
-
-/// The nearest existing directory at or above `path`: the filesystem a
-/// directory not made yet will be on.
-fn existing_ancestor(path: &Path) -> &Path {
-    let mut at = path;
-    while !at.exists() {
-        match at.parent() {
-            Some(parent) => at = parent,
-            None => break,
-        }
-    }
-    at
-}
-
-fn device_of(path: &Path) -> Result<u64> {
-    let at = existing_ancestor(path);
-    Ok(fs::metadata(at).at("reading", at)?.dev())
-}
-
-/// Checks each destination filesystem for the bytes and inodes it must
-/// take; destinations on one filesystem are added up.
-fn check_space(needs: &[(&Path, Need)]) -> Result<()> {
-    let mut by_device: BTreeMap<u64, (&Path, Need)> = BTreeMap::new();
-    for &(path, need) in needs {
-        let entry = by_device
-            .entry(device_of(path)?)
-            .or_insert((path, Need::default()));
-        entry.1.bytes = entry.1.bytes.saturating_add(need.bytes);
-        entry.1.inodes = entry.1.inodes.saturating_add(need.inodes);
-    }
-    for (path, need) in by_device.into_values() {
-        let at = existing_ancestor(path);
-        let st = nix::sys::statvfs::statvfs(at).map_err(|e| Error::Io {
-            action: "checking free space on",
-            path: at.to_path_buf(),
-            source: e.into(),
-        })?;
-        let no_space = |needed, available, unit| Error::NoSpace {
-            path: path.to_path_buf(),
-            needed,
-            available,
-            unit,
-        };
-        let bytes = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
-        if need.bytes > bytes {
-            return Err(no_space(need.bytes, bytes, "bytes"));
-        }
-        // A filesystem that does not count inodes (btrfs) reports none.
-        let inodes = st.files_available() as u64;
-        if st.files() > 0 && need.inodes > inodes {
-            return Err(no_space(need.inodes, inodes, "inodes"));
-        }
-    }
-    Ok(())
-}
-
 /// What the store and the new generation will take: the store gets the
 /// blobs it lacks; the generation gets links to every blob it uses, which
 /// are copies when the generations are on another filesystem.
@@ -701,101 +642,4 @@ pub fn apply(
     ensure_exposures(node, &generations)?;
     finish_oci_removals(&next, node)?;
     Ok(report(generation, &needed))
-}
-
-/// What `bundle gc` removed.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct GcReport {
-    pub generations_removed: Vec<u64>,
-    pub blobs_removed: usize,
-    pub bytes_freed: u64,
-}
-
-/// Keeps the current generation and the `keep - 1` newest others; removes
-/// the rest, then every blob no kept generation uses.
-pub fn gc(node: &Node, keep: usize) -> Result<GcReport> {
-    let store = ContentStore::open(&node.content_dir)?;
-    let generations = Generations::open(&node.bundles_dir)?;
-    let _lock = generations.lock()?;
-    // Generations about to go may hold the only record of a floor (a node
-    // from before channels.json): write the floors first.
-    ChannelFloors::load(&generations)?.save(&generations)?;
-    generations.recover()?;
-    store.clear_partials()?;
-    let current = generations.current()?.map(|s| s.generation);
-    let mut report = GcReport::default();
-    let mut others: Vec<u64> = generations
-        .numbers()?
-        .into_iter()
-        .filter(|n| Some(*n) != current)
-        .collect();
-    let keep_others = keep.saturating_sub(usize::from(current.is_some()));
-    let drop_count = others.len().saturating_sub(keep_others);
-    for n in others.drain(..drop_count) {
-        generations.remove(n)?;
-        report.generations_removed.push(n);
-    }
-    let referenced: BTreeSet<Sha256Digest> = generations
-        .all()?
-        .iter()
-        .flat_map(|s| s.referenced())
-        .collect();
-    for d in store.digests()? {
-        if !referenced.contains(&d) {
-            report.bytes_freed += store.size_of(&d)?;
-            store.remove(&d)?;
-            report.blobs_removed += 1;
-        }
-    }
-    Ok(report)
-}
-
-/// A problem `bundle check` found.
-#[derive(Debug, Clone, Serialize)]
-pub struct Problem {
-    pub what: String,
-    pub detail: String,
-}
-
-/// Re-hashes every blob in the store and checks that every generation's
-/// blobs are present.
-pub fn check(node: &Node, progress: &dyn Progress) -> Result<Vec<Problem>> {
-    let store = ContentStore::open_read_only(&node.content_dir)?;
-    let generations = Generations::open_read_only(&node.bundles_dir)?;
-    let digests = store.digests()?;
-    let problems = Mutex::new(Vec::new());
-    let mut total = 0;
-    for d in &digests {
-        total += store.size_of(d)?;
-    }
-    progress.stage("check", total);
-    parallel::for_each(&digests, |d| {
-        let path = store.blob_path(d);
-        let file = fs::File::open(&path).at("opening", &path)?;
-        let mut sink = crate::digest::HashingWriter::new(std::io::sink());
-        copy_with_progress(file, &mut sink, |n| progress.advance(n)).at("reading", &path)?;
-        let (_, actual, _) = sink.finish();
-        if actual != *d {
-            if let Ok(mut p) = problems.lock() {
-                p.push(Problem {
-                    what: path.display().to_string(),
-                    detail: format!("content hashes to {actual}"),
-                });
-            }
-        }
-        Ok(())
-    })?;
-    progress.finish();
-    let mut problems = problems.into_inner().unwrap_or_else(|p| p.into_inner());
-    for state in generations.all()? {
-        for d in state.referenced() {
-            if !store.contains(&d) {
-                problems.push(Problem {
-                    what: format!("generation {}", state.generation),
-                    detail: format!("uses blob {d}, which the store does not hold"),
-                });
-            }
-        }
-    }
-    Ok(problems)
 }

@@ -25,11 +25,13 @@ pub mod role;
 pub mod seams;
 pub mod seed;
 pub mod sign;
+pub mod space;
 pub mod spec;
 pub mod store;
 pub(crate) mod tree;
 pub mod trust;
 pub mod unit_file;
+pub mod upkeep;
 pub mod verify;
 
 pub use digest::Sha256Digest;

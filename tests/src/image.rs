@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::qemu::Boot;
 
-use crate::site::{bin, run, Run};
+use crate::site::{bin, run, seed_create_args, Run};
 
 pub const EPOCH: &str = "1700000000";
 
@@ -129,18 +129,12 @@ pub fn report_overlay(overlay: &Path, after: &str, script: &str) {
 /// `owui-builder seed create`: `dir/seed.toml` and its signature by `key`.
 pub fn signed_seed(dir: &Path, key: &Path, node: &str, role: &str) -> PathBuf {
     let file = dir.join("seed.toml");
-    builder(&[
-        "seed",
-        "create",
-        "--node",
+    builder(&seed_create_args(
         node,
-        "--role",
         role,
-        "--key",
         key.to_str().unwrap(),
-        "--out",
         file.to_str().unwrap(),
-    ])
+    ))
     .ok();
     file
 }

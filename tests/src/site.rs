@@ -217,6 +217,18 @@ pub fn assert_unchanged(
     );
 }
 
+/// The arguments of `owui-builder seed create`.
+pub fn seed_create_args<'a>(
+    node: &'a str,
+    role: &'a str,
+    key: &'a str,
+    out: &'a str,
+) -> [&'a str; 10] {
+    [
+        "seed", "create", "--node", node, "--role", role, "--key", key, "--out", out,
+    ]
+}
+
 /// The key id from a minisign public key file's comment line.
 pub fn key_id(pub_file: &Path) -> String {
     let text = fs::read_to_string(pub_file).expect("read public key");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use owui_bundle::sign::SecretKey;
-use owui_tests::site::Site;
+use owui_tests::site::{seed_create_args, Site};
 
 /// Where the tests put a seed in the node's namespace (as the ESP would).
 const FROM: &str = "/media/seed.toml";
@@ -32,18 +32,12 @@ fn import_args(extra: &[&'static str]) -> Vec<&'static str> {
 fn create(site: &Site, name: &str, node: &str, role: &str) -> PathBuf {
     let out = site.work.join(name).join("seed.toml");
     fs::create_dir_all(out.parent().unwrap()).unwrap();
-    site.builder(&[
-        "seed",
-        "create",
-        "--node",
+    site.builder(&seed_create_args(
         node,
-        "--role",
         role,
-        "--key",
         &site.key(),
-        "--out",
         out.to_str().unwrap(),
-    ])
+    ))
     .ok();
     out
 }
@@ -119,18 +113,12 @@ fn seed_create_refuses_bad_fields_and_writes_nothing() {
         ("Rack1-N07", "app", "lower case"),
         ("n1", "printer", "printer"),
     ] {
-        let r = site.builder(&[
-            "seed",
-            "create",
-            "--node",
+        let r = site.builder(&seed_create_args(
             node,
-            "--role",
             role,
-            "--key",
             &site.key(),
-            "--out",
             file.to_str().unwrap(),
-        ]);
+        ));
         assert_eq!(r.code, 3, "{node:?}: {}", r.stderr);
         assert!(r.stderr.contains(needle), "{node:?}: {}", r.stderr);
         assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "{node:?}");

@@ -48,16 +48,16 @@ fn wait_for(site: &Site, state: &str, within: Duration) -> Duration {
     }
 }
 
-#[test]
-fn daemon_notifies_systemd_watches_redis_and_stops_on_sigterm() {
-    let site = Site::new("db");
-    let port = free_port();
+/// Writes the node's agent.toml (one-second health loop, PostgreSQL on a
+/// closed port, the root's disk, `health` lines added) and a memory file;
+/// returns the metrics port it chose.
+fn configure(site: &Site, health: &str) -> u16 {
     let metrics_port = free_port();
     fs::write(
         site.root.join("etc/owui/agent.toml"),
         format!(
-            "[health]\ninterval_s = 1\ntimeout_s = 1\nfailure_threshold = 2\nsuccess_threshold = 2\n\
-             redis = \"127.0.0.1:{port}\"\npostgres = \"host=127.0.0.1 port=1 user=postgres\"\ndisks = [\"/\"]\n\
+            "[health]\ninterval_s = 1\ntimeout_s = 1\n{health}\
+             postgres = \"host=127.0.0.1 port=1 user=postgres\"\ndisks = [\"/\"]\n\
              [daemon]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"
         ),
     )
@@ -68,6 +68,17 @@ fn daemon_notifies_systemd_watches_redis_and_stops_on_sigterm() {
         "MemTotal: 1000 kB\nMemAvailable: 900 kB\n",
     )
     .unwrap();
+    metrics_port
+}
+
+#[test]
+fn daemon_notifies_systemd_watches_redis_and_stops_on_sigterm() {
+    let site = Site::new("db");
+    let port = free_port();
+    let metrics_port = configure(
+        &site,
+        &format!("failure_threshold = 2\nsuccess_threshold = 2\nredis = \"127.0.0.1:{port}\"\n"),
+    );
     let redis_dir = site.work.join("redis");
     fs::create_dir_all(&redis_dir).unwrap();
     let mut redis = RedisServer::start(port, &redis_dir);
@@ -237,22 +248,7 @@ const IDLE_FLOOD: &str = "for i in $(seq 1 1100); do exec {fd}<>/dev/tcp/127.0.0
 #[test]
 fn idle_connections_past_the_cap_leave_status_answering() {
     let site = Site::new("db");
-    let metrics_port = free_port();
-    fs::write(
-        site.root.join("etc/owui/agent.toml"),
-        format!(
-            "[health]\ninterval_s = 1\ntimeout_s = 1\nredis = \"127.0.0.1:1\"\n\
-             postgres = \"host=127.0.0.1 port=1 user=postgres\"\ndisks = [\"/\"]\n\
-             [daemon]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"
-        ),
-    )
-    .unwrap();
-    fs::create_dir_all(site.root.join("proc")).unwrap();
-    fs::write(
-        site.root.join("proc/meminfo"),
-        "MemTotal: 1000 kB\nMemAvailable: 900 kB\n",
-    )
-    .unwrap();
+    let metrics_port = configure(&site, "redis = \"127.0.0.1:1\"\n");
     // Few file descriptors: a flood the caps did not stop would use them up.
     let _agent = Agent(
         Command::new("sh")

@@ -91,11 +91,13 @@ fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
     Ok(())
 }
 
-/// The seed at `path` and the signature next to it (`<path>.minisig`),
-/// both regular files of bounded size.
-fn read_seed_files(path: &Path, from: String, described: String) -> Result<Found> {
-    let bytes = read_regular_capped(path, SEED_MAX, "a node seed")?;
-    let sig_path = PathBuf::from(format!("{}.minisig", path.display()));
+/// The seed at the node's `path` and the signature next to it
+/// (`<path>.minisig`), both regular files of bounded size, each resolved
+/// inside the root on its own (a signature linked out of the root is read
+/// as the node would see it, not from the host).
+fn read_seed_files(root: &Root, path: &Path, from: String, described: String) -> Result<Found> {
+    let bytes = read_regular_capped(&root.host(path), SEED_MAX, "a node seed")?;
+    let sig_path = root.host(&PathBuf::from(format!("{}.minisig", path.display())));
     let signature = match read_regular_capped(&sig_path, SIGNATURE_MAX, "a seed signature") {
         Ok(sig) => Some(sig),
         Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => None,
@@ -137,7 +139,8 @@ fn read_medium(root: &Root) -> Result<Option<Found>> {
         )
     })?;
     let found = read_seed_files(
-        &target.join("seed.toml"),
+        root,
+        &Path::new(MEDIUM_MOUNT).join("seed.toml"),
         format!("the {MEDIUM_LABEL} medium"),
         format!("the seed on the {MEDIUM_LABEL} medium"),
     );
@@ -154,10 +157,9 @@ fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Found> {
         }
     }
     for f in from {
-        let p = root.host(f);
-        if p.exists() {
+        if root.host(f).exists() {
             let shown = f.display().to_string();
-            return read_seed_files(&p, shown.clone(), format!("the seed {shown}"));
+            return read_seed_files(root, f, shown.clone(), format!("the seed {shown}"));
         }
     }
     let mut looked = from
@@ -413,6 +415,23 @@ mod tests {
         assert_eq!(origin(&root), Some(unsigned));
         let record = fs::read_to_string(root.host(Path::new("/run/owui/seed-origin.json")));
         assert!(record.unwrap().contains("\"signature\": \"unsigned\""));
+    }
+
+    #[test]
+    fn a_signature_linked_out_of_the_root_is_not_read_from_the_host() {
+        let (_dir, root, key) = root_with_image("db");
+        let text = "node = \"db-3\"\nrole = \"db\"\n";
+        esp_seed(&root, text, None);
+        // A good signature outside the root, linked by an absolute path:
+        // the node would look for it under its own /, where there is none.
+        let outside = tempfile::tempdir().unwrap();
+        let good = outside.path().join("seed.toml.minisig");
+        fs::write(&good, key.sign(text.as_bytes(), "owui seed")).unwrap();
+        let esp = root.host(Path::new(ESP_SEED));
+        std::os::unix::fs::symlink(&good, format!("{}.minisig", esp.display())).unwrap();
+        let err = import_esp(&root, false).unwrap_err();
+        assert_eq!(err.exit_code(), 4, "{err}");
+        assert!(!root.host(Path::new("/run/owui/seed.toml")).exists());
     }
 
     #[test]

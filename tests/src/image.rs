@@ -192,10 +192,10 @@ pub fn boot_to_report(
     let mut vm = Boot::start(dir, &disk, &[&medium]);
     let banner = format!("OWUI-AGENT READY role={role} node={node}");
     let seen = vm.wait_for(&[&banner], Duration::from_secs(400));
-    assert_eq!(seen, Some(banner), "serial log:\n{}", vm.log());
+    assert_eq!(seen, Some(banner), "{}", vm.excerpt());
     let report = vm
         .between(REPORT_BEGIN, REPORT_END, Duration::from_secs(180))
-        .unwrap_or_else(|| panic!("no report; serial log:\n{}", vm.log()));
+        .unwrap_or_else(|| panic!("no report; serial log:\n{}", vm.excerpt()));
     (report, vm.log())
 }
 

@@ -9,8 +9,16 @@ use std::time::{Duration, Instant};
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// What the initramfs prints before it touches the image's partitions:
+/// a kernel panic before this line happened before anything of ours ran.
+const ROOT_MOUNT_BEGINS: &str = "Mounting root file system";
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+
 pub struct Boot {
     child: Child,
+    command: Command,
+    /// Restarts left after an emulator fault (see [`Boot::wait_for`]).
+    restarts_left: u32,
     pub serial: PathBuf,
 }
 
@@ -50,10 +58,20 @@ impl Boot {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd
+        Boot::spawn(cmd, serial)
+    }
+
+    /// Runs `command`, a VM that writes its console to `serial`.
+    fn spawn(mut command: Command, serial: PathBuf) -> Boot {
+        let child = command
             .spawn()
             .expect("qemu-system-x86_64 (package qemu-system-x86)");
-        Boot { child, serial }
+        Boot {
+            child,
+            command,
+            restarts_left: 1,
+            serial,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -62,21 +80,90 @@ impl Boot {
             .unwrap_or_default()
     }
 
+    /// The serial log cut for a failure message: the kernel's oops (from
+    /// the first "BUG:", "Oops" or fault line to the panic), then the last
+    /// 60 lines. A whole log is thousands of lines, and CI keeps only part
+    /// of what a failing test prints.
+    pub fn excerpt(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let mut out = String::new();
+        if let Some(panic) = lines.iter().position(|l| l.contains(KERNEL_PANIC)) {
+            let oops = lines[..panic]
+                .iter()
+                .position(|l| {
+                    ["BUG:", "Oops", "general protection", "RIP:"]
+                        .iter()
+                        .any(|m| l.contains(m))
+                })
+                .unwrap_or(panic.saturating_sub(40));
+            out.push_str("--- kernel oops ---\n");
+            for l in &lines[oops..=panic] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out.push_str("--- last 60 lines of the serial log ---\n");
+        for l in &lines[lines.len().saturating_sub(60)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Whether the guest's kernel panicked before the initramfs began to
+    /// mount the root: nothing of the image's own had run, so the fault is
+    /// the emulator's (seen once in CI under TCG: "Fatal exception in
+    /// interrupt" four seconds into boot, the same image booting on rerun).
+    fn emulator_fault(&self) -> bool {
+        let log = self.log();
+        match log.find(KERNEL_PANIC) {
+            Some(at) => !log[..at].contains(ROOT_MOUNT_BEGINS),
+            None => false,
+        }
+    }
+
+    /// Starts the same VM again after an emulator fault, keeping the
+    /// faulted log beside the new one and printing its oops.
+    fn restart(&mut self) {
+        eprintln!(
+            "qemu: the guest kernel panicked before the root was mounted \
+             (an emulator fault, not the image's); booting once more\n{}",
+            self.excerpt()
+        );
+        let _ = self.child.wait();
+        let _ = fs::rename(&self.serial, self.serial.with_extension("faulted.log"));
+        self.restarts_left -= 1;
+        self.child = self
+            .command
+            .spawn()
+            .expect("qemu-system-x86_64 (package qemu-system-x86)");
+    }
+
     /// Waits until the serial log holds one of `markers` (returns it), the
-    /// VM stops, or `limit` passes.
+    /// VM stops, or `limit` passes. A VM whose kernel panicked before the
+    /// image's own code ran is started once more (its time counts).
     pub fn wait_for(&mut self, markers: &[&str], limit: Duration) -> Option<String> {
         let start = Instant::now();
+        let seen = |log: &str| {
+            markers
+                .iter()
+                .find(|m| log.contains(*m))
+                .map(|m| m.to_string())
+        };
         while start.elapsed() < limit {
-            let log = self.log();
-            if let Some(m) = markers.iter().find(|m| log.contains(*m)) {
-                return Some(m.to_string());
+            if let Some(m) = seen(&self.log()) {
+                return Some(m);
             }
             if let Ok(Some(_)) = self.child.try_wait() {
-                let log = self.log();
-                return markers
-                    .iter()
-                    .find(|m| log.contains(*m))
-                    .map(|m| m.to_string());
+                if let Some(m) = seen(&self.log()) {
+                    return Some(m);
+                }
+                if self.restarts_left > 0 && self.emulator_fault() {
+                    self.restart();
+                    continue;
+                }
+                return None;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -97,5 +184,59 @@ impl Drop for Boot {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in VM: a shell that writes `first` to the console on its
+    /// first run and `then` on every later one.
+    fn vm(dir: &Path, first: &str, then: &str) -> Boot {
+        let serial = dir.join("serial.log");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(
+                "if [ -e \"$1/ran\" ]; then printf '%s\\n' \"$3\"; \
+                 else touch \"$1/ran\"; printf '%s\\n' \"$2\"; fi > \"$1/serial.log\"",
+            )
+            .args(["sh", dir.to_str().unwrap(), first, then]);
+        Boot::spawn(cmd, serial)
+    }
+
+    #[test]
+    fn a_panic_before_the_root_is_mounted_boots_once_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut boot = vm(
+            tmp.path(),
+            "[ 3.9] Oops: 0000\n[ 3.98] Kernel panic - not syncing: Fatal exception in interrupt",
+            "Begin: Mounting root file system\nOWUI-AGENT READY",
+        );
+        let seen = boot.wait_for(&["OWUI-AGENT READY"], Duration::from_secs(20));
+        assert_eq!(seen.as_deref(), Some("OWUI-AGENT READY"));
+        assert!(tmp.path().join("serial.faulted.log").exists());
+    }
+
+    #[test]
+    fn a_panic_after_the_root_is_mounted_fails_the_boot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut boot = vm(
+            tmp.path(),
+            "Begin: Mounting root file system\nKernel panic - not syncing: VFS",
+            "OWUI-AGENT READY",
+        );
+        let seen = boot.wait_for(&["OWUI-AGENT READY"], Duration::from_secs(20));
+        assert_eq!(seen, None);
+        assert!(boot.excerpt().contains("--- kernel oops ---"));
+    }
+
+    #[test]
+    fn a_second_emulator_fault_fails_the_boot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let panic = "Kernel panic - not syncing: Fatal exception in interrupt";
+        let mut boot = vm(tmp.path(), panic, panic);
+        let seen = boot.wait_for(&["OWUI-AGENT READY"], Duration::from_secs(20));
+        assert_eq!(seen, None);
     }
 }

@@ -268,12 +268,7 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     let mut vm = Boot::start(dir, &disk, &[&medium]);
     let banner = "OWUI-AGENT READY";
     let seen = vm.wait_for(&["is corrupted", banner], Duration::from_secs(300));
-    assert_eq!(
-        seen.as_deref(),
-        Some("is corrupted"),
-        "serial log:\n{}",
-        vm.log()
-    );
+    assert_eq!(seen.as_deref(), Some("is corrupted"), "{}", vm.excerpt());
 }
 
 #[test]

@@ -155,6 +155,11 @@ impl Node {
         self.write(ns, &text, mode & 0o7777);
     }
 
+    /// Replaces `from` with `to` in a file, keeping its mode.
+    pub(super) fn replace(&self, ns: &str, from: &str, to: &str) {
+        self.edit(ns, |text| text.replace(from, to));
+    }
+
     pub(super) fn audit(&self) -> Audit {
         audit(self.root(), &HardeningConfig::default())
     }
@@ -185,4 +190,12 @@ pub(super) fn assert_finding(
         (item, expected, found, severity, source),
         "{f:#?}"
     );
+}
+
+/// The findings of `audit`, in order: (item, expected, found, severity, source).
+pub(super) fn assert_findings(audit: &Audit, want: &[(&str, &str, &str, Severity, &str)]) {
+    assert_eq!(audit.findings.len(), want.len(), "{audit:#?}");
+    for (f, &(item, expected, found, severity, source)) in audit.findings.iter().zip(want) {
+        assert_finding(f, item, expected, found, severity, source);
+    }
 }

@@ -134,12 +134,11 @@ mod tests {
         for &(image, severity) in cases {
             assert_eq!(image_drift(image), severity, "{image}");
             let n = Node::compliant();
-            n.edit(UNIT, |text| {
-                text.replace(
-                    &format!("Image=ghcr.io/open-webui/open-webui:0.6@{DIGEST}"),
-                    &format!("Image={image}"),
-                )
-            });
+            n.replace(
+                UNIT,
+                &format!("Image=ghcr.io/open-webui/open-webui:0.6@{DIGEST}"),
+                &format!("Image={image}"),
+            );
             if let Some(severity) = severity {
                 assert_finding(
                     only(&n.audit()),
@@ -187,12 +186,11 @@ mod tests {
     #[test]
     fn image_units_and_drop_ins_are_followed() {
         let n = Node::compliant();
-        n.edit(UNIT, |text| {
-            text.replace(
-                &format!("Image=ghcr.io/open-webui/open-webui:0.6@{DIGEST}"),
-                "Image=open-webui.image",
-            )
-        });
+        n.replace(
+            UNIT,
+            &format!("Image=ghcr.io/open-webui/open-webui:0.6@{DIGEST}"),
+            "Image=open-webui.image",
+        );
         n.write(
             "/etc/containers/systemd/open-webui.image",
             "[Image]\nImage=ghcr.io/open-webui/open-webui:0.6\n",

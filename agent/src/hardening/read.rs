@@ -216,12 +216,11 @@ mod tests {
         assert!(a.errors.is_empty(), "{a:#?}");
 
         // A quoted insecure value is still insecure.
-        n.edit(ENV, |text| {
-            text.replace(
-                "export ENABLE_SIGNUP=\"false\"",
-                "export ENABLE_SIGNUP=\"True\"",
-            )
-        });
+        n.replace(
+            ENV,
+            "export ENABLE_SIGNUP=\"false\"",
+            "export ENABLE_SIGNUP=\"True\"",
+        );
         assert_finding(
             only(&n.audit()),
             "ENABLE_SIGNUP",
@@ -264,9 +263,11 @@ mod tests {
     #[test]
     fn unit_environment_problems_are_errors() {
         let n = Node::compliant();
-        n.edit(UNIT, |text| {
-            text.replace("Environment=PORT=8080", "Environment=\"ENABLE_SIGNUP=true")
-        });
+        n.replace(
+            UNIT,
+            "Environment=PORT=8080",
+            "Environment=\"ENABLE_SIGNUP=true",
+        );
         let a = n.audit();
         assert!(a.findings.is_empty(), "{a:#?}");
         assert_eq!(
@@ -285,12 +286,7 @@ mod tests {
             "ENABLE_ADMIN_EXPORT=True\n",
             0o600,
         );
-        n.edit(UNIT, |text| {
-            text.replace(
-                &format!("EnvironmentFile={ENV}\n"),
-                &format!("EnvironmentFile={ENV}\nEnvironmentFile=extra.env\nEnvironmentFile=-/etc/owui/absent.env\n"),
-            )
-        });
+        n.replace(UNIT, &format!("EnvironmentFile={ENV}\n"), &format!("EnvironmentFile={ENV}\nEnvironmentFile=extra.env\nEnvironmentFile=-/etc/owui/absent.env\n"));
         let a = n.audit();
         assert_finding(
             only(&a),

@@ -281,7 +281,7 @@ mod tests {
         ];
         for &(from, to, item, found, severity) in cases {
             let n = Node::compliant();
-            n.edit(REDIS, |text| text.replace(from, to));
+            n.replace(REDIS, from, to);
             let expected = if item == "redis timeout" {
                 "between 1 and 1800 seconds"
             } else {

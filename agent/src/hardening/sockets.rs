@@ -419,12 +419,11 @@ mod tests {
         ];
         for &(spec, item) in cases {
             let n = Node::compliant();
-            n.edit(UNIT, |text| {
-                text.replace(
-                    "PublishPort=127.0.0.1:8080:8080",
-                    &format!("PublishPort={spec}"),
-                )
-            });
+            n.replace(
+                UNIT,
+                "PublishPort=127.0.0.1:8080:8080",
+                &format!("PublishPort={spec}"),
+            );
             let a = n.audit();
             match item {
                 None => assert!(a.findings.is_empty(), "{spec}: {a:#?}"),

@@ -460,6 +460,18 @@ mod tests {
         }
     }
 
+    /// A compliant node whose env file does not set `key`.
+    fn compliant_without(key: &str) -> Node {
+        let n = Node::compliant();
+        n.edit(ENV, |text| {
+            text.lines()
+                .filter(|l| !l.starts_with(&format!("{key}=")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        n
+    }
+
     #[test]
     fn unset_variables_take_open_webui_defaults() {
         // Insecure defaults: True for these.
@@ -472,14 +484,7 @@ mod tests {
             "USER_PERMISSIONS_CHAT_DELETE",
             "USER_PERMISSIONS_CHAT_TEMPORARY",
         ] {
-            let n = Node::compliant();
-            n.edit(ENV, |text| {
-                text.lines()
-                    .filter(|l| !l.starts_with(&format!("{key}=")))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            let a = n.audit();
+            let a = compliant_without(key).audit();
             assert_finding(
                 only(&a),
                 key,
@@ -491,14 +496,7 @@ mod tests {
         }
         // Secure defaults: nothing to report.
         for key in ["DEFAULT_USER_ROLE", "BYPASS_MODEL_ACCESS_CONTROL"] {
-            let n = Node::compliant();
-            n.edit(ENV, |text| {
-                text.lines()
-                    .filter(|l| !l.starts_with(&format!("{key}=")))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            let a = n.audit();
+            let a = compliant_without(key).audit();
             assert!(a.findings.is_empty(), "{key}: {a:#?}");
         }
     }
@@ -506,19 +504,17 @@ mod tests {
     #[test]
     fn bypass_admin_access_control_falls_back_to_the_deprecated_name() {
         let n = Node::compliant();
-        n.edit(ENV, |text| {
-            text.replace(
-                "BYPASS_ADMIN_ACCESS_CONTROL=False\n",
-                "ENABLE_ADMIN_WORKSPACE_CONTENT_ACCESS=false\n",
-            )
-        });
+        n.replace(
+            ENV,
+            "BYPASS_ADMIN_ACCESS_CONTROL=False\n",
+            "ENABLE_ADMIN_WORKSPACE_CONTENT_ACCESS=false\n",
+        );
         assert!(n.audit().findings.is_empty());
-        n.edit(ENV, |text| {
-            text.replace(
-                "ENABLE_ADMIN_WORKSPACE_CONTENT_ACCESS=false",
-                "ENABLE_ADMIN_WORKSPACE_CONTENT_ACCESS=True",
-            )
-        });
+        n.replace(
+            ENV,
+            "ENABLE_ADMIN_WORKSPACE_CONTENT_ACCESS=false",
+            "ENABLE_ADMIN_WORKSPACE_CONTENT_ACCESS=True",
+        );
         assert_finding(
             only(&n.audit()),
             "BYPASS_ADMIN_ACCESS_CONTROL",
@@ -532,9 +528,7 @@ mod tests {
     #[test]
     fn webui_auth_off_is_a_finding_and_hides_no_signup() {
         let n = Node::compliant();
-        n.edit(ENV, |text| {
-            text.replace("ENABLE_SIGNUP=False\n", "WEBUI_AUTH=False\n")
-        });
+        n.replace(ENV, "ENABLE_SIGNUP=False\n", "WEBUI_AUTH=False\n");
         assert_finding(
             only(&n.audit()),
             "WEBUI_AUTH",
@@ -558,12 +552,11 @@ mod tests {
         assert!(!a.checked.iter().any(|c| c == "ENABLE_SIGNUP"));
 
         // A value that is known to be insecure is still reported.
-        n.edit(UNIT, |text| {
-            text.replace(
-                "Environment=PORT=8080",
-                "Environment=ENABLE_SIGNUP=true PORT=8080",
-            )
-        });
+        n.replace(
+            UNIT,
+            "Environment=PORT=8080",
+            "Environment=ENABLE_SIGNUP=true PORT=8080",
+        );
         let a = n.audit();
         assert_finding(
             only(&a),
@@ -634,12 +627,11 @@ mod tests {
                 "{text}OLLAMA_BASE_URL=http://127.0.0.1:11434\nOPENAI_API_BASE_URL=http://127.0.0.1:8000/v1\n"
             )
         });
-        n.edit(UNIT, |text| {
-            text.replace(
-                &format!("EnvironmentFile={ENV}\n"),
-                &format!("EnvironmentFile={ENV}\nEnvironmentFile={NODE_ENV}\n"),
-            )
-        });
+        n.replace(
+            UNIT,
+            &format!("EnvironmentFile={ENV}\n"),
+            &format!("EnvironmentFile={ENV}\nEnvironmentFile={NODE_ENV}\n"),
+        );
         // What a node name with newlines put there through `secrets init`.
         n.write(
             NODE_ENV,
@@ -647,22 +639,18 @@ mod tests {
             0o600,
         );
         let a = n.audit();
-        assert_eq!(a.findings.len(), 2, "{a:#?}");
-        assert_finding(
-            &a.findings[0],
-            "WEBUI_AUTH",
-            "True",
-            "False",
-            Severity::Fail,
-            NODE_ENV,
-        );
-        assert_finding(
-            &a.findings[1],
-            "OPENAI_API_BASE_URL",
-            &format!("http://127.0.0.1:8000/v1 (as the image sets it in {ENV})"),
-            "http://evil.example",
-            Severity::Fail,
-            NODE_ENV,
+        assert_findings(
+            &a,
+            &[
+                ("WEBUI_AUTH", "True", "False", Severity::Fail, NODE_ENV),
+                (
+                    "OPENAI_API_BASE_URL",
+                    &format!("http://127.0.0.1:8000/v1 (as the image sets it in {ENV})"),
+                    "http://evil.example",
+                    Severity::Fail,
+                    NODE_ENV,
+                ),
+            ],
         );
 
         // A unit line pointing Ollama elsewhere, and auth set where the image
@@ -672,29 +660,30 @@ mod tests {
             "WEBUI_SECRET_KEY=x\nOPENAI_API_BASE_URL=http://127.0.0.1:8000/v1\nWEBUI_AUTH=true\n",
             0o600,
         );
-        n.edit(UNIT, |text| {
-            text.replace(
-                "Environment=PORT=8080",
-                "Environment=OLLAMA_BASE_URL=http://10.9.9.9:11434 PORT=8080",
-            )
-        });
-        let a = n.audit();
-        assert_eq!(a.findings.len(), 2, "{a:#?}");
-        assert_finding(
-            &a.findings[0],
-            "OLLAMA_BASE_URL",
-            &format!("http://127.0.0.1:11434 (as the image sets it in {ENV})"),
-            "http://10.9.9.9:11434",
-            Severity::Fail,
+        n.replace(
             UNIT,
+            "Environment=PORT=8080",
+            "Environment=OLLAMA_BASE_URL=http://10.9.9.9:11434 PORT=8080",
         );
-        assert_finding(
-            &a.findings[1],
-            "WEBUI_AUTH",
-            "unset (the image does not set it)",
-            "true",
-            Severity::Fail,
-            NODE_ENV,
+        let a = n.audit();
+        assert_findings(
+            &a,
+            &[
+                (
+                    "OLLAMA_BASE_URL",
+                    &format!("http://127.0.0.1:11434 (as the image sets it in {ENV})"),
+                    "http://10.9.9.9:11434",
+                    Severity::Fail,
+                    UNIT,
+                ),
+                (
+                    "WEBUI_AUTH",
+                    "unset (the image does not set it)",
+                    "true",
+                    Severity::Fail,
+                    NODE_ENV,
+                ),
+            ],
         );
         for item in ["OPENAI_API_BASE_URL", "OLLAMA_BASE_URL", "WEBUI_AUTH"] {
             assert_eq!(a.checked.iter().filter(|c| *c == item).count(), 1, "{item}");
@@ -704,29 +693,26 @@ mod tests {
     #[test]
     fn quadlet_environment_overrides_env_files() {
         let n = Node::compliant();
-        n.edit(UNIT, |text| {
-            text.replace(
-                "Environment=PORT=8080 \"WEBUI_NAME=AI Assistant\"",
-                "Environment=PORT=8080 \"WEBUI_NAME=AI Assistant\" ENABLE_COMMUNITY_SHARING=\"True\" \\\n  'DEFAULT_USER_ROLE=admin'",
-            )
-        });
+        n.replace(UNIT, "Environment=PORT=8080 \"WEBUI_NAME=AI Assistant\"", "Environment=PORT=8080 \"WEBUI_NAME=AI Assistant\" ENABLE_COMMUNITY_SHARING=\"True\" \\\n  'DEFAULT_USER_ROLE=admin'");
         let a = n.audit();
-        assert_eq!(a.findings.len(), 2, "{a:#?}");
-        assert_finding(
-            &a.findings[0],
-            "DEFAULT_USER_ROLE",
-            "pending",
-            "admin",
-            Severity::Fail,
-            UNIT,
-        );
-        assert_finding(
-            &a.findings[1],
-            "ENABLE_COMMUNITY_SHARING",
-            "False",
-            "True",
-            Severity::Fail,
-            UNIT,
+        assert_findings(
+            &a,
+            &[
+                (
+                    "DEFAULT_USER_ROLE",
+                    "pending",
+                    "admin",
+                    Severity::Fail,
+                    UNIT,
+                ),
+                (
+                    "ENABLE_COMMUNITY_SHARING",
+                    "False",
+                    "True",
+                    Severity::Fail,
+                    UNIT,
+                ),
+            ],
         );
 
         // A drop-in wins over the unit.

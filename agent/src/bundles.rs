@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use owui_bundle::apply::{self, ApplyReport, Forces, GcReport, Node, Problem, Verdict};
+use owui_bundle::apply::{self, ApplyReport, GcReport, Node, Problem, Verdict};
 use owui_bundle::archive::BundleReader;
 use owui_bundle::channels::ChannelFloors;
 use owui_bundle::generation::{GenerationState, Generations};
@@ -13,6 +13,7 @@ use owui_bundle::verify::{check_all_blobs, check_item_blobs};
 use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
 
+use crate::cli::BundleFile;
 use crate::config;
 use crate::layout::Root;
 
@@ -44,12 +45,8 @@ fn open(root: &Root, file: &Path) -> Result<BundleReader> {
 
 /// Checks a bundle as `apply` would, short of free space, and changes
 /// nothing: every directory is opened read-only, none is created.
-pub fn verify(
-    root: &Root,
-    file: &Path,
-    forces: Forces,
-    progress: &dyn Progress,
-) -> Result<Verified> {
+pub fn verify(root: &Root, args: &BundleFile) -> Result<Verified> {
+    let (file, forces, progress) = (&args.file, args.forces.into(), args.output.progress());
     let (_, node) = config::node(root)?;
     let reader = open(root, file)?;
     let m = reader.manifest();
@@ -64,7 +61,7 @@ pub fn verify(
             format!("is a delta that needs blob {d}, which this node does not hold"),
         ));
     }
-    check_all_blobs(&reader, progress)?;
+    check_all_blobs(&reader, progress.as_ref())?;
     check_item_blobs(&reader, &store)?;
     let verdict = decision.verdict;
     Ok(Verified {
@@ -105,15 +102,11 @@ pub fn print_verified(v: &Verified) {
     }
 }
 
-pub fn apply(
-    root: &Root,
-    file: &Path,
-    forces: Forces,
-    progress: &dyn Progress,
-) -> Result<ApplyReport> {
+pub fn apply(root: &Root, args: &BundleFile) -> Result<ApplyReport> {
+    let (file, forces, progress) = (&args.file, args.forces.into(), args.output.progress());
     let (seed, node) = config::node(root)?;
     let reader = open(root, file)?;
-    let report = apply::apply(&reader, &node, forces, progress)?;
+    let report = apply::apply(&reader, &node, forces, progress.as_ref())?;
     tracing::info!(
         node = %seed.node,
         bundle = %report.bundle,

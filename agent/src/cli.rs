@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+pub use owui_bundle::outcome::Output;
 
 /// The owui-appliance node agent.
 ///
@@ -171,32 +172,29 @@ pub enum GpuCommand {
     },
 }
 
+// No doc comment: each subcommand's own is its help.
+#[derive(Debug, Args)]
+pub struct BundleFile {
+    /// The bundle file (.owb), e.g. on a mounted USB drive.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub forces: ForceArgs,
+    #[command(flatten)]
+    pub output: Output,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Check a bundle without changing anything.
     ///
     /// Checks the signature against the trust store, the node's role, the
     /// channel sequence, and every blob's size and digest.
-    Verify {
-        /// The bundle file (.owb), e.g. on a mounted USB drive.
-        file: PathBuf,
-        #[command(flatten)]
-        forces: ForceArgs,
-        #[command(flatten)]
-        output: Output,
-    },
+    Verify(BundleFile),
     /// Verify and apply a bundle.
     ///
     /// Blobs go into the content store, then one atomic switch makes the new
     /// generation current. Safe to re-run after a crash: it resumes.
-    Apply {
-        /// The bundle file (.owb), e.g. on a mounted USB drive.
-        file: PathBuf,
-        #[command(flatten)]
-        forces: ForceArgs,
-        #[command(flatten)]
-        output: Output,
-    },
+    Apply(BundleFile),
     /// Generations on this node and what each holds.
     List {
         /// Print the outcome as one JSON document on stdout.
@@ -268,14 +266,4 @@ pub enum TrustCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct Output {
-    /// Print the outcome as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
 }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use owui_agent::{bundles, daemon, db_setup, gpu, node_secrets, seed_cmd, status, trust_cmd};
 use owui_bundle::outcome::{finish, init_logging};
-use owui_bundle::progress;
 
 use owui_agent::cli::{
     BundleCommand, Cli, Command, DbCommand, GpuCommand, SecretsCommand, SeedCommand, TrustCommand,
@@ -64,30 +63,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Status { json } => status_command(&root, json),
         Command::Run => finish(daemon::run(&root), false, |_| {}),
-        Command::Bundle(BundleCommand::Verify {
-            file,
-            forces,
-            output,
-        }) => {
-            let progress = progress::for_stderr(output.quiet || output.json);
-            finish(
-                bundles::verify(&root, &file, forces.into(), progress.as_ref()),
-                output.json,
-                bundles::print_verified,
-            )
-        }
-        Command::Bundle(BundleCommand::Apply {
-            file,
-            forces,
-            output,
-        }) => {
-            let progress = progress::for_stderr(output.quiet || output.json);
-            finish(
-                bundles::apply(&root, &file, forces.into(), progress.as_ref()),
-                output.json,
-                bundles::print_applied,
-            )
-        }
+        Command::Bundle(BundleCommand::Verify(a)) => finish(
+            bundles::verify(&root, &a),
+            a.output.json,
+            bundles::print_verified,
+        ),
+        Command::Bundle(BundleCommand::Apply(a)) => finish(
+            bundles::apply(&root, &a),
+            a.output.json,
+            bundles::print_applied,
+        ),
         Command::Bundle(BundleCommand::List { json }) => {
             finish(bundles::list(&root), json, bundles::print_listing)
         }
@@ -100,14 +85,11 @@ fn main() -> ExitCode {
                 )
             })
         }
-        Command::Bundle(BundleCommand::Check { output }) => {
-            let progress = progress::for_stderr(output.quiet || output.json);
-            finish(
-                bundles::check(&root, progress.as_ref()),
-                output.json,
-                |_| println!("content store and generations are consistent"),
-            )
-        }
+        Command::Bundle(BundleCommand::Check { output }) => finish(
+            bundles::check(&root, output.progress().as_ref()),
+            output.json,
+            |_| println!("content store and generations are consistent"),
+        ),
         Command::Gpu(GpuCommand::Setup { json }) => {
             finish(gpu::setup::setup(&root), json, gpu::setup::print)
         }

@@ -111,6 +111,13 @@ pub fn run_inspect(file: &Path, extract: Option<&Path>) -> Result<Inspected> {
     })
 }
 
+pub fn print_created(c: &Created) {
+    println!(
+        "{}: bundle {} channel {} sequence {}: {} blobs ({} compressed, {} left out as held by the site), {} bytes",
+        c.file.display(), c.bundle, c.channel, c.sequence, c.blobs, c.blobs_compressed, c.blobs_omitted, c.file_bytes
+    )
+}
+
 pub fn print_inspected(i: &Inspected) {
     let m = &i.manifest;
     let roles: Vec<&str> = m.roles.iter().map(|r| r.as_str()).collect();

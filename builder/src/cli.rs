@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+pub use owui_bundle::outcome::Output;
 
 /// Build signed, air-gappable images and offline bundles for owui-appliance.
 ///
@@ -222,14 +223,4 @@ pub enum BundleCommand {
         #[command(flatten)]
         output: Output,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct Output {
-    /// Print the outcome as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
 }

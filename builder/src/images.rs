@@ -114,6 +114,19 @@ pub fn print_built(r: &BuildReport) {
     );
 }
 
+pub fn print_verified(v: &Verified) {
+    for check in &v.checks {
+        println!("ok: {check}");
+    }
+    println!(
+        "{}: {} image {} verified (root hash {})",
+        v.image.display(),
+        v.role,
+        v.version,
+        v.root_hash
+    )
+}
+
 pub fn run_verify(args: &VerifyImageArgs) -> Result<Verified> {
     let manifest = args
         .manifest

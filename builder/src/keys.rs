@@ -72,6 +72,26 @@ pub fn load_secret(path: &Path) -> Result<SecretKey> {
     SecretKey::read_file(path)
 }
 
+pub fn print_generated(g: &Generated) {
+    println!(
+        "key {} written: {} (secret, 0600), {}",
+        g.key_id,
+        g.secret_key.display(),
+        g.public_key.display()
+    )
+}
+
+/// The human line for a rotation statement written to `out`.
+pub fn print_rotation(out: &Path, s: &RotationStatement) {
+    println!(
+        "rotation statement {} (sequence {}) written: adds {}, revokes {}",
+        out.display(),
+        s.sequence,
+        s.add.len(),
+        s.revoke.len()
+    )
+}
+
 pub fn rotate(
     key: &Path,
     sequence: u64,

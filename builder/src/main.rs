@@ -5,24 +5,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use owui_builder::{bundles, images, keys, seeds};
 use owui_bundle::outcome::{finish, init_logging};
-use owui_bundle::progress;
 
 use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand, SeedCommand};
-use owui_builder::images::print_built;
 
 fn main() -> ExitCode {
     init_logging();
     match Cli::parse().command {
-        Command::Key(KeyCommand::Generate { out, force, output }) => {
-            finish(keys::generate(&out, force), output.json, |g| {
-                println!(
-                    "key {} written: {} (secret, 0600), {}",
-                    g.key_id,
-                    g.secret_key.display(),
-                    g.public_key.display()
-                )
-            })
-        }
+        Command::Key(KeyCommand::Generate { out, force, output }) => finish(
+            keys::generate(&out, force),
+            output.json,
+            keys::print_generated,
+        ),
         Command::Key(KeyCommand::Rotate {
             key,
             sequence,
@@ -33,15 +26,7 @@ fn main() -> ExitCode {
         }) => finish(
             keys::rotate(&key, sequence, &add, &revoke, &out),
             output.json,
-            |s| {
-                println!(
-                    "rotation statement {} (sequence {}) written: adds {}, revokes {}",
-                    out.display(),
-                    s.sequence,
-                    s.add.len(),
-                    s.revoke.len()
-                )
-            },
+            |s| keys::print_rotation(&out, s),
         ),
         Command::Bundle(BundleCommand::Create {
             spec,
@@ -49,19 +34,17 @@ fn main() -> ExitCode {
             out,
             have,
             output,
-        }) => {
-            let progress = progress::for_stderr(output.quiet || output.json);
-            finish(
-                bundles::run_create(&spec, &key, &out, have.as_deref(), progress.as_ref()),
-                output.json,
-                |c| {
-                    println!(
-                    "{}: bundle {} channel {} sequence {}: {} blobs ({} compressed, {} left out as held by the site), {} bytes",
-                    c.file.display(), c.bundle, c.channel, c.sequence, c.blobs, c.blobs_compressed, c.blobs_omitted, c.file_bytes
-                )
-                },
-            )
-        }
+        }) => finish(
+            bundles::run_create(
+                &spec,
+                &key,
+                &out,
+                have.as_deref(),
+                output.progress().as_ref(),
+            ),
+            output.json,
+            bundles::print_created,
+        ),
         Command::Seed(SeedCommand::Create {
             node,
             role,
@@ -73,27 +56,16 @@ fn main() -> ExitCode {
             output.json,
             seeds::print_created,
         ),
-        Command::Build(args) => {
-            let progress = progress::for_stderr(args.output.quiet || args.output.json);
-            let json = args.output.json;
-            finish(
-                images::run_build(&args, progress.as_ref()),
-                json,
-                print_built,
-            )
-        }
-        Command::VerifyImage(args) => finish(images::run_verify(&args), args.output.json, |v| {
-            for check in &v.checks {
-                println!("ok: {check}");
-            }
-            println!(
-                "{}: {} image {} verified (root hash {})",
-                v.image.display(),
-                v.role,
-                v.version,
-                v.root_hash
-            )
-        }),
+        Command::Build(args) => finish(
+            images::run_build(&args, args.output.progress().as_ref()),
+            args.output.json,
+            images::print_built,
+        ),
+        Command::VerifyImage(args) => finish(
+            images::run_verify(&args),
+            args.output.json,
+            images::print_verified,
+        ),
         Command::Bundle(BundleCommand::Inspect {
             file,
             extract,

@@ -7,6 +7,25 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::progress::{self, Progress};
+
+/// The output options of every command that reports progress.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print the outcome as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl Output {
+    /// Progress on stderr, silent with `--quiet` or `--json`.
+    pub fn progress(&self) -> Box<dyn Progress> {
+        progress::for_stderr(self.quiet || self.json)
+    }
+}
 
 #[derive(Serialize)]
 struct Failure<'a> {

@@ -96,8 +96,7 @@ impl Default for BundlesConfig {
 
 pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = fs::read_to_string(path).at("reading", path)?;
-    toml::from_str(&text)
-        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string().trim_end()))
+    owui_bundle::toml_loc::parse(&path.display().to_string(), &text)
 }
 
 pub fn load_seed(root: &Root) -> Result<Seed> {

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::IoContext;
+use crate::toml_loc::{self, Loc};
 use crate::{Error, Result, Sha256Digest};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
@@ -202,28 +203,14 @@ pub struct Firmware {
     pub table_file: PathBuf,
 }
 
-/// "FILE: line N, FIELD" for an error found after parsing.
-fn at(file: &Path, text: &str, offset: usize, field: &str) -> String {
-    let line = text
-        .get(..offset)
-        .map_or(0, |t| t.bytes().filter(|b| *b == b'\n').count())
-        + 1;
-    format!("{}: line {line}, {field}", file.display())
-}
-
-fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T> {
-    toml::from_str(text)
-        .map_err(|e| Error::invalid(file.display().to_string(), e.to_string().trim_end()))
-}
-
 /// Parses and checks one set file.
 fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
-    let mut set: DriverSet = parse_toml(file, text)?;
+    let mut set: DriverSet = toml_loc::parse(&file.display().to_string(), text)?;
     set.file = file.to_path_buf();
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if set.name.get_ref() != stem {
-        return Err(Error::invalid(
-            at(file, text, set.name.span().start, "name"),
+        return Err(Loc::at(file, text, set.name.span().start).err(
+            "name",
             format!(
                 "the set is named {:?} but its file is {stem}.toml: they must match",
                 set.name.get_ref()
@@ -246,13 +233,10 @@ fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
         if set.packages.iter().any(|p| &p.name == name.get_ref()) {
             Ok(())
         } else {
-            Err(Error::invalid(
-                at(file, text, name.span().start, field),
-                format!(
+            Err(Loc::at(file, text, name.span().start).err(field, format!(
                     "package {:?} is not in the set's [[package]] list (every package is pinned by digest)",
                     name.get_ref()
-                ),
-            ))
+                )))
         }
     };
     // The builder's module package takes over the DKMS package's virtual
@@ -268,8 +252,8 @@ fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
         let Some(p) = p else { continue };
         listed(p, field)?;
         if !p.get_ref().ends_with("-dkms") {
-            return Err(Error::invalid(
-                at(file, text, p.span().start, field),
+            return Err(Loc::at(file, text, p.span().start).err(
+                field,
                 format!(
                     "{:?} is not a DKMS package (name ending in -dkms)",
                     p.get_ref()
@@ -305,17 +289,14 @@ fn parse_set(file: &Path, text: &str) -> Result<DriverSet> {
 
 /// Parses the GPU table and checks it against the sets that exist.
 fn parse_table(file: &Path, text: &str, sets: &BTreeMap<String, DriverSet>) -> Result<GpuTable> {
-    let table: GpuTable = parse_toml(file, text)?;
+    let table: GpuTable = toml_loc::parse(&file.display().to_string(), text)?;
     for (arch, a) in &table.architecture {
+        let field = format!("architecture.{arch}.sets");
         for s in &a.sets {
+            let loc = Loc::at(file, text, s.span().start);
             let Some(set) = sets.get(s.get_ref()) else {
-                return Err(Error::invalid(
-                    at(
-                        file,
-                        text,
-                        s.span().start,
-                        &format!("architecture.{arch}.sets"),
-                    ),
+                return Err(loc.err(
+                    &field,
                     format!(
                         "no set {:?} in sets/ (have: {})",
                         s.get_ref(),
@@ -324,13 +305,8 @@ fn parse_table(file: &Path, text: &str, sets: &BTreeMap<String, DriverSet>) -> R
                 ));
             };
             if set.module_package(a.kernel_modules).is_none() {
-                return Err(Error::invalid(
-                    at(
-                        file,
-                        text,
-                        s.span().start,
-                        &format!("architecture.{arch}.sets"),
-                    ),
+                return Err(loc.err(
+                    &field,
                     format!(
                         "{arch} needs {} kernel modules and set {:?} has none",
                         a.kernel_modules,
@@ -343,13 +319,8 @@ fn parse_table(file: &Path, text: &str, sets: &BTreeMap<String, DriverSet>) -> R
     let mut seen: BTreeMap<PciId, &str> = BTreeMap::new();
     for (i, g) in table.gpus.iter().enumerate() {
         if !table.architecture.contains_key(g.architecture.get_ref()) {
-            return Err(Error::invalid(
-                at(
-                    file,
-                    text,
-                    g.architecture.span().start,
-                    &format!("gpu[{i}].architecture"),
-                ),
+            return Err(Loc::at(file, text, g.architecture.span().start).err(
+                &format!("gpu[{i}].architecture"),
                 format!(
                     "unknown architecture {:?} (have: {})",
                     g.architecture.get_ref(),
@@ -364,8 +335,8 @@ fn parse_table(file: &Path, text: &str, sets: &BTreeMap<String, DriverSet>) -> R
         }
         for id in &g.device_ids {
             if let Some(other) = seen.insert(*id.get_ref(), &g.name) {
-                return Err(Error::invalid(
-                    at(file, text, id.span().start, &format!("gpu[{i}].device_ids")),
+                return Err(Loc::at(file, text, id.span().start).err(
+                    &format!("gpu[{i}].device_ids"),
                     format!("device ID {} is also listed for {other:?}", id.get_ref()),
                 ));
             }
@@ -456,20 +427,20 @@ mod tests {
         let text = set_text().replace(module, "proprietary = \"nvidia-tesla-535-kernel-dkms-570\"");
         let err = parse_set(set, &text).unwrap_err().to_string();
         assert!(
-            err.contains("line 26, kernel_modules.proprietary") && err.contains("not in the set"),
+            err.contains("line 26: kernel_modules.proprietary") && err.contains("not in the set"),
             "{err}"
         );
         // A module package that is not DKMS's: no virtual package to take over.
         let text = set_text().replace(module, "proprietary = \"nvidia-tesla-535-smi\"");
         let err = parse_set(set, &text).unwrap_err().to_string();
         assert!(
-            err.contains("line 26, kernel_modules.proprietary") && err.contains("-dkms"),
+            err.contains("line 26: kernel_modules.proprietary") && err.contains("-dkms"),
             "{err}"
         );
         let err = parse_set(Path::new("/f/sets/other.toml"), &set_text())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 16, name"), "{err}");
+        assert!(err.contains("line 16: name"), "{err}");
     }
 
     #[test]

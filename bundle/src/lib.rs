@@ -28,6 +28,7 @@ pub mod sign;
 pub mod space;
 pub mod spec;
 pub mod store;
+pub mod toml_loc;
 pub(crate) mod tree;
 pub mod trust;
 pub mod unit_file;

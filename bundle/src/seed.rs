@@ -118,19 +118,6 @@ impl std::ops::Deref for NodeName {
     }
 }
 
-/// TOML's errors quote the offending line: its control characters (an
-/// escape sequence in a hostile seed) are shown escaped, never sent to the
-/// terminal.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' => c.to_string(),
-            c if c.is_control() => c.escape_default().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
 /// A role by its name (`app`, `db`, `gpu`, `allinone`).
 pub fn parse_role(name: &str) -> Result<Role> {
     Role::ALL
@@ -158,7 +145,7 @@ impl Seed {
     pub fn parse(what: &str, bytes: &[u8]) -> Result<Seed> {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Error::invalid(what, format!("not UTF-8: {e}")))?;
-        toml::from_str(text).map_err(|e| Error::invalid(what, printable(e.to_string().trim_end())))
+        crate::toml_loc::parse(what, text)
     }
 
     /// The seed file's bytes: what is signed and what a node keeps.

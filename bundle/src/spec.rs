@@ -113,8 +113,7 @@ impl BundleSpec {
     /// Reads, parses and checks a spec; paths come back absolute.
     pub fn load(path: &Path) -> Result<Self> {
         let text = fs::read_to_string(path).at("reading bundle spec", path)?;
-        let mut spec: BundleSpec = toml::from_str(&text)
-            .map_err(|e| Error::invalid(path.display().to_string(), e.to_string().trim_end()))?;
+        let mut spec: BundleSpec = crate::toml_loc::parse(&path.display().to_string(), &text)?;
         let base = path
             .parent()
             .map(Path::to_path_buf)

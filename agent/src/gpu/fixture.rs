@@ -70,8 +70,7 @@ impl FixtureGpuEntry {
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Fixture> {
-    let f: Fixture = toml::from_str(text)
-        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string().trim_end()))?;
+    let f: Fixture = owui_bundle::toml_loc::parse(&path.display().to_string(), text)?;
     for (i, g) in f.gpus.iter().enumerate() {
         if f.gpus[..i].iter().any(|o| o.index == g.index) {
             return Err(Error::invalid(

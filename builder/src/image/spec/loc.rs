@@ -1,7 +1,7 @@
-//! Where a value was written: [`Loc`] (file and line) for errors, [`At`]
-//! (a value with its `Loc`), and [`Source`], one spec file being read, which
-//! turns TOML spans into lines and resolves relative paths against the
-//! file's directory.
+//! Where a value was written: [`At`] (a value with its [`Loc`], the file
+//! and line every TOML reader reports), and [`Source`], one spec file being
+//! read, which turns TOML spans into lines and resolves relative paths
+//! against the file's directory.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -9,24 +9,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use owui_bundle::error::IoContext;
-use owui_bundle::{Error, Result};
+pub(super) use owui_bundle::toml_loc::Loc;
+use owui_bundle::Result;
 use toml::Spanned;
-
-/// A file and line, for errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Loc {
-    pub(super) file: PathBuf,
-    pub(super) line: usize,
-}
-
-impl Loc {
-    pub(super) fn err(&self, key: &str, detail: impl Into<String>) -> Error {
-        Error::invalid(
-            format!("{} line {}: {key}", self.file.display(), self.line),
-            detail,
-        )
-    }
-}
 
 /// A value and where it was written.
 #[derive(Debug, Clone)]
@@ -57,16 +42,7 @@ impl Source {
     }
 
     pub(super) fn loc(&self, span: Range<usize>) -> Loc {
-        let end = span.start.min(self.text.len());
-        let line = self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        Loc {
-            file: self.file.clone(),
-            line,
-        }
+        Loc::at(&self.file, &self.text, span.start)
     }
 
     pub(super) fn at<T>(&self, s: Spanned<T>) -> At<T> {

@@ -391,11 +391,7 @@ fn concat_unique<T>(
         if let Some(first) = seen.get(&n) {
             return Err(item.loc.err(
                 &format!("[[{table}]]"),
-                format!(
-                    "{n:?} is listed twice (first at {} line {})",
-                    first.file.display(),
-                    first.line
-                ),
+                format!("{n:?} is listed twice (first at {first})"),
             ));
         }
         seen.insert(n, item.loc.clone());

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use owui_bundle::firmware::ModuleFlavour;
 use owui_bundle::spec::{HfSpec, OciSpec, OllamaSpec};
-use owui_bundle::{Error, Result, Role};
+use owui_bundle::{Result, Role};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
@@ -122,8 +122,7 @@ impl<'de> Deserialize<'de> for ContentSize {
 }
 
 pub(super) fn parse(src: &Source) -> Result<RawSpec> {
-    toml::from_str(&src.text)
-        .map_err(|e| Error::invalid(src.file.display().to_string(), e.to_string().trim_end()))
+    owui_bundle::toml_loc::parse(&src.file.display().to_string(), &src.text)
 }
 
 #[cfg(test)]

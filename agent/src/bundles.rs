@@ -36,7 +36,7 @@ fn open(root: &Root, file: &Path) -> Result<BundleReader> {
     let trust = crate::trust_cmd::node_store(root)?;
     if trust.trusted().next().is_none() {
         return Err(Error::untrusted(
-            root.trust_dir().display().to_string(),
+            root.trust_dir()?.display().to_string(),
             "the trust store holds no key, so no bundle can be trusted",
         ));
     }

@@ -100,7 +100,7 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 pub fn load_seed(root: &Root) -> Result<Seed> {
-    let path = root.seed();
+    let path = root.seed()?;
     if !path.exists() {
         return Err(Error::invalid(
             path.display().to_string(),
@@ -112,7 +112,7 @@ pub fn load_seed(root: &Root) -> Result<Seed> {
 }
 
 pub fn load_agent_config(root: &Root) -> Result<AgentConfig> {
-    let path = root.agent_config();
+    let path = root.agent_config()?;
     if path.exists() {
         load_toml(&path)
     } else {
@@ -122,18 +122,15 @@ pub fn load_agent_config(root: &Root) -> Result<AgentConfig> {
 
 /// Resolves "uid:gid" or a user name from the node's passwd file.
 fn resolve_owner(root: &Root, spec: &str) -> Result<Owner> {
-    let bad = |detail: String| {
-        Error::invalid(
-            format!("{}: bundles.owner", root.agent_config().display()),
-            detail,
-        )
-    };
+    let config = root.agent_config()?;
+    let bad =
+        |detail: String| Error::invalid(format!("{}: bundles.owner", config.display()), detail);
     if let Some((u, g)) = spec.split_once(':') {
         let uid = u.parse().map_err(|_| bad(format!("{u:?} is not a uid")))?;
         let gid = g.parse().map_err(|_| bad(format!("{g:?} is not a gid")))?;
         return Ok(Owner { uid, gid });
     }
-    let passwd = root.passwd();
+    let passwd = root.passwd()?;
     let text = fs::read_to_string(&passwd).at("reading", &passwd)?;
     text.lines()
         .find_map(|line| {
@@ -163,15 +160,15 @@ pub fn node(root: &Root) -> Result<(Seed, Node)> {
         .map(|p| -> Result<PodmanStore> {
             Ok(PodmanStore {
                 driver: p.driver,
-                graph_root: root.resolve(&p.graph_root)?,
-                run_root: root.resolve(&p.run_root)?,
+                graph_root: root.host(&p.graph_root)?,
+                run_root: root.host(&p.run_root)?,
             })
         })
         .transpose()?;
     let node = Node {
         role: seed.role,
-        content_dir: root.resolve(&cfg.content_dir)?,
-        bundles_dir: root.resolve(&cfg.bundles_dir)?,
+        content_dir: root.host(&cfg.content_dir)?,
+        bundles_dir: root.host(&cfg.bundles_dir)?,
         // Bundle apply makes these symlinks into `current` itself.
         ollama_dir: root.resolve_entry(&cfg.ollama_models)?,
         huggingface_dir: root.resolve_entry(&cfg.huggingface_cache)?,
@@ -190,21 +187,25 @@ mod tests {
     fn seed_errors_name_file_line_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
-        fs::create_dir_all(root.etc()).unwrap();
+        fs::create_dir_all(root.etc().unwrap()).unwrap();
         let err = load_seed(&root).unwrap_err().to_string();
         assert!(
             err.contains("seed.toml") && err.contains("missing"),
             "{err}"
         );
-        fs::write(root.seed(), "node = \"n1\"\nrole = \"gpu\"\nrack = 4\n").unwrap();
+        fs::write(
+            root.seed().unwrap(),
+            "node = \"n1\"\nrole = \"gpu\"\nrack = 4\n",
+        )
+        .unwrap();
         let err = load_seed(&root).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("rack"), "{err}");
-        fs::write(root.seed(), "node = \"n1\"\nrole = \"printer\"\n").unwrap();
+        fs::write(root.seed().unwrap(), "node = \"n1\"\nrole = \"printer\"\n").unwrap();
         let err = load_seed(&root).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("printer"), "{err}");
         // The name that once put WEBUI_AUTH=False into Open WebUI's env file.
         fs::write(
-            root.seed(),
+            root.seed().unwrap(),
             "node = \"ai-1\\nWEBUI_AUTH=False\"\nrole = \"app\"\n",
         )
         .unwrap();
@@ -221,9 +222,9 @@ mod tests {
     fn owner_from_passwd_or_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
-        fs::create_dir_all(root.etc()).unwrap();
+        fs::create_dir_all(root.etc().unwrap()).unwrap();
         fs::write(
-            root.passwd(),
+            root.passwd().unwrap(),
             "root:x:0:0::/root:/bin/sh\nollama:x:998:997::/usr/share/ollama:/bin/false\n",
         )
         .unwrap();

@@ -44,7 +44,8 @@ pub struct Report {
 
 /// The newest PostgreSQL major version installed (`/usr/lib/postgresql/N`).
 fn installed_version(root: &Root) -> Result<u32> {
-    let dir = root.host(Path::new("/usr/lib/postgresql"));
+    let lib = Path::new("/usr/lib/postgresql");
+    let dir = root.host(lib)?;
     let entries = fs::read_dir(&dir).at("looking for PostgreSQL in", &dir)?;
     let mut newest = None;
     for entry in entries {
@@ -56,7 +57,10 @@ fn installed_version(root: &Root) -> Result<u32> {
         else {
             continue;
         };
-        if entry.path().join("bin/postgres").is_file() {
+        if root
+            .host(&lib.join(entry.file_name()).join("bin/postgres"))?
+            .is_file()
+        {
             newest = newest.max(Some(version));
         }
     }
@@ -149,7 +153,7 @@ fn allow_agent(conf_dir: &Path) -> Result<()> {
 
 /// The socket directory's socket for `port` appears once the server is up.
 fn wait_for_socket(root: &Root, port: u16) -> Result<()> {
-    let socket = root.host(&PathBuf::from(format!("/run/postgresql/.s.PGSQL.{port}")));
+    let socket = root.host(&PathBuf::from(format!("/run/postgresql/.s.PGSQL.{port}")))?;
     let start = Instant::now();
     while !socket.exists() {
         if start.elapsed() > START_WAIT {
@@ -183,7 +187,7 @@ pub fn setup(root: &Root) -> Result<Report> {
             "db setup starts PostgreSQL through systemd: run it on the node itself, without --root",
         ));
     }
-    let password_file = root.host(Path::new("/etc/owui/secrets/postgres-openwebui-password"));
+    let password_file = root.host(Path::new("/etc/owui/secrets/postgres-openwebui-password"))?;
     let password = node_secrets::read_value(&password_file)?.ok_or_else(|| {
         Error::invalid(
             password_file.display().to_string(),
@@ -194,7 +198,7 @@ pub fn setup(root: &Root) -> Result<Report> {
     let version = installed_version(root)?;
     let conf = root.host(&PathBuf::from(format!(
         "/etc/postgresql/{version}/{CLUSTER}/postgresql.conf"
-    )));
+    )))?;
     let cluster_created = !conf.exists();
     if cluster_created {
         // UTF-8 whatever the boot's locale is (the image has C.UTF-8 only),

@@ -51,22 +51,10 @@ impl Root {
     /// resolved inside the root, the last component included: what the node
     /// itself would open. Pass the whole path: a name joined to the result
     /// afterwards is not resolved, and a link there would be followed by the
-    /// kernel from outside the root. Where it cannot be resolved (a link loop, an
-    /// unreadable link), the reason is logged and the path given back is one
-    /// no system call accepts (it ends in a NUL byte), so the caller's own
-    /// open fails instead of reaching outside the root; callers that can
-    /// report the reason use [`Root::resolve`].
-    pub fn host(&self, path: &Path) -> PathBuf {
-        self.resolve(path).unwrap_or_else(|e| {
-            tracing::warn!("{e}");
-            let mut unusable = self.lexical(path).into_os_string();
-            unusable.push("\0");
-            unusable.into()
-        })
-    }
-
-    /// [`Root::host`], with the reason when the path cannot be resolved.
-    pub fn resolve(&self, path: &Path) -> Result<PathBuf> {
+    /// kernel from outside the root. A path that cannot be resolved is an
+    /// error naming it: refused (exit 5) past 40 links, io (exit 1) when a
+    /// link or directory on the way cannot be read.
+    pub fn host(&self, path: &Path) -> Result<PathBuf> {
         self.walk(path, Last::Follow)
     }
 
@@ -139,35 +127,35 @@ impl Root {
         Ok(self.0.join(resolved))
     }
 
-    pub fn etc(&self) -> PathBuf {
+    pub fn etc(&self) -> Result<PathBuf> {
         self.host(Path::new("/etc/owui"))
     }
 
-    pub fn seed(&self) -> PathBuf {
+    pub fn seed(&self) -> Result<PathBuf> {
         self.host(Path::new("/etc/owui/seed.toml"))
     }
 
-    pub fn agent_config(&self) -> PathBuf {
+    pub fn agent_config(&self) -> Result<PathBuf> {
         self.host(Path::new("/etc/owui/agent.toml"))
     }
 
     /// The image's trust store: the keys the image was built to trust
     /// (read-only on a node).
-    pub fn trust_dir(&self) -> PathBuf {
+    pub fn trust_dir(&self) -> Result<PathBuf> {
         self.host(Path::new("/etc/owui/trust"))
     }
 
     /// The node's trust state: the rotation statements applied here, layered
     /// over the image's keys (writable: the image's root is not).
-    pub fn trust_state_dir(&self) -> PathBuf {
+    pub fn trust_state_dir(&self) -> Result<PathBuf> {
         self.host(Path::new("/var/lib/owui/trust"))
     }
 
-    pub fn passwd(&self) -> PathBuf {
+    pub fn passwd(&self) -> Result<PathBuf> {
         self.host(Path::new("/etc/passwd"))
     }
 
-    pub fn group(&self) -> PathBuf {
+    pub fn group(&self) -> Result<PathBuf> {
         self.host(Path::new("/etc/group"))
     }
 }
@@ -191,14 +179,17 @@ mod tests {
     #[test]
     fn paths_stay_under_the_root() {
         let r = Root::new(Path::new("/mnt/disk"));
-        assert_eq!(r.seed(), Path::new("/mnt/disk/etc/owui/seed.toml"));
-        assert_eq!(r.host(Path::new("/var/../../x")), Path::new("/mnt/disk/x"));
+        assert_eq!(r.seed().unwrap(), Path::new("/mnt/disk/etc/owui/seed.toml"));
+        assert_eq!(
+            r.host(Path::new("/var/../../x")).unwrap(),
+            Path::new("/mnt/disk/x")
+        );
     }
 
     #[test]
     fn the_system_root_is_a_plain_join() {
         let r = Root::new(Path::new("/"));
-        assert_eq!(r.seed(), Path::new("/etc/owui/seed.toml"));
+        assert_eq!(r.seed().unwrap(), Path::new("/etc/owui/seed.toml"));
     }
 
     /// A root, and a directory beside it that no path may reach.
@@ -217,18 +208,17 @@ mod tests {
         let root = r.path().to_path_buf();
         symlink(&outside, root.join("var/lib/owui")).unwrap();
         assert_eq!(
-            r.host(Path::new("/var/lib/owui/content")),
+            r.host(Path::new("/var/lib/owui/content")).unwrap(),
             root.join(outside.strip_prefix("/").unwrap())
                 .join("content")
         );
         symlink("/etc", root.join("etc")).unwrap();
         // etc -> /etc is etc itself again: a loop, refused.
-        let err = r.resolve(Path::new("/etc/owui/seed.toml")).unwrap_err();
+        let err = r.host(Path::new("/etc/owui/seed.toml")).unwrap_err();
         assert!(err.to_string().contains("more than 40"), "{err}");
+        assert!(err.to_string().contains("etc/owui/seed.toml"), "{err}");
         assert_eq!(err.exit_code(), 5);
-        let unusable = r.host(Path::new("/etc/owui/seed.toml"));
-        assert!(fs::metadata(&unusable).is_err());
-        assert!(fs::create_dir_all(&unusable).is_err());
+        assert_eq!(r.seed().unwrap_err().exit_code(), 5);
     }
 
     #[test]
@@ -239,7 +229,7 @@ mod tests {
         fs::create_dir_all(root.join("outside/tls")).unwrap();
         symlink("tls", root.join("outside/link")).unwrap();
         assert_eq!(
-            r.host(Path::new("/var/lib/owui/link/x")),
+            r.host(Path::new("/var/lib/owui/link/x")).unwrap(),
             root.join("outside/tls/x")
         );
     }
@@ -257,7 +247,7 @@ mod tests {
             root.join("srv/models/link")
         );
         assert_eq!(
-            r.resolve(Path::new("/var/lib/ollama/models/link")).unwrap(),
+            r.host(Path::new("/var/lib/ollama/models/link")).unwrap(),
             root.join(outside.strip_prefix("/").unwrap())
         );
     }

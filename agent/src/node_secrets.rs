@@ -61,7 +61,7 @@ impl Secrets<'_> {
     /// bits) if absent.
     fn value(&mut self, name: &str) -> Result<String> {
         let node_path = Path::new(SECRETS_DIR).join(name);
-        let path = self.root.resolve(&node_path)?;
+        let path = self.root.host(&node_path)?;
         if let Some(value) = read_value(&path)? {
             self.report.kept.push(node_path);
             return Ok(value);
@@ -82,7 +82,7 @@ impl Secrets<'_> {
         render: impl FnOnce(&mut Self) -> Result<EnvFile>,
     ) -> Result<()> {
         let node_path = Path::new(SECRETS_DIR).join(name);
-        let path = self.root.resolve(&node_path)?;
+        let path = self.root.host(&node_path)?;
         if read_private(&path)?.is_some() {
             self.report.kept.push(node_path);
             return Ok(());
@@ -214,23 +214,23 @@ fn serves_database(role: Role) -> bool {
 /// can read, and half a TLS key pair.
 fn precheck(root: &Root, role: Role) -> Result<()> {
     for node_dir in [SECRETS_DIR, TLS_DIR] {
-        let dir = root.resolve(Path::new(node_dir))?;
+        let dir = root.host(Path::new(node_dir))?;
         if !dir.exists() {
             continue;
         }
         private_dir(&dir)?;
         for entry in fs::read_dir(&dir).at("reading", &dir)? {
             let name = entry.at("reading", &dir)?.file_name();
-            let path = root.resolve(&Path::new(node_dir).join(name))?;
+            let path = root.host(&Path::new(node_dir).join(name))?;
             if path.is_file() {
                 read_private(&path)?;
             }
         }
     }
     if serves_web(role) {
-        let dir = root.resolve(Path::new(TLS_DIR))?;
-        let chain = root.resolve(&Path::new(TLS_DIR).join("fullchain.pem"))?;
-        let key = root.resolve(&Path::new(TLS_DIR).join("privkey.pem"))?;
+        let dir = root.host(Path::new(TLS_DIR))?;
+        let chain = root.host(&Path::new(TLS_DIR).join("fullchain.pem"))?;
+        let key = root.host(&Path::new(TLS_DIR).join("privkey.pem"))?;
         if chain.exists() != key.exists() {
             return Err(Error::invalid(
                 dir.display().to_string(),
@@ -245,7 +245,7 @@ fn precheck(root: &Root, role: Role) -> Result<()> {
 pub fn init(root: &Root) -> Result<Report> {
     let seed = config::load_seed(root)?;
     precheck(root, seed.role)?;
-    private_dir(&root.resolve(Path::new(SECRETS_DIR))?)?;
+    private_dir(&root.host(Path::new(SECRETS_DIR))?)?;
     let mut s = Secrets {
         root,
         report: Report {
@@ -313,18 +313,14 @@ fn open_webui_env(s: &mut Secrets<'_>, node: &str) -> Result<EnvFile> {
 /// node-local CA (its key is thrown away once it has signed) and a server
 /// certificate for the node's name and loopback.
 fn tls(s: &mut Secrets<'_>, node: &str) -> Result<()> {
-    private_dir(&s.root.resolve(Path::new(TLS_DIR))?)?;
+    private_dir(&s.root.host(Path::new(TLS_DIR))?)?;
     let node_path = |file: &str| Path::new(TLS_DIR).join(file);
     let (chain, key, ca) = (
         node_path("fullchain.pem"),
         node_path("privkey.pem"),
         node_path("ca.pem"),
     );
-    let (chain_at, key_at, ca_at) = (
-        s.root.resolve(&chain)?,
-        s.root.resolve(&key)?,
-        s.root.resolve(&ca)?,
-    );
+    let (chain_at, key_at, ca_at) = (s.root.host(&chain)?, s.root.host(&key)?, s.root.host(&ca)?);
     // precheck() refused half a pair.
     if chain_at.exists() {
         s.report.kept.extend([chain, key]);
@@ -417,7 +413,7 @@ mod tests {
     }
 
     fn env(root: &Root, file: &str) -> Vec<(String, String)> {
-        fs::read_to_string(root.host(&Path::new(SECRETS_DIR).join(file)))
+        fs::read_to_string(root.host(&Path::new(SECRETS_DIR).join(file)).unwrap())
             .unwrap()
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -463,7 +459,7 @@ mod tests {
             ]
         );
         for dir in [SECRETS_DIR, TLS_DIR] {
-            let dir = root.host(Path::new(dir));
+            let dir = root.host(Path::new(dir)).unwrap();
             assert_eq!(
                 fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
                 0o700
@@ -481,7 +477,8 @@ mod tests {
             serde_json::from_str(&get(&webui, "TERMINAL_SERVER_CONNECTIONS")).unwrap();
         assert_eq!(connections[0]["key"], terminal_key.as_str());
         let password = fs::read_to_string(
-            root.host(Path::new("/etc/owui/secrets/postgres-openwebui-password")),
+            root.host(Path::new("/etc/owui/secrets/postgres-openwebui-password"))
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -500,13 +497,13 @@ mod tests {
     #[test]
     fn a_second_run_keeps_every_byte_and_an_operators_file_wins() {
         let (_tmp, root) = node("allinone");
-        let secrets = root.host(Path::new(SECRETS_DIR));
+        let secrets = root.host(Path::new(SECRETS_DIR)).unwrap();
         private_dir(&secrets).unwrap();
         write_atomic(&secrets.join("vllm-api-key"), b"site-wide-key\n", 0o600).unwrap();
         init(&root).unwrap();
         let before: Vec<(PathBuf, Vec<u8>)> = [SECRETS_DIR, TLS_DIR]
             .iter()
-            .flat_map(|d| fs::read_dir(root.host(Path::new(d))).unwrap())
+            .flat_map(|d| fs::read_dir(root.host(Path::new(d)).unwrap()).unwrap())
             .map(|e| {
                 let p = e.unwrap().path();
                 let bytes = fs::read(&p).unwrap();
@@ -539,7 +536,7 @@ mod tests {
     #[test]
     fn readable_secrets_and_half_a_key_pair_are_refused_and_nothing_is_made() {
         let (_tmp, root) = node("allinone");
-        let secrets = root.host(Path::new(SECRETS_DIR));
+        let secrets = root.host(Path::new(SECRETS_DIR)).unwrap();
         private_dir(&secrets).unwrap();
         let leaked = secrets.join("webui-secret-key");
         fs::write(&leaked, "x\n").unwrap();
@@ -549,10 +546,10 @@ mod tests {
         assert!(err.to_string().contains("webui-secret-key"), "{err}");
         assert!(err.to_string().contains("0644"), "{err}");
         assert_eq!(fs::read_dir(&secrets).unwrap().count(), 1);
-        assert!(!root.host(Path::new(TLS_DIR)).exists());
+        assert!(!root.host(Path::new(TLS_DIR)).unwrap().exists());
 
         let (_tmp, root) = node("app");
-        let tls = root.host(Path::new(TLS_DIR));
+        let tls = root.host(Path::new(TLS_DIR)).unwrap();
         private_dir(&tls).unwrap();
         write_atomic(&tls.join("fullchain.pem"), b"site chain", 0o600).unwrap();
         let err = init(&root).unwrap_err();
@@ -560,13 +557,13 @@ mod tests {
         assert!(err.to_string().contains("privkey.pem"), "{err}");
         assert_eq!(fs::read(tls.join("fullchain.pem")).unwrap(), b"site chain");
         assert!(!tls.join("privkey.pem").exists());
-        assert!(!root.host(Path::new(SECRETS_DIR)).exists());
+        assert!(!root.host(Path::new(SECRETS_DIR)).unwrap().exists());
     }
 
     #[test]
     fn a_value_that_would_break_a_url_is_refused() {
         let (_tmp, root) = node("db");
-        let secrets = root.host(Path::new(SECRETS_DIR));
+        let secrets = root.host(Path::new(SECRETS_DIR)).unwrap();
         private_dir(&secrets).unwrap();
         let file = secrets.join("postgres-openwebui-password");
         write_atomic(&file, b"pa'ss@word\n", 0o600).unwrap();
@@ -614,15 +611,15 @@ mod tests {
         // Open WebUI's env file.
         let (_tmp, root) = node("app");
         fs::write(
-            root.seed(),
+            root.seed().unwrap(),
             "node = \"ai-1\\nWEBUI_AUTH=False\\nOPENAI_API_BASE_URL=http://evil.example\"\nrole = \"app\"\n",
         )
         .unwrap();
         let err = init(&root).unwrap_err();
         assert_eq!(err.exit_code(), 3, "{err}");
         assert!(err.to_string().contains("node name"), "{err}");
-        assert!(!root.host(Path::new(SECRETS_DIR)).exists());
-        assert!(!root.host(Path::new(TLS_DIR)).exists());
+        assert!(!root.host(Path::new(SECRETS_DIR)).unwrap().exists());
+        assert!(!root.host(Path::new(TLS_DIR)).unwrap().exists());
     }
 
     #[test]

@@ -72,7 +72,7 @@ struct Found {
 }
 
 fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
-    let info_path = root.host(Path::new("/usr/lib/owui/image.json"));
+    let info_path = root.host(Path::new("/usr/lib/owui/image.json"))?;
     let Ok(bytes) = fs::read(&info_path) else {
         return Ok(()); // not a role image: nothing to hold the seed to
     };
@@ -96,8 +96,8 @@ fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
 /// inside the root on its own (a signature linked out of the root is read
 /// as the node would see it, not from the host).
 fn read_seed_files(root: &Root, path: &Path, from: String, described: String) -> Result<Found> {
-    let bytes = read_regular_capped(&root.host(path), SEED_MAX, "a node seed")?;
-    let sig_path = root.host(&PathBuf::from(format!("{}.minisig", path.display())));
+    let bytes = read_regular_capped(&root.host(path)?, SEED_MAX, "a node seed")?;
+    let sig_path = root.host(&PathBuf::from(format!("{}.minisig", path.display())))?;
     let signature = match read_regular_capped(&sig_path, SIGNATURE_MAX, "a seed signature") {
         Ok(sig) => Some(sig),
         Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => None,
@@ -114,7 +114,7 @@ fn read_seed_files(root: &Root, path: &Path, from: String, described: String) ->
 /// Mounts the seed medium read-only and reads its seed.toml and signature.
 fn read_medium(root: &Root) -> Result<Option<Found>> {
     use nix::mount::{mount, umount, MsFlags};
-    let device = root.host(&Path::new("/dev/disk/by-label").join(MEDIUM_LABEL));
+    let device = root.host(&Path::new("/dev/disk/by-label").join(MEDIUM_LABEL))?;
     let start = Instant::now();
     while !device.exists() {
         if start.elapsed() > MEDIUM_WAIT {
@@ -122,7 +122,7 @@ fn read_medium(root: &Root) -> Result<Option<Found>> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let target = root.host(Path::new(MEDIUM_MOUNT));
+    let target = root.host(Path::new(MEDIUM_MOUNT))?;
     fs::create_dir_all(&target).at("creating", &target)?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
@@ -157,7 +157,7 @@ fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Found> {
         }
     }
     for f in from {
-        if root.host(f).exists() {
+        if root.host(f)?.exists() {
             let shown = f.display().to_string();
             return read_seed_files(root, f, shown.clone(), format!("the seed {shown}"));
         }
@@ -212,7 +212,7 @@ pub fn import(
     let (seed, origin) = check_signature(root, &found, insecure)?;
     check_role(root, &seed, &found.described)?;
     // Every check passed: only now is anything written.
-    let run = root.host(Path::new(RUN_DIR));
+    let run = root.host(Path::new(RUN_DIR))?;
     fs::create_dir_all(&run).at("creating", &run)?;
     let record = serde_json::to_vec_pretty(&origin)
         .map_err(|e| Error::internal("serialising the seed origin", e.to_string()))?;
@@ -252,7 +252,13 @@ pub fn print_imported(i: &Imported) {
 /// How the node's seed was imported, for `status`; None when no import
 /// recorded it (a seed put in place by hand, or an unreadable record).
 pub fn origin(root: &Root) -> Option<SeedOrigin> {
-    let path = root.host(&Path::new(RUN_DIR).join(ORIGIN_FILE));
+    let path = match root.host(&Path::new(RUN_DIR).join(ORIGIN_FILE)) {
+        Ok(path) => path,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return None;
+        }
+    };
     let bytes = match read_regular_capped(&path, 4096, "the seed origin record") {
         Ok(bytes) => bytes,
         Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return None,
@@ -288,7 +294,7 @@ mod tests {
     fn root_with_image(role: &str) -> (tempfile::TempDir, Root, SecretKey) {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
-        let info = root.host(Path::new("/usr/lib/owui/image.json"));
+        let info = root.host(Path::new("/usr/lib/owui/image.json")).unwrap();
         fs::create_dir_all(info.parent().unwrap()).unwrap();
         fs::write(
             &info,
@@ -296,7 +302,7 @@ mod tests {
         )
         .unwrap();
         let key = SecretKey::generate();
-        let trust = root.trust_dir();
+        let trust = root.trust_dir().unwrap();
         fs::create_dir_all(&trust).unwrap();
         let public = key.public();
         fs::write(
@@ -309,7 +315,7 @@ mod tests {
 
     /// Puts `text` on the ESP, signed by `key` (no signature with None).
     fn esp_seed(root: &Root, text: &str, key: Option<&SecretKey>) {
-        let esp = root.host(Path::new(ESP_SEED));
+        let esp = root.host(Path::new(ESP_SEED)).unwrap();
         fs::create_dir_all(esp.parent().unwrap()).unwrap();
         fs::write(&esp, text).unwrap();
         let sig = PathBuf::from(format!("{}.minisig", esp.display()));
@@ -334,7 +340,7 @@ mod tests {
         assert_eq!((got.node.as_str(), got.role.as_str()), ("db-3", "db"));
         // A --root run never touches the host's name.
         assert!(!got.hostname_set);
-        let placed = root.host(Path::new("/run/owui/seed.toml"));
+        let placed = root.host(Path::new("/run/owui/seed.toml")).unwrap();
         assert_eq!(
             fs::read_to_string(&placed).unwrap(),
             "node = \"db-3\"\nrole = \"db\"\n"
@@ -390,7 +396,7 @@ mod tests {
             err.to_string().contains("owui-builder seed create"),
             "{err}"
         );
-        assert!(!root.host(Path::new(RUN_DIR)).exists());
+        assert!(!root.host(Path::new(RUN_DIR)).unwrap().exists());
     }
 
     #[test]
@@ -404,7 +410,7 @@ mod tests {
                 .contains("is not signed by a key this image trusts"),
             "{err}"
         );
-        assert!(!root.host(Path::new(RUN_DIR)).exists());
+        assert!(!root.host(Path::new(RUN_DIR)).unwrap().exists());
         assert_eq!(origin(&root), None);
 
         let got = import_esp(&root, true).unwrap();
@@ -413,7 +419,8 @@ mod tests {
         };
         assert_eq!(got.origin, unsigned);
         assert_eq!(origin(&root), Some(unsigned));
-        let record = fs::read_to_string(root.host(Path::new("/run/owui/seed-origin.json")));
+        let record =
+            fs::read_to_string(root.host(Path::new("/run/owui/seed-origin.json")).unwrap());
         assert!(record.unwrap().contains("\"signature\": \"unsigned\""));
     }
 
@@ -427,18 +434,25 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let good = outside.path().join("seed.toml.minisig");
         fs::write(&good, key.sign(text.as_bytes(), "owui seed")).unwrap();
-        let esp = root.host(Path::new(ESP_SEED));
+        let esp = root.host(Path::new(ESP_SEED)).unwrap();
         std::os::unix::fs::symlink(&good, format!("{}.minisig", esp.display())).unwrap();
         let err = import_esp(&root, false).unwrap_err();
         assert_eq!(err.exit_code(), 4, "{err}");
-        assert!(!root.host(Path::new("/run/owui/seed.toml")).exists());
+        assert!(!root
+            .host(Path::new("/run/owui/seed.toml"))
+            .unwrap()
+            .exists());
     }
 
     #[test]
     fn the_banner_names_role_and_node() {
         let (_dir, root, _key) = root_with_image("app");
-        fs::create_dir_all(root.etc()).unwrap();
-        fs::write(root.seed(), "node = \"rack1-n07\"\nrole = \"app\"\n").unwrap();
+        fs::create_dir_all(root.etc().unwrap()).unwrap();
+        fs::write(
+            root.seed().unwrap(),
+            "node = \"rack1-n07\"\nrole = \"app\"\n",
+        )
+        .unwrap();
         assert_eq!(
             banner(&root).unwrap(),
             "OWUI-AGENT READY role=app node=rack1-n07"

@@ -158,8 +158,8 @@ pub fn assemble(
 pub fn collect_once(root: &Root) -> Result<StatusDoc> {
     let (seed, node) = config::node(root)?;
     let cfg = config::load_agent_config(root)?;
-    let defs = catalog::checks(seed.role, &cfg.health, root);
-    let runtime = crate::health::runtime(root)?;
+    let defs = catalog::checks(seed.role, &cfg.health, root)?;
+    let runtime = crate::health::runtime()?;
     let results = runtime.block_on(run_all(defs, Probes::new(&cfg.health)));
     let now = SystemTime::now();
     let mut checks: Vec<CheckStatus> = results
@@ -184,7 +184,7 @@ pub fn collect_once(root: &Root) -> Result<StatusDoc> {
 /// Asks the running daemon over its socket; `None` when no daemon answers.
 pub fn from_daemon(root: &Root) -> Option<StatusDoc> {
     let cfg = config::load_agent_config(root).ok()?;
-    let path = root.host(&cfg.daemon.socket);
+    let path = root.host(&cfg.daemon.socket).ok()?;
     let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

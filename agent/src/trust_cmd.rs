@@ -29,10 +29,10 @@ pub struct KeyListing {
     pub revoked_by_rotation: Option<u64>,
 }
 
-fn listing(root: &Root, store: &TrustStore) -> TrustListing {
-    TrustListing {
-        image_dir: root.trust_dir().display().to_string(),
-        state_dir: root.trust_state_dir().display().to_string(),
+fn listing(root: &Root, store: &TrustStore) -> Result<TrustListing> {
+    Ok(TrustListing {
+        image_dir: root.trust_dir()?.display().to_string(),
+        state_dir: root.trust_state_dir()?.display().to_string(),
         rotation_sequence: store.rotation_sequence(),
         trusted: store.trusted().map(|k| k.id.to_string()).collect(),
         revoked: store.revoked().cloned().collect(),
@@ -45,18 +45,18 @@ fn listing(root: &Root, store: &TrustStore) -> TrustListing {
                 revoked_by_rotation: k.revoked_by,
             })
             .collect(),
-    }
+    })
 }
 
 /// The trust store every signature on this node is checked against
 /// (bundles, seeds, rotation statements): the one place that loads it. The
 /// image's keys, with the rotations applied on this node replayed on top.
 pub fn node_store(root: &Root) -> Result<TrustStore> {
-    TrustStore::load(&root.trust_dir(), &root.trust_state_dir())
+    TrustStore::load(&root.trust_dir()?, &root.trust_state_dir()?)
 }
 
 pub fn list(root: &Root) -> Result<TrustListing> {
-    Ok(listing(root, &node_store(root)?))
+    listing(root, &node_store(root)?)
 }
 
 /// Applies a rotation into the node's trust state; the image's trust store
@@ -65,7 +65,7 @@ pub fn apply(root: &Root, statement: &Path) -> Result<TrustListing> {
     let mut store = node_store(root)?;
     let stmt = store.apply_rotation(statement)?;
     tracing::warn!(sequence = stmt.sequence, added = stmt.add.len(), revoked = ?stmt.revoke, "trust store rotated");
-    Ok(listing(root, &store))
+    listing(root, &store)
 }
 
 pub fn print(l: &TrustListing) {

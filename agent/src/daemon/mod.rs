@@ -150,12 +150,12 @@ pub fn run(root: &Root) -> Result<()> {
     // A malformed seed or config stops the start here, naming file, line and key.
     let (seed, node) = config::node(root)?;
     let cfg = config::load_agent_config(root)?;
-    let runtime = crate::health::runtime(root)?;
+    let runtime = crate::health::runtime()?;
     runtime.block_on(serve(root.clone(), seed, node, cfg))
 }
 
 async fn serve(root: Root, seed: Seed, node: Node, cfg: AgentConfig) -> Result<()> {
-    let defs = catalog::checks(seed.role, &cfg.health, &root);
+    let defs = catalog::checks(seed.role, &cfg.health, &root)?;
     let now = SystemTime::now();
     let mut checks: Vec<CheckStatus> = defs
         .iter()
@@ -178,11 +178,12 @@ async fn serve(root: Root, seed: Seed, node: Node, cfg: AgentConfig) -> Result<(
     let listener = socket::bind(&root, &cfg.daemon)?;
     tokio::spawn(socket::serve(listener, ctx.clone()));
     if !cfg.daemon.metrics_listen.is_empty() {
+        let config_file = root.agent_config()?;
         let metrics = tokio::net::TcpListener::bind(&cfg.daemon.metrics_listen)
             .await
             .map_err(|e| {
                 Error::invalid(
-                    format!("{}: daemon.metrics_listen", root.agent_config().display()),
+                    format!("{}: daemon.metrics_listen", config_file.display()),
                     format!("cannot listen on {}: {e}", cfg.daemon.metrics_listen),
                 )
             })?;

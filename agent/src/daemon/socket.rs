@@ -45,7 +45,7 @@ fn socket_path(root: &Root, cfg: &DaemonConfig) -> Result<PathBuf> {
 
 /// The gid of `group` in the node's group file, if it exists.
 fn group_gid(root: &Root, group: &str) -> Option<u32> {
-    let text = fs::read_to_string(root.group()).ok()?;
+    let text = fs::read_to_string(root.group().ok()?).ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 3 && f[0] == group)
@@ -59,7 +59,7 @@ pub fn bind(root: &Root, cfg: &DaemonConfig) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at("creating", dir)?;
     }
-    if std::os::unix::net::UnixStream::connect(root.host(&cfg.socket)).is_ok() {
+    if std::os::unix::net::UnixStream::connect(root.host(&cfg.socket)?).is_ok() {
         return Err(Error::refused(
             path.display().to_string(),
             "another owui-agent daemon is answering on this socket",

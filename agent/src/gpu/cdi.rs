@@ -11,10 +11,8 @@
 //! longer maintained).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -150,14 +148,14 @@ pub fn generate(
     let mut missing = Vec::new();
     for lib in &set.container.libraries {
         let path = dir.join(lib);
-        if root.host(&path).exists() {
+        if root.host(&path)?.exists() {
             mounts.push(bind(&path, &path));
         } else {
             missing.push(path.display().to_string());
         }
     }
     for bin in &set.container.binaries {
-        if root.host(bin).exists() {
+        if root.host(bin)?.exists() {
             let name = bin.file_name().map(PathBuf::from).unwrap_or_default();
             mounts.push(bind(bin, &Path::new("/usr/bin").join(name)));
         } else {
@@ -424,18 +422,13 @@ pub fn to_yaml(spec: &Spec) -> Result<String> {
 
 /// Writes `text` to `dir/nvidia.yaml` atomically; `false` when it was
 /// already there, byte for byte.
-pub fn write(dir: &Path, text: &str) -> Result<bool> {
-    let path = dir.join(FILE_NAME);
-    if fs::read_to_string(&path).ok().as_deref() == Some(text) {
+/// Writes the spec to `path` (resolved inside the root) unless it holds
+/// `text` already; true when written.
+pub fn write(path: &Path, text: &str) -> Result<bool> {
+    if fs::read_to_string(path).ok().as_deref() == Some(text) {
         return Ok(false);
     }
-    fs::create_dir_all(dir).at("creating the CDI directory", dir)?;
-    let tmp = dir.join(format!(".{FILE_NAME}.owui-tmp"));
-    let mut f = fs::File::create(&tmp).at("writing the CDI spec to", &tmp)?;
-    f.write_all(text.as_bytes())
-        .at("writing the CDI spec to", &tmp)?;
-    f.sync_all().at("syncing", &tmp)?;
-    fs::rename(&tmp, &path).at("replacing", &path)?;
+    super::runtime_config::write_atomic(path, text)?;
     Ok(true)
 }
 

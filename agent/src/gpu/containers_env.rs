@@ -22,7 +22,7 @@ pub const DEFAULT_PATH: &str = "/run/owui/gpu/containers.env";
 /// The variable the units expand.
 pub const VARIABLE: &str = "OWUI_GPU_DEVICES";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvChange {
     pub file: std::path::PathBuf,
     /// What the containers get, e.g. `--device=nvidia.com/gpu=all`; empty
@@ -41,7 +41,7 @@ fn contents(cdi_device: &str) -> String {
 
 /// Gives the containers `cdi_device` (a qualified CDI name).
 pub fn publish(root: &Root, node_path: &Path, cdi_device: &str) -> Result<EnvChange> {
-    let path = root.host(node_path);
+    let path = root.host(node_path)?;
     let new = contents(cdi_device);
     let action = if read_optional(&path)?.as_deref() == Some(new.as_str()) {
         "unchanged"
@@ -58,7 +58,7 @@ pub fn publish(root: &Root, node_path: &Path, cdi_device: &str) -> Result<EnvCha
 
 /// Takes the GPUs away from the containers (no NVIDIA GPU on this node).
 pub fn withdraw(root: &Root, node_path: &Path) -> Result<EnvChange> {
-    let path = root.host(node_path);
+    let path = root.host(node_path)?;
     let action = match fs::remove_file(&path) {
         Ok(()) => "removed",
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "absent",

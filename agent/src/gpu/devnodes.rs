@@ -63,7 +63,7 @@ impl Nodes {
 
 /// The dynamic major of `name` in `/proc/devices` (under the root).
 pub fn proc_major(root: &Root, name: &str) -> Result<Option<u64>> {
-    let path = root.host(Path::new("/proc/devices"));
+    let path = root.host(Path::new("/proc/devices"))?;
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -103,7 +103,7 @@ fn ensure_node(
     want_minor: u64,
     out: &mut Nodes,
 ) -> Result<()> {
-    let path = root.host(node);
+    let path = root.host(node)?;
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.file_type().is_char_device() => {
             let (maj, min) = (major(meta.rdev()), minor(meta.rdev()));
@@ -157,7 +157,7 @@ fn ensure_node(
 /// Points `/dev/char/MAJ:MIN` at the node (relative link), replacing a
 /// stale link atomically.
 fn ensure_link(root: &Root, node: &DevNode, out: &mut Nodes) -> Result<()> {
-    let dir = root.host(Path::new("/dev/char"));
+    let dir = root.host(Path::new("/dev/char"))?;
     fs::create_dir_all(&dir).at("creating", &dir)?;
     let name = format!("{}:{}", node.major, node.minor);
     let link = dir.join(&name);

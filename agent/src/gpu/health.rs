@@ -86,12 +86,12 @@ pub fn section() -> GpuSection {
         .unwrap_or_else(|| GpuSection::unknown("the GPU check has not run yet"))
 }
 
-fn drain_file(root: &Root, cfg: &GpuConfig) -> PathBuf {
+fn drain_file(root: &Root, cfg: &GpuConfig) -> Result<PathBuf> {
     root.host(&cfg.state_dir.join("drained.json"))
 }
 
 pub fn read_drain(root: &Root, cfg: &GpuConfig) -> Result<Option<Drain>> {
-    let path = drain_file(root, cfg);
+    let path = drain_file(root, cfg)?;
     match fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
@@ -102,7 +102,7 @@ pub fn read_drain(root: &Root, cfg: &GpuConfig) -> Result<Option<Drain>> {
 }
 
 fn write_drain(root: &Root, cfg: &GpuConfig, drain: &Drain) -> Result<()> {
-    let path = drain_file(root, cfg);
+    let path = drain_file(root, cfg)?;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at("creating", dir)?;
     }
@@ -118,7 +118,7 @@ pub fn undrain(root: &Root) -> Result<Option<Drain>> {
     let cfg = super::load_config(root)?;
     let was = read_drain(root, &cfg)?;
     if was.is_some() {
-        let path = drain_file(root, &cfg);
+        let path = drain_file(root, &cfg)?;
         fs::remove_file(&path).at("removing the drain marker", &path)?;
     }
     Ok(was)

@@ -79,7 +79,7 @@ impl Default for GpuConfig {
 /// The fixture that replaces NVML, when this is a test build and the file
 /// exists (see docs/gpu.md). A release binary never reads it.
 pub fn fixture_path(root: &Root) -> Option<PathBuf> {
-    let path = root.host(Path::new("/etc/owui/gpu-fixture.toml"));
+    let path = root.host(Path::new("/etc/owui/gpu-fixture.toml")).ok()?;
     (owui_bundle::seams::GPU_FIXTURE && path.exists()).then_some(path)
 }
 

@@ -52,61 +52,68 @@ fn is_bridge_other(class: u32) -> bool {
     class >> 8 == 0x0680
 }
 
-fn read_hex(dir: &Path, name: &str) -> Result<u32> {
-    let path = dir.join(name);
+/// Sysfs holds the PCI devices as links (`0000:1b:00.0 ->
+/// ../../../devices/…`); every file is resolved inside the root on its own,
+/// so a link on a mounted disk cannot make the scan read the host's.
+const DEVICES: &str = "/sys/bus/pci/devices";
+
+/// A hex number (`0x10de`) that fits a `T`: 16 bits for an ID, 32 for the class.
+fn read_hex<T: TryFrom<u32>>(root: &Root, dir: &Path, name: &str) -> Result<T> {
+    let path = root.host(&dir.join(name))?;
     let text = fs::read_to_string(&path).at("reading", &path)?;
     let t = text.trim();
-    t.strip_prefix("0x")
+    let v = t
+        .strip_prefix("0x")
         .and_then(|h| u32::from_str_radix(h, 16).ok())
         .ok_or_else(|| {
             Error::invalid(
                 path.display().to_string(),
                 format!("expected a hex number like 0x10de, found {t:?}"),
             )
-        })
-}
-
-fn read_trimmed(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
-}
-
-fn read_link(dir: &Path) -> Option<PcieLink> {
-    Some(PcieLink {
-        current_speed: read_trimmed(&dir.join("current_link_speed"))?,
-        max_speed: read_trimmed(&dir.join("max_link_speed"))?,
-        current_width: read_trimmed(&dir.join("current_link_width"))?
-            .parse()
-            .ok()?,
-        max_width: read_trimmed(&dir.join("max_link_width"))?.parse().ok()?,
+        })?;
+    T::try_from(v).map_err(|_| {
+        Error::invalid(
+            path.display().to_string(),
+            format!("0x{v:x} is not a 16-bit ID"),
+        )
     })
 }
 
-fn read_device(dir: &Path, address: &str) -> Result<PciDevice> {
-    let vendor = read_hex(dir, "vendor")?;
-    let device = read_hex(dir, "device")?;
-    let class = read_hex(dir, "class")?;
-    let too_big = |name: &str, v: u32| {
-        Error::invalid(
-            dir.join(name).display().to_string(),
-            format!("0x{v:x} is not a 16-bit ID"),
-        )
-    };
+fn read_trimmed(root: &Root, dir: &Path, name: &str) -> Option<String> {
+    let path = root.host(&dir.join(name)).ok()?;
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn read_link(root: &Root, dir: &Path) -> Option<PcieLink> {
+    let read = |name| read_trimmed(root, dir, name);
+    Some(PcieLink {
+        current_speed: read("current_link_speed")?,
+        max_speed: read("max_link_speed")?,
+        current_width: read("current_link_width")?.parse().ok()?,
+        max_width: read("max_link_width")?.parse().ok()?,
+    })
+}
+
+/// The device at `dir` (a path of the node's namespace).
+fn read_device(root: &Root, dir: &Path, address: &str) -> Result<PciDevice> {
     Ok(PciDevice {
         address: address.to_string(),
-        vendor: u16::try_from(vendor).map_err(|_| too_big("vendor", vendor))?,
-        device: u16::try_from(device).map_err(|_| too_big("device", device))?,
-        class,
-        driver: fs::read_link(dir.join("driver"))
+        vendor: read_hex(root, dir, "vendor")?,
+        device: read_hex(root, dir, "device")?,
+        class: read_hex(root, dir, "class")?,
+        driver: root
+            .resolve_entry(&dir.join("driver"))
             .ok()
+            .and_then(|link| fs::read_link(link).ok())
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
-        link: read_link(dir),
+        link: read_link(root, dir),
     })
 }
 
 /// Scans the PCI devices under the root. No sysfs PCI directory means no
 /// devices (a container, a chroot).
 pub fn scan(root: &Root) -> Result<Detected> {
-    let dir = root.host(Path::new("/sys/bus/pci/devices"));
+    let dir = root.host(Path::new(DEVICES))?;
     let mut out = Detected::default();
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -125,7 +132,7 @@ pub fn scan(root: &Root) -> Result<Detected> {
     }
     names.sort();
     for name in names {
-        let d = read_device(&dir.join(&name), &name)?;
+        let d = read_device(root, &Path::new(DEVICES).join(&name), &name)?;
         match (
             d.vendor == NVIDIA,
             is_display(d.class),
@@ -175,5 +182,27 @@ mod tests {
         assert!(err.contains("0000:1b:00.0/vendor"), "{err}");
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(scan(&Root::new(empty.path())).unwrap(), Detected::default());
+    }
+
+    #[test]
+    fn a_device_linked_out_of_the_root_is_read_inside_it() {
+        // The host's GPU, and a mounted disk whose sysfs links to it.
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host");
+        dev(&host, "0000:1b:00.0", "0x10de", "0x2330", "0x030200");
+        let node = t.path().join("node");
+        fs::create_dir_all(node.join("sys/bus/pci/devices")).unwrap();
+        std::os::unix::fs::symlink(
+            host.join("sys/bus/pci/devices/0000:1b:00.0"),
+            node.join("sys/bus/pci/devices/0000:1b:00.0"),
+        )
+        .unwrap();
+        let err = scan(&Root::new(&node)).unwrap_err();
+        // The link's target is taken inside the root, where there is none.
+        assert!(
+            err.to_string().contains(&format!("{}/", node.display())),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 1);
     }
 }

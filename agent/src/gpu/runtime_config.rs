@@ -5,9 +5,11 @@
 //! not own is kept as it was (TOML through toml_edit, comments included).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use owui_bundle::error::IoContext;
+use owui_bundle::fsutil;
 use owui_bundle::{Error, Result};
 use serde::{Deserialize, Serialize};
 use toml_edit::{value, Array, DocumentMut, Item, Table};
@@ -25,20 +27,15 @@ pub struct Change {
     pub action: String,
 }
 
+/// Replaces `path` (resolved inside the root) through a temporary file of
+/// a fresh name: a link planted under a fixed temporary name would send
+/// the write out of the root. The file keeps its mode (new ones: 0644).
 pub(super) fn write_atomic(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at("creating", dir)?;
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.owui-tmp"));
-    fs::write(&tmp, text).at("writing", &tmp)?;
-    if let Ok(meta) = fs::metadata(path) {
-        fs::set_permissions(&tmp, meta.permissions()).at("setting the mode of", &tmp)?;
-    }
-    fs::rename(&tmp, path).at("replacing", path)
+    let mode = fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    fsutil::write_atomic(path, text.as_bytes(), mode)
 }
 
 fn settle(
@@ -120,7 +117,7 @@ fn parse_toml(file: &Path, text: &str) -> Result<DocumentMut> {
 /// the image's read-only drop-in, which already names the spec directory.)
 fn podman_file(root: &Root) -> Result<PathBuf> {
     let dropins = Path::new("/etc/containers/containers.conf.d");
-    let dir = root.host(dropins);
+    let dir = root.host(dropins)?;
     let mut names = Vec::new();
     match fs::read_dir(&dir) {
         Ok(entries) => {
@@ -137,7 +134,7 @@ fn podman_file(root: &Root) -> Result<PathBuf> {
     names.sort();
     let mut decides = PathBuf::from("/etc/containers/containers.conf");
     for name in names {
-        let path = dir.join(&name);
+        let path = root.host(&dropins.join(&name))?;
         let text = fs::read_to_string(&path).at("reading", &path)?;
         let doc = parse_toml(&path, &text)?;
         if doc
@@ -155,7 +152,7 @@ fn podman_file(root: &Root) -> Result<PathBuf> {
 /// or in the drop-in that overrides it there.
 pub fn podman(root: &Root, cdi_dir: &Path) -> Result<Change> {
     let node_path = podman_file(root)?;
-    let path = root.host(&node_path);
+    let path = root.host(&node_path)?;
     let old = read_optional(&path)?;
     let mut doc = parse_toml(&path, old.as_deref().unwrap_or(""))?;
     let engine = table_at(&path, &mut doc, &["engine"])?;
@@ -174,7 +171,7 @@ pub fn podman(root: &Root, cdi_dir: &Path) -> Result<Change> {
 /// (config version 2 or 3), only when `/etc/containerd/config.toml` exists.
 pub fn containerd(root: &Root, cdi_dir: &Path) -> Result<Change> {
     let node_path = Path::new("/etc/containerd/config.toml");
-    let path = root.host(node_path);
+    let path = root.host(node_path)?;
     let Some(old) = read_optional(&path)? else {
         return Ok(Change {
             runtime: "containerd".into(),
@@ -200,7 +197,7 @@ pub fn containerd(root: &Root, cdi_dir: &Path) -> Result<Change> {
 /// only when the file exists.
 pub fn docker(root: &Root, cdi_dir: &Path) -> Result<Change> {
     let node_path = Path::new("/etc/docker/daemon.json");
-    let path = root.host(node_path);
+    let path = root.host(node_path)?;
     let Some(old) = read_optional(&path)? else {
         return Ok(Change {
             runtime: "docker".into(),
@@ -336,6 +333,42 @@ mod tests {
         fs::write(d.join("60-bad.conf"), "[engine\n").unwrap();
         let err = podman(&r, Path::new("/etc/cdi")).unwrap_err().to_string();
         assert!(err.contains("60-bad.conf"), "{err}");
+    }
+
+    #[test]
+    fn no_write_or_read_follows_a_link_out_of_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let (node, outside) = (t.path().join("node"), t.path().join("outside"));
+        let d = node.join("etc/containers/containers.conf.d");
+        fs::create_dir_all(&d).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        let r = Root::new(&node);
+        // A link at the temporary name the write once used: it pointed the
+        // write at a file outside the root.
+        let victim = outside.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let conf = node.join("etc/containers");
+        std::os::unix::fs::symlink(&victim, conf.join(".containers.conf.owui-tmp")).unwrap();
+        // A drop-in linked to the host's: the node does not have it.
+        fs::write(
+            outside.join("host.conf"),
+            "[engine]\ncdi_spec_dirs = [\"/host\"]\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.join("host.conf"), d.join("90-host.conf")).unwrap();
+        let err = podman(&r, Path::new("/etc/cdi")).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{}/", node.display())),
+            "{err}"
+        );
+        fs::remove_file(d.join("90-host.conf")).unwrap();
+        let c = podman(&r, Path::new("/etc/cdi")).unwrap();
+        assert_eq!(c.file, Path::new("/etc/containers/containers.conf"));
+        assert_eq!(c.action, "created");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(fs::read_to_string(conf.join("containers.conf"))
+            .unwrap()
+            .contains("/etc/cdi"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct ModuleStep {
     pub action: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SetupReport {
     /// `configured` or `no-gpu`.
     pub outcome: String,
@@ -52,17 +52,17 @@ pub struct SetupReport {
 }
 
 /// The kernel's name for a module (`nvidia-uvm` is `nvidia_uvm`).
-fn loaded(root: &Root, module: &str) -> bool {
-    root.host(Path::new("/sys/module"))
-        .join(module.replace('-', "_"))
-        .exists()
+fn loaded(root: &Root, module: &str) -> Result<bool> {
+    Ok(root
+        .host(&Path::new("/sys/module").join(module.replace('-', "_")))?
+        .exists())
 }
 
 fn load_modules(root: &Root, modules: &[String]) -> Result<Vec<ModuleStep>> {
     let live = root.path() == Path::new("/");
     let mut steps = Vec::new();
     for m in modules {
-        let action = if loaded(root, m) {
+        let action = if loaded(root, m)? {
             "already loaded".to_string()
         } else if live {
             Cmd::new("modprobe").arg(m).output()?;
@@ -79,9 +79,9 @@ fn load_modules(root: &Root, modules: &[String]) -> Result<Vec<ModuleStep>> {
 }
 
 fn save(root: &Root, state_dir: &Path, report: &SetupReport) -> Result<()> {
-    let dir = root.host(state_dir);
+    let dir = root.host(state_dir)?;
     fs::create_dir_all(&dir).at("creating", &dir)?;
-    let path = dir.join("setup.json");
+    let path = root.host(&state_dir.join("setup.json"))?;
     let text = serde_json::to_string_pretty(report)
         .map_err(|e| Error::internal("serialising the setup report", e.to_string()))?;
     fs::write(&path, text).at("writing", &path)
@@ -89,7 +89,7 @@ fn save(root: &Root, state_dir: &Path, report: &SetupReport) -> Result<()> {
 
 /// The last report `gpu setup` saved.
 pub fn last(root: &Root, state_dir: &Path) -> Option<SetupReport> {
-    let text = fs::read_to_string(root.host(&state_dir.join("setup.json"))).ok()?;
+    let text = fs::read_to_string(root.host(&state_dir.join("setup.json")).ok()?).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -104,21 +104,11 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
                 "no NVIDIA GPU on the PCI bus ({} other display devices): nothing to set up",
                 found.other_display.len()
             ),
-            choice: None,
-            modules: Vec::new(),
-            driver_version: None,
-            source: None,
-            devices: Vec::new(),
-            nodes: None,
-            cdi_spec: None,
-            cdi_action: None,
-            cdi_devices: Vec::new(),
-            runtimes: Vec::new(),
             containers,
-            warnings: Vec::new(),
+            ..SetupReport::default()
         });
     }
-    let fw = Firmware::load(&root.host(&cfg.firmware_dir))?;
+    let fw = Firmware::load(&root.host(&cfg.firmware_dir)?)?;
     let Some(choice) = choice::choose(&fw, &found)? else {
         return Err(Error::invalid("GPUs", "no GPU to choose a set for"));
     };
@@ -167,7 +157,7 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
     let nodes = devnodes::ensure(root, &devices)?;
     let spec = cdi::generate(root, set, &devices, &nodes, &cfg.hook_binary)?;
     let yaml = cdi::to_yaml(&spec)?;
-    let written = cdi::write(&root.host(&cfg.cdi_dir), &yaml)?;
+    let written = cdi::write(&root.host(&cfg.cdi_dir.join(cdi::FILE_NAME))?, &yaml)?;
     let runtimes = runtime_config::configure_all(root, &cfg.cdi_dir)?;
     // Last: the containers are handed the GPUs only once the spec is there.
     let containers = containers_env::publish(
@@ -251,5 +241,52 @@ pub fn print(r: &SetupReport) {
     println!("units    {} {}: {given}", c.file.display(), c.action);
     for w in &r.warnings {
         println!("warning  {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// A root, and beside it a directory no path under the root may reach.
+    fn root_and_outside() -> (tempfile::TempDir, Root, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::create_dir_all(t.path().join("node")).unwrap();
+        let root = Root::new(&t.path().join("node"));
+        (t, root, outside)
+    }
+
+    #[test]
+    fn the_setup_report_is_not_written_through_a_link_out_of_the_root() {
+        let (_t, root, outside) = root_and_outside();
+        let state = Path::new("/var/lib/owui/gpu");
+        let dir = root.path().join("var/lib/owui/gpu");
+        fs::create_dir_all(&dir).unwrap();
+        let victim = outside.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        symlink(&victim, dir.join("setup.json")).unwrap();
+        let report = SetupReport {
+            outcome: "no-gpu".into(),
+            ..SetupReport::default()
+        };
+        // The link's absolute target, taken inside the root.
+        let inside = root.path().join(victim.strip_prefix("/").unwrap());
+        fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        save(&root, state, &report).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(fs::read_to_string(inside).unwrap().contains("no-gpu"));
+    }
+
+    #[test]
+    fn a_module_is_looked_up_inside_the_root() {
+        let (_t, root, outside) = root_and_outside();
+        fs::create_dir_all(root.path().join("sys/module")).unwrap();
+        fs::create_dir_all(outside.join("nvidia")).unwrap();
+        symlink(&outside, root.path().join("sys/module/nvidia")).unwrap();
+        assert!(!loaded(&root, "nvidia").unwrap());
     }
 }

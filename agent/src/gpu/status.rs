@@ -47,7 +47,9 @@ pub fn collect(root: &Root) -> Result<GpuStatus> {
     let (choice, choice_error) = if found.gpus.is_empty() {
         (None, None)
     } else {
-        match Firmware::load(&root.host(&cfg.firmware_dir))
+        match root
+            .host(&cfg.firmware_dir)
+            .and_then(|dir| Firmware::load(&dir))
             .and_then(|fw| choice::choose(&fw, &found))
         {
             Ok(c) => (c, None),
@@ -73,7 +75,10 @@ pub fn collect(root: &Root) -> Result<GpuStatus> {
         }
     };
     let cdi_path = cfg.cdi_dir.join(cdi::FILE_NAME);
-    let text = fs::read_to_string(root.host(&cdi_path)).ok();
+    let text = root
+        .host(&cdi_path)
+        .ok()
+        .and_then(|p| fs::read_to_string(p).ok());
     let cdi = CdiState {
         path: cdi_path.display().to_string(),
         present: text.is_some(),

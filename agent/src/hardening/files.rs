@@ -13,11 +13,11 @@ use crate::layout::Root;
 pub(super) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A path of the node's namespace resolved inside `root` as every agent
-/// path is (symlinks followed, never out of the root: [`Root::resolve`]);
+/// path is (symlinks followed, never out of the root: [`Root::host`]);
 /// Err(reason) when it cannot be.
 pub(super) fn under_root(root: &Path, path: &Path) -> Result<PathBuf, String> {
     Root::new(root)
-        .resolve(path)
+        .host(path)
         .map_err(|e| format!("{e}: cannot audit"))
 }
 

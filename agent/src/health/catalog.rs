@@ -247,8 +247,9 @@ fn role_units(role: Role) -> &'static [&'static str] {
     }
 }
 
-/// The checks a node of `role` runs.
-pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
+/// The checks a node of `role` runs; an error when a path they read cannot
+/// be resolved inside the root.
+pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> owui_bundle::Result<Vec<CheckDef>> {
     let policy = Policy {
         interval: Duration::from_secs(cfg.interval_s.max(1)),
         timeout: Duration::from_secs(cfg.timeout_s.max(1)),
@@ -300,11 +301,17 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
                     url: cfg.nginx_url.clone(),
                     server_name: (!cfg.nginx_server_name.is_empty())
                         .then(|| cfg.nginx_server_name.clone()),
-                    ca_file: root.host(&cfg.tls_ca_file),
-                    client: cfg.tls_client.as_ref().map(|c| ClientIdentity {
-                        cert: root.host(&c.cert),
-                        key: root.host(&c.key),
-                    }),
+                    ca_file: root.host(&cfg.tls_ca_file)?,
+                    client: cfg
+                        .tls_client
+                        .as_ref()
+                        .map(|c| -> owui_bundle::Result<ClientIdentity> {
+                            Ok(ClientIdentity {
+                                cert: root.host(&c.cert)?,
+                                key: root.host(&c.key)?,
+                            })
+                        })
+                        .transpose()?,
                     expiry,
                 }),
             ));
@@ -323,7 +330,11 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             "redis",
             Probe::Redis {
                 addr: cfg.redis.clone(),
-                password_file: cfg.redis_password_file.as_ref().map(|p| root.host(p)),
+                password_file: cfg
+                    .redis_password_file
+                    .as_ref()
+                    .map(|p| root.host(p))
+                    .transpose()?,
             },
         ));
     }
@@ -358,7 +369,7 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             format!("disk:{}", path.display()),
             "disk",
             Probe::Disk {
-                path: root.host(path),
+                path: root.host(path)?,
                 thresholds: disk,
             },
         ));
@@ -367,7 +378,7 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
         "memory".into(),
         "memory",
         Probe::Memory {
-            meminfo: root.host(Path::new("/proc/meminfo")),
+            meminfo: root.host(Path::new("/proc/meminfo"))?,
             thresholds: Thresholds {
                 warn_percent: cfg.memory_warn_percent,
                 fail_percent: cfg.memory_fail_percent,
@@ -379,7 +390,7 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             format!("cert:{}", path.display()),
             "cert",
             Probe::CertFile {
-                path: root.host(path),
+                path: root.host(path)?,
                 expiry,
             },
         ));
@@ -394,7 +405,7 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> Vec<CheckDef> {
             }),
         ));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -406,6 +417,7 @@ mod tests {
         let root = Root::new(Path::new("/mnt/n"));
         let names = |role| -> Vec<String> {
             checks(role, &HealthConfig::default(), &root)
+                .unwrap()
                 .into_iter()
                 .map(|c| c.name)
                 .collect()
@@ -443,12 +455,14 @@ mod tests {
             ..HealthConfig::default()
         };
         let units: Vec<String> = checks(Role::Gpu, &cfg, &root)
+            .unwrap()
             .into_iter()
             .filter(|c| c.kind == "systemd")
             .map(|c| c.name)
             .collect();
         assert_eq!(units, ["unit:x.service"]);
         let disk = checks(Role::Db, &HealthConfig::default(), &root)
+            .unwrap()
             .into_iter()
             .find(|c| c.name == "disk:/var/lib/owui")
             .unwrap();
@@ -483,7 +497,7 @@ mod tests {
              cert_warn_days = 20\ncert_fail_days = 5\ntime_sync = \"failed\"\n",
         )
         .unwrap();
-        let all = checks(Role::Allinone, &cfg, &root);
+        let all = checks(Role::Allinone, &cfg, &root).unwrap();
         let find = |name: &str| all.iter().find(|c| c.name == name).unwrap();
         let expiry = Expiry {
             warn_days: 20,
@@ -516,10 +530,14 @@ mod tests {
         ));
         // Nodes without nginx never probe it; "" and "off" turn checks off.
         for role in [Role::Db, Role::Gpu] {
-            assert!(!checks(role, &cfg, &root).iter().any(|c| c.kind == "tls"));
+            assert!(!checks(role, &cfg, &root)
+                .unwrap()
+                .iter()
+                .any(|c| c.kind == "tls"));
         }
         let off: HealthConfig = toml::from_str("nginx_url = \"\"\ntime_sync = \"off\"\n").unwrap();
         let names: Vec<String> = checks(Role::Allinone, &off, &root)
+            .unwrap()
             .into_iter()
             .map(|c| c.name)
             .collect();

@@ -15,14 +15,10 @@ pub mod tls;
 
 /// The async runtime the daemon and `status` run their checks on: two
 /// workers are plenty for I/O-bound probes.
-pub fn runtime(root: &crate::layout::Root) -> owui_bundle::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> owui_bundle::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| owui_bundle::Error::Io {
-            action: "starting the async runtime for",
-            path: root.seed(),
-            source: e,
-        })
+        .map_err(|e| owui_bundle::Error::internal("starting the async runtime", e.to_string()))
 }

@@ -30,18 +30,11 @@
 #   the ratio to our cold build, or reported as failed with its last line.
 
 set -euo pipefail
-WRITE=${BENCH_WRITE:-0}
-for arg in "$@"; do
-    case $arg in
-        --write) WRITE=1 ;;
-        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_args "$@"
 cd "$(dirname "$0")/.."
-. benches/lib.sh
 [ "$(id -u)" -eq 0 ] || die "run as root (mmdebstrap)"
-log() { printf '[bench] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 

@@ -1,6 +1,30 @@
 # Shared by the benchmark scripts (sourced, not run).
 
+# The repository the sourcing script belongs to.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# bench_args "$@": the arguments every benchmark takes. --write (or
+# BENCH_WRITE=1) sets WRITE=1; --help prints the script's header comment.
+bench_args() {
+    WRITE=${BENCH_WRITE:-0}
+    local arg
+    for arg in "$@"; do
+        case $arg in
+            --write) WRITE=1 ;;
+            -h | --help)
+                sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+                exit 0
+                ;;
+            *)
+                echo "unknown argument: $arg (try --help)" >&2
+                exit 2
+                ;;
+        esac
+    done
+}
 
 # replace_section DOC BEGIN END SECTION_FILE: the lines from BEGIN to END
 # (inclusive) become SECTION_FILE (which carries the markers); appended when

@@ -559,6 +559,15 @@ mod tests {
             write_rotation(by, seq, &add, &revoke, &out).unwrap();
             out
         }
+
+        /// Statement 1, signed by `a`, adds `b`; statement 2, signed by
+        /// `b`, revokes `a`.
+        fn hand_over(&self, a: &SecretKey, b: &SecretKey) -> [PathBuf; 2] {
+            [
+                self.statement("r1.json", a, 1, &[b], &[]),
+                self.statement("r2.json", b, 2, &[], &[a]),
+            ]
+        }
     }
 
     #[test]
@@ -620,14 +629,11 @@ mod tests {
         let (a, b) = (SecretKey::generate(), SecretKey::generate());
         let n = node(&[&a]);
         let mut store = n.load().unwrap();
-        store
-            .apply_rotation(&n.statement("r1.json", &a, 1, &[&b], &[]))
-            .unwrap();
+        let [r1, r2] = n.hand_over(&a, &b);
+        store.apply_rotation(&r1).unwrap();
         let record = n.state.join(RECORD);
         let one = fs::read(&record).unwrap();
-        store
-            .apply_rotation(&n.statement("r2.json", &b, 2, &[], &[&a]))
-            .unwrap();
+        store.apply_rotation(&r2).unwrap();
         fs::write(&record, one).unwrap();
         let store = n.load().unwrap();
         assert_eq!(store.rotation_sequence(), 2);
@@ -639,12 +645,9 @@ mod tests {
         let (a, b) = (SecretKey::generate(), SecretKey::generate());
         let n = node(&[&a]);
         let mut store = n.load().unwrap();
-        store
-            .apply_rotation(&n.statement("r1.json", &a, 1, &[&b], &[]))
-            .unwrap();
-        store
-            .apply_rotation(&n.statement("r2.json", &b, 2, &[], &[&a]))
-            .unwrap();
+        for r in n.hand_over(&a, &b) {
+            store.apply_rotation(&r).unwrap();
+        }
         // Statement 2 removed: the revocation of a would be forgotten.
         fs::remove_file(n.state.join(kept_name(2))).unwrap();
         let err = n.load().err().unwrap();

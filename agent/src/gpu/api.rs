@@ -50,6 +50,35 @@ pub struct XidEvent {
     pub xid: u64,
 }
 
+/// Which GPU interface answered and the driver version it reported, as
+/// `gpu setup` and `gpu status` show them (both absent when none answered).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answered {
+    /// The loaded kernel driver's version, e.g. "550.163.01".
+    pub driver_version: Option<String>,
+    /// "NVML (libnvidia-ml.so.1)" or "fixture <path>".
+    pub source: Option<String>,
+}
+
+impl Answered {
+    pub fn by(api: &dyn GpuApi, driver_version: String) -> Answered {
+        Answered {
+            driver_version: Some(driver_version),
+            source: Some(api.source()),
+        }
+    }
+
+    /// The reports' `driver   VERSION via SOURCE` line, when one answered.
+    pub fn print(&self) {
+        if let Some(s) = &self.source {
+            println!(
+                "driver   {} via {s}",
+                self.driver_version.as_deref().unwrap_or("?")
+            );
+        }
+    }
+}
+
 pub trait GpuApi: Send {
     /// What answers: "NVML (libnvidia-ml.so.1)" or "fixture <path>".
     fn source(&self) -> String;

@@ -15,7 +15,7 @@ use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::api::{GpuApi, GpuDevice, Sample, XidEvent};
+use super::api::{Answered, GpuApi, GpuDevice, Sample, XidEvent};
 use super::pci::{self, PciDevice};
 use super::GpuConfig;
 use crate::health::engine::State;
@@ -51,9 +51,8 @@ pub struct GpuSection {
     pub detail: String,
     /// Set when a critical XID drained the node.
     pub drained: Option<Drain>,
-    pub driver_version: Option<String>,
-    /// "NVML (libnvidia-ml.so.1)" or "fixture <path>".
-    pub source: Option<String>,
+    #[serde(flatten)]
+    pub answered: Answered,
     pub gpus: Vec<GpuEntry>,
 }
 
@@ -63,8 +62,7 @@ impl GpuSection {
             state: State::Unknown,
             detail: detail.to_string(),
             drained: None,
-            driver_version: None,
-            source: None,
+            answered: Answered::default(),
             gpus: Vec::new(),
         }
     }
@@ -255,12 +253,7 @@ pub fn inspect(root: &Root, cfg: &GpuConfig, api: &mut dyn GpuApi) -> Result<Gpu
     }
     if found.gpus.len() != devices.len() {
         overall = State::Failed;
-        let missing: Vec<&str> = found
-            .gpus
-            .iter()
-            .filter(|p| !devices.iter().any(|d| d.pci_bus_id == p.address))
-            .map(|p| p.address.as_str())
-            .collect();
+        let missing = found.not_seen(&devices);
         notes.push(format!(
             "PCI shows {} NVIDIA GPUs, the driver sees {}{}",
             found.gpus.len(),
@@ -324,8 +317,7 @@ pub fn inspect(root: &Root, cfg: &GpuConfig, api: &mut dyn GpuApi) -> Result<Gpu
         state: overall,
         detail,
         drained,
-        driver_version: Some(driver),
-        source: Some(api.source()),
+        answered: Answered::by(api, driver),
         gpus,
     })
 }

@@ -10,6 +10,7 @@ use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+use super::api::GpuDevice;
 use crate::layout::Root;
 
 pub const NVIDIA: u16 = 0x10de;
@@ -42,6 +43,18 @@ pub struct Detected {
     pub nvswitches: Vec<PciDevice>,
     /// Display devices of other vendors (a BMC's VGA chip), for the report.
     pub other_display: Vec<PciDevice>,
+}
+
+impl Detected {
+    /// The PCI addresses of the GPUs here that are not among `devices`
+    /// (what the driver sees).
+    pub fn not_seen(&self, devices: &[GpuDevice]) -> Vec<&str> {
+        self.gpus
+            .iter()
+            .filter(|p| !devices.iter().any(|d| d.pci_bus_id == p.address))
+            .map(|p| p.address.as_str())
+            .collect()
+    }
 }
 
 fn is_display(class: u32) -> bool {

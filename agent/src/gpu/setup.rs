@@ -13,7 +13,7 @@ use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::api::GpuDevice;
+use super::api::{Answered, GpuDevice};
 use super::choice::{self, Choice};
 use super::containers_env::{self, EnvChange};
 use super::devnodes::{self, Nodes};
@@ -36,9 +36,8 @@ pub struct SetupReport {
     pub detail: String,
     pub choice: Option<Choice>,
     pub modules: Vec<ModuleStep>,
-    pub driver_version: Option<String>,
-    /// Which GPU interface answered.
-    pub source: Option<String>,
+    #[serde(flatten)]
+    pub answered: Answered,
     pub devices: Vec<GpuDevice>,
     pub nodes: Option<Nodes>,
     pub cdi_spec: Option<PathBuf>,
@@ -136,12 +135,7 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
     }
     let devices = api.devices()?;
     if devices.len() != found.gpus.len() {
-        let missing: Vec<&str> = found
-            .gpus
-            .iter()
-            .filter(|p| !devices.iter().any(|d| d.pci_bus_id == p.address))
-            .map(|p| p.address.as_str())
-            .collect();
+        let missing = found.not_seen(&devices);
         return Err(Error::refused(
             "GPUs",
             format!(
@@ -193,8 +187,7 @@ pub fn setup(root: &Root) -> Result<SetupReport> {
             .collect(),
         choice: Some(choice),
         modules,
-        driver_version: Some(driver),
-        source: Some(api.source()),
+        answered: Answered::by(api.as_ref(), driver),
         devices,
         nodes: Some(nodes),
         cdi_spec: Some(cfg.cdi_dir.join(cdi::FILE_NAME)),
@@ -212,12 +205,7 @@ pub fn print(r: &SetupReport) {
     for m in &r.modules {
         println!("module   {}: {}", m.module, m.action);
     }
-    if let Some(s) = &r.source {
-        println!(
-            "driver   {} via {s}",
-            r.driver_version.as_deref().unwrap_or("?")
-        );
-    }
+    r.answered.print();
     if let Some(n) = &r.nodes {
         let made = n.nodes.iter().filter(|n| n.created).count();
         println!(

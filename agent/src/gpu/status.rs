@@ -122,9 +122,7 @@ pub fn print(s: &GpuStatus) {
         (None, Some(e)) => println!("set      none: {e}"),
         (None, None) => {}
     }
-    if let (Some(v), Some(src)) = (&s.health.driver_version, &s.health.source) {
-        println!("driver   {v} via {src}");
-    }
+    s.health.answered.print();
     for g in &s.health.gpus {
         let t = g
             .sample

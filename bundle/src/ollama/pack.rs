@@ -3,7 +3,6 @@
 //! would write.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use super::gguf::read_gguf_info;
@@ -14,6 +13,7 @@ use super::manifest::{
 use super::name::OllamaName;
 use crate::digest::hash_reader;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::read_regular_capped;
 use crate::items::{BlobSource, OllamaModel, PackedBlob};
 use crate::spec::OllamaSpec;
 
@@ -21,20 +21,13 @@ use crate::spec::OllamaSpec;
 /// a mistake in the spec, not a prompt.
 const MAX_SMALL_FILE: u64 = 16 << 20;
 
-/// Reads a small file whole, refusing anything over `MAX_SMALL_FILE`.
+/// Reads a small file whole: a regular file of at most `MAX_SMALL_FILE`.
 fn read_small(path: &Path) -> Result<Vec<u8>> {
-    let file = File::open(path).at("opening", path)?;
-    let mut data = Vec::new();
-    file.take(MAX_SMALL_FILE + 1)
-        .read_to_end(&mut data)
-        .at("reading", path)?;
-    if data.len() as u64 > MAX_SMALL_FILE {
-        return Err(Error::invalid(
-            path.display().to_string(),
-            format!("larger than {MAX_SMALL_FILE} bytes"),
-        ));
-    }
-    Ok(data)
+    read_regular_capped(
+        path,
+        MAX_SMALL_FILE,
+        "a model's template, system, license or params file",
+    )
 }
 
 /// A text layer (template, system, license): UTF-8, as Ollama keeps them in

@@ -48,7 +48,13 @@ impl fmt::Display for Loc {
 /// parser's message quotes the input: control characters in it are
 /// escaped, so a hostile file cannot write to the operator's terminal.
 pub fn parse<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
-    toml::from_str(text).map_err(|e| Error::invalid(what, printable(e.to_string().trim_end())))
+    toml::from_str(text).map_err(|e| parse_error(what, e))
+}
+
+/// The error for a TOML parser's failure `e` on `what` (also for the
+/// `toml_edit` reader that keeps comments): `FILE: ` and its message.
+pub fn parse_error(what: &str, e: impl fmt::Display) -> Error {
+    Error::invalid(what, printable(e.to_string().trim_end()))
 }
 
 /// `text` with every control character but the line break escaped.

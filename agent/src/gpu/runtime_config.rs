@@ -107,7 +107,7 @@ fn table_at<'a>(file: &Path, doc: &'a mut DocumentMut, path: &[&str]) -> Result<
 
 fn parse_toml(file: &Path, text: &str) -> Result<DocumentMut> {
     text.parse::<DocumentMut>()
-        .map_err(|e| Error::invalid(file.display().to_string(), e.to_string().trim_end()))
+        .map_err(|e| owui_bundle::toml_loc::parse_error(&file.display().to_string(), e))
 }
 
 /// Podman reads `containers.conf`, then `containers.conf.d/*.conf` in name

@@ -211,4 +211,15 @@ mod tests {
         let err = pack(&spec).unwrap_err().to_string();
         assert!(err.contains("sys.txt") && err.contains("UTF-8"), "{err}");
     }
+
+    #[test]
+    fn a_fifo_as_template_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_in(dir.path(), "tiny");
+        fs::remove_file(dir.path().join("t.tmpl")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("t.tmpl"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = pack(&spec).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        assert!(err.to_string().contains("t.tmpl"), "{err}");
+    }
 }

@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use owui_builder::{bundles, images, keys, seeds};
+use owui_builder::{bundles, images, keys, oci, seeds};
 use owui_bundle::outcome::{finish, init_logging};
 use owui_bundle::progress;
 
-use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand, SeedCommand};
+use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand, OciCommand, SeedCommand};
 use owui_builder::images::print_built;
 
 fn main() -> ExitCode {
@@ -48,11 +48,22 @@ fn main() -> ExitCode {
             key,
             out,
             have,
+            cache,
+            registry,
+            allow_tag_references,
             output,
         }) => {
             let progress = progress::for_stderr(output.quiet || output.json);
+            let pulls = oci::pull_options(&registry, &cache, allow_tag_references, false);
             finish(
-                bundles::run_create(&spec, &key, &out, have.as_deref(), progress.as_ref()),
+                bundles::run_create(
+                    &spec,
+                    &key,
+                    &out,
+                    have.as_deref(),
+                    &pulls,
+                    progress.as_ref(),
+                ),
                 output.json,
                 |c| {
                     println!(
@@ -73,6 +84,32 @@ fn main() -> ExitCode {
             output.json,
             seeds::print_created,
         ),
+        Command::Oci(OciCommand::Pull {
+            reference,
+            cache,
+            offline,
+            registry,
+            allow_tag_references,
+            output,
+        }) => {
+            let pulls = oci::pull_options(&registry, &cache, allow_tag_references, offline);
+            finish(
+                oci::run_pull(&reference, &pulls),
+                output.json,
+                oci::print_pulled,
+            )
+        }
+        Command::Oci(OciCommand::Lock {
+            spec,
+            cache,
+            registry,
+            output,
+        }) => {
+            let pulls = oci::pull_options(&registry, &cache, false, false);
+            finish(oci::run_lock(&spec, &pulls), output.json, |l| {
+                oci::print_locked(l)
+            })
+        }
         Command::Build(args) => {
             let progress = progress::for_stderr(args.output.quiet || args.output.json);
             let json = args.output.json;

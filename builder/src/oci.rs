@@ -1,0 +1,64 @@
+//! `owui-builder oci`: pull an image into the cache, lock a spec's tags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use owui_bundle::error::IoContext;
+use owui_bundle::Result;
+
+use crate::cli::RegistryArgs;
+use crate::pull::lock::{lock, Locked};
+use crate::pull::{pull, PullOptions, Pulled};
+
+/// The pull settings the command line gives.
+pub fn pull_options(
+    registry: &RegistryArgs,
+    cache: &Path,
+    allow_tags: bool,
+    offline: bool,
+) -> PullOptions {
+    PullOptions {
+        cache_dir: cache.to_path_buf(),
+        registry_config: registry.registry_config.clone(),
+        certs_dir: registry.registry_certs.clone(),
+        timeout: Duration::from_secs(registry.registry_timeout),
+        allow_tags,
+        offline,
+    }
+}
+
+/// A scratch directory for pulled images' layouts (links into the cache),
+/// removed when dropped.
+pub fn layouts_dir(cache: &Path) -> Result<tempfile::TempDir> {
+    let dir: PathBuf = cache.join("oci");
+    std::fs::create_dir_all(&dir).at("creating", &dir)?;
+    tempfile::Builder::new()
+        .prefix("layouts-")
+        .tempdir_in(&dir)
+        .at("creating a directory in", &dir)
+}
+
+pub fn run_pull(reference: &str, opts: &PullOptions) -> Result<Pulled> {
+    let layouts = layouts_dir(&opts.cache_dir)?;
+    pull(reference, opts, &layouts.path().join("image"))
+}
+
+pub fn print_pulled(p: &Pulled) {
+    println!(
+        "{}: manifest {} from {}/{} ({} blobs, {} bytes, {} fetched, the rest cached)",
+        p.reference, p.manifest, p.registry, p.repository, p.blobs, p.bytes, p.fetched_bytes
+    );
+}
+
+pub fn run_lock(spec: &Path, opts: &PullOptions) -> Result<Vec<Locked>> {
+    lock(spec, opts)
+}
+
+pub fn print_locked(locked: &[Locked]) {
+    if locked.is_empty() {
+        println!("nothing to lock: every pulled [[oci]] ref names a digest");
+    }
+    for l in locked {
+        println!("line {}: {} -> {}", l.line, l.before, l.after);
+    }
+}

@@ -117,7 +117,7 @@ auth:
     realm: bench
     path: $W/htpasswd
 EOF
-/usr/bin/docker-registry serve "$W/registry.yml" 2>"$W/registry.log" &
+/usr/bin/docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
 REGISTRY_PID=$!
 for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
@@ -133,7 +133,7 @@ blob() { # blob FILE: moves FILE into the layout, prints its digest and size
     hex=$(sha256sum "$1" | cut -c1-64)
     size=$(stat -c %s "$1")
     mv "$1" "$LAYOUT/blobs/sha256/$hex"
-    printf 'sha256:%s %s' "$hex" "$size"
+    printf 'sha256:%s %s\n' "$hex" "$size"
 }
 LAYER_MIB=$(( MIB / LAYERS ))
 log "making $LAYERS layers of $LAYER_MIB MiB"
@@ -159,7 +159,7 @@ printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.
 skopeo copy --quiet --preserve-digests --dest-creds "$USER:$PASS" --dest-cert-dir "$W/certs.d/$HOST" \
     "oci:$LAYOUT:bench" "docker://$HOST/bench/image:v1"
 rm -rf "$LAYOUT"
-BYTES=$(du -sb "$W/registry" | cut -f1)
+BYTES=$(du -sb "$W/registry/docker/registry/v2/blobs" | cut -f1)
 REF=$HOST/bench/image@$manifest   # skopeo takes a tag or a digest, not both
 
 # --- timing --------------------------------------------------------------------

@@ -111,6 +111,23 @@ pub struct RegistryArgs {
     /// Seconds to wait for a registry to connect, and for each read.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub registry_timeout: u64,
+    /// Pull REGISTRY's images from MIRROR (host[:port]) instead, e.g. a
+    /// site's pull-through cache; digests are checked as for REGISTRY.
+    /// Repeatable.
+    #[arg(long, value_name = "REGISTRY=MIRROR", value_parser = parse_mirror)]
+    pub registry_mirror: Vec<(String, String)>,
+}
+
+fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    let hostish = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+    };
+    match text.split_once('=') {
+        Some((from, to)) if hostish(from) && hostish(to) => Ok((from.into(), to.into())),
+        _ => Err("expected REGISTRY=MIRROR, each host[:port]".into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,7 @@ pub fn pull_options(
         registry_config: registry.registry_config.clone(),
         certs_dir: registry.registry_certs.clone(),
         timeout: Duration::from_secs(registry.registry_timeout),
+        mirrors: registry.registry_mirror.clone(),
         allow_tags,
         offline,
     }

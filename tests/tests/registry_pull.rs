@@ -390,3 +390,21 @@ fn an_index_resolves_to_linux_amd64_and_one_without_it_is_refused() {
     );
     assert_fails(&run, 3, &["no linux/amd64 image", "linux/arm64"]);
 }
+
+#[test]
+fn a_mirror_serves_another_registrys_image_by_the_same_digest() {
+    let f = Fixture::new("mirrored\n");
+    let reference = format!("origin.example/owui/app:v1@{}", f.digest);
+    let mirror = format!("origin.example={}", f.registry.host());
+    let run = f.pull(&reference, &["--registry-mirror", &mirror]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let pulled = json(&run);
+    assert_eq!(pulled["registry"], "origin.example");
+    assert_eq!(pulled["mirror"], f.registry.host());
+    assert_eq!(pulled["manifest"], f.digest);
+
+    // Without the mirror, the origin (which does not exist) is tried.
+    fs::remove_dir_all(&f.cache).unwrap();
+    let run = f.pull(&reference, &[]);
+    assert_fails(&run, 1, &["origin.example"]);
+}

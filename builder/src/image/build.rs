@@ -670,6 +670,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
                 reference: p.reference.clone(),
                 registry: p.registry.clone(),
                 repository: p.repository.clone(),
+                mirror: p.mirror.clone(),
                 digest: p.digest,
                 manifest: p.manifest,
             })

@@ -49,9 +49,12 @@ pub struct ImageManifest {
 pub struct PulledImage {
     /// The `[[oci]]` reference as the spec writes it.
     pub reference: String,
-    /// `host[:port]` and repository it was pulled from.
+    /// `host[:port]` and repository the reference names.
     pub registry: String,
     pub repository: String,
+    /// The mirror (`host[:port]`) it was fetched from instead, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     /// The digest the reference pins (an image index or a manifest).
     pub digest: Sha256Digest,
     /// The linux/amd64 image manifest that went in.

@@ -100,7 +100,9 @@ pub fn spdx(input: &SbomInputs<'_>) -> Value {
             if let Some(pulled) = input.pulled.iter().find(|p| p.reference == o.reference) {
                 p["downloadLocation"] = json!(format!(
                     "https://{}/v2/{}/manifests/{}",
-                    pulled.registry, pulled.repository, pulled.digest
+                    pulled.mirror.as_deref().unwrap_or(&pulled.registry),
+                    pulled.repository,
+                    pulled.digest
                 ));
             }
             packages.push(p);
@@ -216,6 +218,7 @@ mod tests {
             reference: pulled_ref,
             registry: "reg.example:5000".into(),
             repository: "owui/app".into(),
+            mirror: None,
             digest: index,
             manifest: Sha256Digest::of(b"manifest"),
         }];

@@ -46,6 +46,9 @@ pub struct PullOptions {
     pub certs_dir: PathBuf,
     /// For connecting and for each read.
     pub timeout: Duration,
+    /// `(registry, mirror)`: the registry's images are fetched from the
+    /// mirror (credentials and certificates are the mirror's).
+    pub mirrors: Vec<(String, String)>,
     /// Pull references that name only a tag (whatever the tag points to
     /// today): off unless asked for.
     pub allow_tags: bool,
@@ -59,9 +62,13 @@ pub struct PullOptions {
 pub struct Pulled {
     /// The reference as the spec writes it.
     pub reference: String,
-    /// The registry (`host[:port]`) and repository it came from.
+    /// The registry (`host[:port]`) and repository the reference names.
     pub registry: String,
     pub repository: String,
+    /// The mirror it was fetched from instead, if any (`None` also when
+    /// everything came from the cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     /// The digest the reference pins (an index or a manifest).
     pub digest: Sha256Digest,
     /// The linux/amd64 image manifest.
@@ -216,6 +223,7 @@ pub fn pull(reference: &str, opts: &PullOptions, layout: &Path) -> Result<Pulled
         reference: reference.to_string(),
         registry: host.to_string(),
         repository: repository.to_string(),
+        mirror: registry.get().and_then(|r| r.mirror().map(str::to_string)),
         digest: top_digest,
         manifest,
         layout: layout.to_path_buf(),
@@ -313,6 +321,7 @@ mod tests {
             registry_config: None,
             certs_dir: cache_dir.join("no-certs"),
             timeout: Duration::from_secs(1),
+            mirrors: Vec::new(),
             allow_tags: false,
             offline: true,
         }

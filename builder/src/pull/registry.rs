@@ -48,6 +48,8 @@ pub struct Registry {
     written: String,
     /// `host[:port]` as the reference names it (docker.io for none).
     host: String,
+    /// Where requests go instead of `host`, if a mirror is configured.
+    mirror: Option<String>,
     repository: String,
     timeout: Duration,
 }
@@ -64,10 +66,17 @@ impl Registry {
             .split_once('/')
             .map(|(h, r)| (h.to_string(), r.to_string()))
             .ok_or_else(|| Error::invalid(format!("OCI reference {reference}"), "no registry"))?;
+        let mirror = opts
+            .mirrors
+            .iter()
+            .find(|(from, _)| *from == host)
+            .map(|(_, to)| to.clone());
+        // The host spoken to: its credentials, its certificates.
+        let peer = mirror.as_deref().unwrap_or(&host);
         let credentials_file = auth::config_path(opts.registry_config.as_deref());
         let credentials = match &credentials_file {
             Some(file) if file.exists() || opts.registry_config.is_some() => {
-                auth::lookup(file, &host)?
+                auth::lookup(file, peer)?
             }
             _ => None,
         };
@@ -77,7 +86,7 @@ impl Registry {
         };
         let config = ClientConfig {
             protocol: ClientProtocol::Https,
-            extra_root_certificates: certificates(opts, &host)?,
+            extra_root_certificates: certificates(opts, peer)?,
             read_timeout: Some(opts.timeout),
             connect_timeout: Some(opts.timeout),
             max_concurrent_download: PARALLEL_BLOBS,
@@ -98,18 +107,28 @@ impl Registry {
             credentials_file,
             written: reference.to_string(),
             host,
+            mirror,
             repository,
             timeout: opts.timeout,
         })
     }
 
+    /// The mirror requests go to, if any.
+    pub fn mirror(&self) -> Option<&str> {
+        self.mirror.as_deref()
+    }
+
     fn reference(&self, tag: Option<&str>, digest: Option<&Sha256Digest>) -> Reference {
         let (registry, repository) = (self.host.clone(), self.repository.clone());
-        match (digest, tag) {
+        let mut reference = match (digest, tag) {
             (Some(d), _) => Reference::with_digest(registry, repository, d.to_string()),
             (None, Some(t)) => Reference::with_tag(registry, repository, t.to_string()),
             (None, None) => Reference::with_tag(registry, repository, "latest".to_string()),
+        };
+        if let Some(m) = &self.mirror {
+            reference.set_mirror_registry(m.clone());
         }
+        reference
     }
 
     /// Fetches a manifest or index by digest (checked) or by tag; returns
@@ -209,7 +228,10 @@ impl Registry {
 
     /// `REFERENCE (PART) from registry HOST`, for errors.
     fn what(&self, part: &str) -> String {
-        format!("{} ({part}) from registry {}", self.written, self.host)
+        match &self.mirror {
+            Some(m) => format!("{} ({part}) from mirror {m} of {}", self.written, self.host),
+            None => format!("{} ({part}) from registry {}", self.written, self.host),
+        }
     }
 
     /// Our error for a failed request, naming the registry and reference.
@@ -264,22 +286,23 @@ impl Registry {
     }
 
     fn credentials_refused(&self, what: &str) -> Error {
+        let peer = self.mirror.as_deref().unwrap_or(&self.host);
         let detail = match (&self.credentials, &self.credentials_file) {
             (Some(c), _) => format!(
                 "registry {} refused the credentials of user {:?} from {}",
-                self.host,
+                peer,
                 c.user,
                 c.file.display()
             ),
             (None, Some(f)) => format!(
                 "registry {} asks for credentials and {} has none for it",
-                self.host,
+                peer,
                 f.display()
             ),
             (None, None) => format!(
                 "registry {} asks for credentials; name a config.json with \
                  --registry-config or $REGISTRY_AUTH_FILE",
-                self.host
+                peer
             ),
         };
         Error::untrusted(what, detail)

@@ -33,20 +33,9 @@
 
 set -euo pipefail
 
-WRITE=${BENCH_WRITE:-0}
-for arg in "$@"; do
-    case $arg in
-        --write) WRITE=1 ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
-            exit 0
-            ;;
-        *)
-            echo "unknown argument: $arg (try --help)" >&2
-            exit 2
-            ;;
-    esac
-done
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_bench_args "$0" "$@"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BLOBS=${BENCH_BLOBS:-8}
@@ -64,8 +53,6 @@ BLOB_BYTES=$(( TOTAL_MIB * 1024 * 1024 / BLOBS ))
 PAYLOAD=$(( BLOB_BYTES * BLOBS ))
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-# shellcheck source=benches/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- tools -----------------------------------------------------------------
 

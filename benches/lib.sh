@@ -26,3 +26,24 @@ replace_section() {
         END { exit bad }' "$doc" >"$doc.tmp.$$" || { rm -f "$doc.tmp.$$"; die "$doc: $end before $begin"; }
     mv "$doc.tmp.$$" "$doc"
 }
+
+# parse_bench_args SCRIPT ARGS...: sets WRITE=1 for --write (BENCH_WRITE=1
+# does too); --help prints SCRIPT's header comment; anything else exits 2.
+parse_bench_args() {
+    local script=$1 arg
+    shift
+    WRITE=${BENCH_WRITE:-0}
+    for arg in "$@"; do
+        case $arg in
+            --write) WRITE=1 ;;
+            -h | --help)
+                sed -n '2,/^set -euo/p' "$script" | sed -e '$d' -e 's/^# \{0,1\}//'
+                exit 0
+                ;;
+            *)
+                echo "unknown argument: $arg (try --help)" >&2
+                exit 2
+                ;;
+        esac
+    done
+}

@@ -25,20 +25,9 @@
 
 set -euo pipefail
 
-WRITE=${BENCH_WRITE:-0}
-for arg in "$@"; do
-    case $arg in
-        --write) WRITE=1 ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
-            exit 0
-            ;;
-        *)
-            echo "unknown argument: $arg (try --help)" >&2
-            exit 2
-            ;;
-    esac
-done
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_bench_args "$0" "$@"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MIB=${BENCH_MIB:-512}
@@ -50,8 +39,6 @@ RUNS=${BENCH_RUNS:-3}
 }
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-# shellcheck source=benches/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for t in skopeo openssl htpasswd sha256sum tar python3 /usr/bin/docker-registry; do
     command -v "$t" >/dev/null ||

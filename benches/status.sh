@@ -47,20 +47,9 @@
 
 set -euo pipefail
 
-WRITE=${BENCH_WRITE:-0}
-for arg in "$@"; do
-    case $arg in
-        --write) WRITE=1 ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
-            exit 0
-            ;;
-        *)
-            echo "unknown argument: $arg (try --help)" >&2
-            exit 2
-            ;;
-    esac
-done
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_bench_args "$0" "$@"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 N=${BENCH_N:-1000}
@@ -69,8 +58,6 @@ DOC=${PERF_DOC:-$REPO/docs/performance.md}
 (( N >= 10 && IDLE_S >= 1 )) || { echo "need BENCH_N >= 10 and BENCH_IDLE_S >= 1" >&2; exit 2; }
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-# shellcheck source=benches/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for t in python3 redis-server awk; do
     command -v "$t" >/dev/null || die "$t is required"

@@ -96,6 +96,20 @@ pub struct BuildArgs {
     pub output: Output,
 }
 
+/// The cache pulled images go to, and how registries are reached.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The builder's cache directory (pulled images are kept there).
+    #[arg(long, default_value = "/var/cache/owui-builder")]
+    pub cache: PathBuf,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// UNSAFE: pull references that name only a tag, getting whatever the
+    /// registry serves under it today. Prefer `oci lock`.
+    #[arg(long)]
+    pub allow_tag_references: bool,
+}
+
 /// How `[[oci]]` images without a `source` are pulled from registries.
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
@@ -141,17 +155,11 @@ pub enum OciCommand {
     Pull {
         /// The image: registry/name:tag@sha256:DIGEST.
         reference: String,
-        /// The builder's cache directory.
-        #[arg(long, default_value = "/var/cache/owui-builder")]
-        cache: PathBuf,
         /// Fetch nothing: succeed only if the cache holds the whole image.
         #[arg(long)]
         offline: bool,
         #[command(flatten)]
-        registry: RegistryArgs,
-        /// UNSAFE: accept a reference without a digest.
-        #[arg(long)]
-        allow_tag_references: bool,
+        pull: PullArgs,
         #[command(flatten)]
         output: Output,
     },
@@ -293,14 +301,8 @@ pub enum BundleCommand {
         /// out, making a delta bundle.
         #[arg(long)]
         have: Option<PathBuf>,
-        /// The builder's cache directory (pulled images are kept there).
-        #[arg(long, default_value = "/var/cache/owui-builder")]
-        cache: PathBuf,
         #[command(flatten)]
-        registry: RegistryArgs,
-        /// UNSAFE: pull [[oci]] references that name only a tag.
-        #[arg(long)]
-        allow_tag_references: bool,
+        pull: PullArgs,
         #[command(flatten)]
         output: Output,
     },

@@ -10,7 +10,7 @@ use crate::image::build::{build, BuildOptions, BuildReport};
 use crate::image::spec::{mirror_problem, ImageSpec};
 use crate::image::verify::{default_manifest, verify_image, Floor, Keys, Trust, Verified};
 use crate::keys::load_secret;
-use crate::oci::{layouts_dir, pull_options};
+use crate::oci::{layouts_dir, registry_options};
 use crate::pull::pull_missing;
 
 /// A path to a spec file, or the name of a built-in role spec.
@@ -85,7 +85,7 @@ pub fn run_build(args: &BuildArgs, progress: &dyn Progress) -> Result<BuildRepor
     let mut layouts = None;
     let pulled = if spec.content.oci.iter().any(|o| o.source.is_none()) {
         let dir = layouts.insert(layouts_dir(&args.cache)?);
-        let pulls = pull_options(
+        let pulls = registry_options(
             &args.registry,
             &args.cache,
             args.allow_tag_references,

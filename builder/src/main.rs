@@ -48,13 +48,11 @@ fn main() -> ExitCode {
             key,
             out,
             have,
-            cache,
-            registry,
-            allow_tag_references,
+            pull,
             output,
         }) => {
             let progress = progress::for_stderr(output.quiet || output.json);
-            let pulls = oci::pull_options(&registry, &cache, allow_tag_references, false);
+            let pulls = oci::pull_options(&pull, false);
             finish(
                 bundles::run_create(
                     &spec,
@@ -86,13 +84,11 @@ fn main() -> ExitCode {
         ),
         Command::Oci(OciCommand::Pull {
             reference,
-            cache,
             offline,
-            registry,
-            allow_tag_references,
+            pull,
             output,
         }) => {
-            let pulls = oci::pull_options(&registry, &cache, allow_tag_references, offline);
+            let pulls = oci::pull_options(&pull, offline);
             finish(
                 oci::run_pull(&reference, &pulls),
                 output.json,
@@ -105,7 +101,7 @@ fn main() -> ExitCode {
             registry,
             output,
         }) => {
-            let pulls = oci::pull_options(&registry, &cache, false, false);
+            let pulls = oci::registry_options(&registry, &cache, false, false);
             finish(oci::run_lock(&spec, &pulls), output.json, |l| {
                 oci::print_locked(l)
             })

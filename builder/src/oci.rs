@@ -6,12 +6,23 @@ use std::time::Duration;
 use owui_bundle::error::IoContext;
 use owui_bundle::Result;
 
-use crate::cli::RegistryArgs;
+use crate::cli::{PullArgs, RegistryArgs};
 use crate::pull::lock::{lock, Locked};
 use crate::pull::{pull, PullOptions, Pulled};
 
 /// The pull settings the command line gives.
-pub fn pull_options(
+pub fn pull_options(pull: &PullArgs, offline: bool) -> PullOptions {
+    registry_options(
+        &pull.registry,
+        &pull.cache,
+        pull.allow_tag_references,
+        offline,
+    )
+}
+
+/// [`pull_options`] from its parts (`build` and `oci lock` have their own
+/// cache argument).
+pub fn registry_options(
     registry: &RegistryArgs,
     cache: &Path,
     allow_tags: bool,

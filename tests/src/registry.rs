@@ -120,54 +120,43 @@ impl TestRegistry {
     /// `skopeo copy` of image `name` from the OCI layout at `layout` to
     /// `repo_tag` (`repo:tag`) here; `all`: every image of an index.
     pub fn push(&self, layout: &Path, name: &str, repo_tag: &str, all: bool) {
-        let files = self.client_files(&self.dir.path().join("pusher"), &[&self.host()], PASSWORD);
-        let mut cmd = Command::new("skopeo");
-        cmd.args([
-            "copy",
-            "--quiet",
-            // As they are: skopeo would otherwise compress the layers.
-            "--preserve-digests",
-            "--dest-creds",
-            &format!("{USER}:{PASSWORD}"),
-        ])
-        .arg("--dest-cert-dir")
-        .arg(files.certs.join(self.host()));
-        if all {
-            cmd.arg("--all");
-        }
-        let out = cmd
-            .arg(format!("oci:{}:{name}", layout.display()))
-            .arg(format!("docker://{}/{repo_tag}", self.host()))
-            .output()
-            .expect("skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let from = format!("oci:{}:{name}", layout.display());
+        let to = format!("docker://{}/{repo_tag}", self.host());
+        self.skopeo_copy("dest", if all { &["--all"] } else { &[] }, &from, &to);
+    }
+
+    /// `skopeo copy` of `reference` (on this registry) into an OCI layout,
+    /// layers as they are.
+    pub fn pull_with_skopeo(&self, reference: &str, layout: &Path) {
+        let from = format!("docker://{reference}");
+        let to = format!("oci:{}:image", layout.display());
+        self.skopeo_copy(
+            "src",
+            &["--dest-oci-accept-uncompressed-layers"],
+            &from,
+            &to,
         );
     }
 
-    /// `skopeo copy` of `reference` (on this registry) into an OCI layout.
-    pub fn pull_with_skopeo(&self, reference: &str, layout: &Path) {
-        let files = self.client_files(&self.dir.path().join("pusher"), &[&self.host()], PASSWORD);
+    /// `skopeo copy FROM TO` with this registry's credentials and CA on
+    /// `side` (`src` or `dest`); digests preserved (skopeo would otherwise
+    /// compress the layers on the way).
+    fn skopeo_copy(&self, side: &str, extra: &[&str], from: &str, to: &str) {
+        let files = self.client_files(&self.dir.path().join("skopeo"), &[&self.host()], PASSWORD);
         let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--preserve-digests",
-                "--dest-oci-accept-uncompressed-layers",
-                "--src-creds",
-                &format!("{USER}:{PASSWORD}"),
-            ])
-            .arg("--src-cert-dir")
-            .arg(files.certs.join(self.host()))
-            .arg(format!("docker://{reference}"))
-            .arg(format!("oci:{}:image", layout.display()))
+            .args(["copy", "--quiet", "--preserve-digests"])
+            .arg(format!("--{side}-creds={USER}:{PASSWORD}"))
+            .arg(format!(
+                "--{side}-cert-dir={}",
+                files.certs.join(self.host()).display()
+            ))
+            .args(extra)
+            .args([from, to])
             .output()
             .expect("skopeo");
         assert!(
             out.status.success(),
-            "skopeo copy: {}",
+            "skopeo copy {from} {to}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

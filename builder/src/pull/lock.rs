@@ -5,10 +5,11 @@
 //! failure leaves it as it was.
 
 use std::fs;
-use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use owui_bundle::error::IoContext;
+use owui_bundle::fsutil::write_atomic;
 use owui_bundle::oci::{lists, ImageReference};
 use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
@@ -72,7 +73,8 @@ pub fn lock(spec: &Path, opts: &PullOptions) -> Result<Vec<Locked>> {
         });
     }
     if !locked.is_empty() {
-        replace(spec, doc.to_string().as_bytes())?;
+        let mode = fs::metadata(spec).at("reading", spec)?.permissions().mode();
+        write_atomic(spec, doc.to_string().as_bytes(), mode & 0o7777)?;
     }
     Ok(locked)
 }
@@ -107,28 +109,6 @@ pub fn ref_lines(spec: &Path, text: &str) -> Result<Vec<Option<usize>>> {
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
         })
         .collect())
-}
-
-/// Writes `data` over `path` by rename, keeping its permissions.
-fn replace(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let perms = fs::metadata(path).at("reading", path)?.permissions();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".lock-")
-        .tempfile_in(dir)
-        .at("creating a file in", dir)?;
-    tmp.write_all(data).at("writing", tmp.path())?;
-    tmp.as_file().sync_all().at("writing", tmp.path())?;
-    fs::set_permissions(tmp.path(), perms).at("setting the mode of", tmp.path())?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        action: "replacing",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
 
 use crate::keys::load_secret;
-use crate::oci::layouts_dir;
 use crate::pull::lock::ref_lines;
 use crate::pull::{pull_missing, PullOptions, Pulled};
 
@@ -59,20 +58,14 @@ pub fn run_create(
     let key = load_secret(key)?;
     let have = have.map(HaveList::load).transpose()?;
     let mut bundle_spec = BundleSpec::load(spec)?;
-    // Pulled images' layouts (links into the cache) live until packed.
-    let mut layouts = None;
-    let pulled = if bundle_spec.oci.iter().any(|o| o.source.is_none()) {
-        let dir = layouts.insert(layouts_dir(&pulls.cache_dir)?);
-        let text = fs::read_to_string(spec).at("reading bundle spec", spec)?;
-        let lines = ref_lines(spec, &text)?;
-        let locate = |i: usize| match lines.get(i).copied().flatten() {
-            Some(line) => format!("{} line {line}", spec.display()),
-            None => spec.display().to_string(),
-        };
-        pull_missing(&mut bundle_spec.oci, pulls, dir.path(), locate)?
-    } else {
-        Vec::new()
+    let text = fs::read_to_string(spec).at("reading bundle spec", spec)?;
+    let lines = ref_lines(spec, &text)?;
+    let locate = |i: usize| match lines.get(i).copied().flatten() {
+        Some(line) => format!("{} line {line}", spec.display()),
+        None => spec.display().to_string(),
     };
+    // Kept until packed: the pulled images' layouts live as long.
+    let pulled = pull_missing(&mut bundle_spec.oci, pulls, locate)?;
     let report = create_from_spec(
         &bundle_spec,
         &CreateOptions {
@@ -99,7 +92,7 @@ pub fn run_create(
         blobs_omitted: report.omitted,
         content_bytes: m.total_size(),
         file_bytes: report.file_size,
-        pulled,
+        pulled: pulled.images,
     })
 }
 

@@ -10,7 +10,7 @@ use crate::image::build::{build, BuildOptions, BuildReport};
 use crate::image::spec::{mirror_problem, ImageSpec};
 use crate::image::verify::{default_manifest, verify_image, Floor, Keys, Trust, Verified};
 use crate::keys::load_secret;
-use crate::oci::{layouts_dir, registry_options};
+use crate::oci::registry_options;
 use crate::pull::pull_missing;
 
 /// A path to a spec file, or the name of a built-in role spec.
@@ -82,26 +82,18 @@ pub fn run_build(args: &BuildArgs, progress: &dyn Progress) -> Result<BuildRepor
     let epoch = source_date_epoch(args.source_date_epoch, &spec.file)?;
     // Images without a source come from registries (or the cache), before
     // any other work; their layouts live until the content is packed.
-    let mut layouts = None;
-    let pulled = if spec.content.oci.iter().any(|o| o.source.is_none()) {
-        let dir = layouts.insert(layouts_dir(&args.cache)?);
-        let pulls = registry_options(
-            &args.registry,
-            &args.cache,
-            args.allow_tag_references,
-            args.offline,
-        );
-        let written_at: Vec<String> = (0..spec.content.oci.len())
-            .map(|i| spec.content.oci_written_at(i))
-            .collect();
-        pull_missing(&mut spec.content.oci, &pulls, dir.path(), |i| {
-            written_at[i].clone()
-        })?
-    } else {
-        Vec::new()
-    };
+    let pulls = registry_options(
+        &args.registry,
+        &args.cache,
+        args.allow_tag_references,
+        args.offline,
+    );
+    let written_at: Vec<String> = (0..spec.content.oci.len())
+        .map(|i| spec.content.oci_written_at(i))
+        .collect();
+    let pulled = pull_missing(&mut spec.content.oci, &pulls, |i| written_at[i].clone())?;
     build(&BuildOptions {
-        pulled: &pulled,
+        pulled: &pulled.images,
         spec: &spec,
         key: &key,
         out: &args.out,

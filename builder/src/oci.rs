@@ -1,14 +1,13 @@
 //! `owui-builder oci`: pull an image into the cache, lock a spec's tags.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use owui_bundle::error::IoContext;
 use owui_bundle::Result;
 
 use crate::cli::{PullArgs, RegistryArgs};
 use crate::pull::lock::{lock, Locked};
-use crate::pull::{pull, PullOptions, Pulled};
+use crate::pull::{layouts_dir, pull, PullOptions, Pulled};
 
 /// The pull settings the command line gives.
 pub fn pull_options(pull: &PullArgs, offline: bool) -> PullOptions {
@@ -37,17 +36,6 @@ pub fn registry_options(
         allow_tags,
         offline,
     }
-}
-
-/// A scratch directory for pulled images' layouts (links into the cache),
-/// removed when dropped.
-pub fn layouts_dir(cache: &Path) -> Result<tempfile::TempDir> {
-    let dir: PathBuf = cache.join("oci");
-    std::fs::create_dir_all(&dir).at("creating", &dir)?;
-    tempfile::Builder::new()
-        .prefix("layouts-")
-        .tempdir_in(&dir)
-        .at("creating a directory in", &dir)
 }
 
 pub fn run_pull(reference: &str, opts: &PullOptions) -> Result<Pulled> {

@@ -408,3 +408,38 @@ fn a_mirror_serves_another_registrys_image_by_the_same_digest() {
     let run = f.pull(&reference, &[]);
     assert_fails(&run, 1, &["origin.example"]);
 }
+
+#[test]
+fn build_refuses_a_tag_only_pull_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keys = dir.join("keys");
+    let r = builder(&["key", "generate", "--out", keys.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let spec = dir.join("mini.toml");
+    fs::write(
+        &spec,
+        "role = \"app\"\nversion = \"0.1.0\"\n[debian]\nsuite = \"trixie\"\n\
+         mirror = \"http://deb.debian.org/debian\"\ncomponents = [\"main\"]\n\
+         packages = [\"systemd\"]\n[partitions]\nesp = 128\nroot = 1024\n\
+         content = \"auto\"\ndata = 256\n\n[[oci]]\nref = \"127.0.0.1:9/owui/app:v1\"\n",
+    )
+    .unwrap();
+    let (out, cache) = (dir.join("out"), dir.join("cache"));
+    let r = builder(&[
+        "build",
+        spec.to_str().unwrap(),
+        "--key",
+        keys.join("owui.key").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--agent",
+        "/bin/true",
+        "--units",
+        owui_tests::image::repo().join("units").to_str().unwrap(),
+    ]);
+    assert_fails(&r, 3, &["mini.toml line 14: oci.ref", "names no digest"]);
+    assert!(!out.exists() && !cache.exists());
+}

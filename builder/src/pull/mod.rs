@@ -83,33 +83,61 @@ pub struct Pulled {
     pub fetched_bytes: u64,
 }
 
+/// The images pulled for a spec. Their layouts (links into the cache) are
+/// removed when this is dropped: keep it until the content is packed.
+pub struct Pulls {
+    pub images: Vec<Pulled>,
+    _layouts: Option<tempfile::TempDir>,
+}
+
 /// Gives every `[[oci]]` entry without a source one: the image pulled (or
-/// found in the cache) and laid out under `scratch`. A reference without a
-/// digest is refused first, before anything is fetched, naming where it is
-/// written (`locate(i)`), unless `allow_tags`.
+/// found in the cache) and laid out in a scratch directory in the cache. A
+/// reference without a digest is refused first, before anything is fetched
+/// or created, naming where it is written (`locate(i)`), unless
+/// `allow_tags`.
 pub fn pull_missing(
     oci: &mut [OciSpec],
     opts: &PullOptions,
-    scratch: &Path,
     locate: impl Fn(usize) -> String,
-) -> Result<Vec<Pulled>> {
+) -> Result<Pulls> {
+    let mut pulls = Pulls {
+        images: Vec::new(),
+        _layouts: None,
+    };
+    if oci.iter().all(|o| o.source.is_some()) {
+        return Ok(pulls);
+    }
     for (i, o) in oci.iter().enumerate() {
         if o.source.is_none() {
             check_pinned(&o.reference, opts.allow_tags)
                 .map_err(|e| Error::invalid(format!("{}: oci.ref", locate(i)), detail_of(e)))?;
         }
     }
-    let mut pulled = Vec::new();
+    let scratch = pulls
+        ._layouts
+        .insert(layouts_dir(&opts.cache_dir)?)
+        .path()
+        .to_path_buf();
     for (i, o) in oci.iter_mut().enumerate() {
         if o.source.is_some() {
             continue;
         }
-        let layout = scratch.join(format!("pulled-{i}"));
-        let p = pull(&o.reference, opts, &layout)?;
+        let p = pull(&o.reference, opts, &scratch.join(format!("pulled-{i}")))?;
         o.source = Some(p.layout.clone());
-        pulled.push(p);
+        pulls.images.push(p);
     }
-    Ok(pulled)
+    Ok(pulls)
+}
+
+/// A scratch directory for pulled images' layouts (links into the cache),
+/// removed when dropped.
+pub fn layouts_dir(cache: &Path) -> Result<tempfile::TempDir> {
+    let dir = cache.join("oci");
+    fs::create_dir_all(&dir).at("creating", &dir)?;
+    tempfile::Builder::new()
+        .prefix("layouts-")
+        .tempdir_in(&dir)
+        .at("creating a directory in", &dir)
 }
 
 fn detail_of(e: Error) -> String {
@@ -375,10 +403,11 @@ mod tests {
                 source: None,
             },
         ];
-        let err = pull_missing(&mut oci, &options(dir.path()), dir.path(), |i| {
+        let err = pull_missing(&mut oci, &options(dir.path()), |i| {
             format!("spec.toml line {}", 10 * i)
         })
-        .unwrap_err();
+        .err()
+        .unwrap();
         assert_eq!(err.exit_code(), 3);
         let text = err.to_string();
         assert!(

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use sha2::{Digest, Sha256};
 
 use crate::free_ports;
 use crate::pki::{TestCa, Usage};
@@ -122,7 +123,27 @@ impl TestRegistry {
     pub fn push(&self, layout: &Path, name: &str, repo_tag: &str, all: bool) {
         let from = format!("oci:{}:{name}", layout.display());
         let to = format!("docker://{}/{repo_tag}", self.host());
-        self.skopeo_copy("dest", if all { &["--all"] } else { &[] }, &from, &to);
+        // As they are: skopeo would otherwise compress the layers.
+        let mut extra = vec!["--quiet", "--preserve-digests"];
+        if all {
+            extra.push("--all");
+        }
+        self.skopeo("copy", "dest", &extra, &[&from, &to]);
+    }
+
+    /// [`TestRegistry::push`] converted to a Docker v2 schema 2 manifest
+    /// (new digests); returns the manifest's digest.
+    pub fn push_as_docker(&self, layout: &Path, name: &str, repo_tag: &str) -> String {
+        let from = format!("oci:{}:{name}", layout.display());
+        let to = format!("docker://{}/{repo_tag}", self.host());
+        self.skopeo(
+            "copy",
+            "dest",
+            &["--quiet", "--format", "v2s2"],
+            &[&from, &to],
+        );
+        let raw = self.skopeo("inspect", "", &["--raw"], &[&to]);
+        format!("sha256:{}", hex::encode(Sha256::digest(&raw)))
     }
 
     /// `skopeo copy` of `reference` (on this registry) into an OCI layout,
@@ -130,35 +151,39 @@ impl TestRegistry {
     pub fn pull_with_skopeo(&self, reference: &str, layout: &Path) {
         let from = format!("docker://{reference}");
         let to = format!("oci:{}:image", layout.display());
-        self.skopeo_copy(
-            "src",
-            &["--dest-oci-accept-uncompressed-layers"],
-            &from,
-            &to,
-        );
+        let extra = [
+            "--preserve-digests",
+            "--dest-oci-accept-uncompressed-layers",
+        ];
+        self.skopeo("copy", "src", &extra, &[&from, &to]);
     }
 
-    /// `skopeo copy FROM TO` with this registry's credentials and CA on
-    /// `side` (`src` or `dest`); digests preserved (skopeo would otherwise
-    /// compress the layers on the way).
-    fn skopeo_copy(&self, side: &str, extra: &[&str], from: &str, to: &str) {
+    /// `skopeo VERB` with this registry's credentials and CA (for `side`,
+    /// `src` or `dest`, of a copy); returns its stdout.
+    fn skopeo(&self, verb: &str, side: &str, extra: &[&str], refs: &[&str]) -> Vec<u8> {
         let files = self.client_files(&self.dir.path().join("skopeo"), &[&self.host()], PASSWORD);
+        let prefix = if side.is_empty() {
+            String::new()
+        } else {
+            format!("{side}-")
+        };
         let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--preserve-digests"])
-            .arg(format!("--{side}-creds={USER}:{PASSWORD}"))
+            .arg(verb)
+            .arg(format!("--{prefix}creds={USER}:{PASSWORD}"))
             .arg(format!(
-                "--{side}-cert-dir={}",
+                "--{prefix}cert-dir={}",
                 files.certs.join(self.host()).display()
             ))
             .args(extra)
-            .args([from, to])
+            .args(refs)
             .output()
             .expect("skopeo");
         assert!(
             out.status.success(),
-            "skopeo copy {from} {to}: {}",
+            "skopeo {verb} {refs:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
     }
 
     /// The file the registry serves blob `digest` (`sha256:<hex>`) from.

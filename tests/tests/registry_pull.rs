@@ -443,3 +443,25 @@ fn build_refuses_a_tag_only_pull_before_any_work() {
     assert_fails(&r, 3, &["mini.toml line 14: oci.ref", "names no digest"]);
     assert!(!out.exists() && !cache.exists());
 }
+
+#[test]
+fn a_docker_manifest_is_refused_with_how_to_convert_it() {
+    let f = Fixture::new("docker format\n");
+    let digest = f
+        .registry
+        .push_as_docker(&f.work.path().join("layout"), "app", "owui/docker:v1");
+    let run = f.pull(
+        &format!("{}/owui/docker:v1@{digest}", f.registry.host()),
+        &[],
+    );
+    assert_fails(
+        &run,
+        3,
+        &[
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "--format oci",
+        ],
+    );
+    // Refused before any layer came over.
+    assert_eq!(f.cached_blobs(), vec![digest[7..].to_string()]);
+}

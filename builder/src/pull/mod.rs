@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use owui_bundle::error::IoContext;
-use owui_bundle::oci::{lists, ImageReference, Listed, Lists};
+use owui_bundle::oci::{lists, ImageReference, Listed, Lists, OCI_MANIFEST};
 use owui_bundle::spec::OciSpec;
 use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
@@ -191,8 +191,8 @@ pub fn pull(reference: &str, opts: &PullOptions, layout: &Path) -> Result<Pulled
     };
     let (top_type, top_lists) = lists(&top, &top_digest).map_err(named)?;
     let mut manifests = vec![(top_digest, top.len() as u64)];
-    let (manifest, blobs) = match top_lists {
-        Lists::Blobs(blobs) => (top_digest, blobs),
+    let (manifest, manifest_type, blobs) = match top_lists {
+        Lists::Blobs(blobs) => (top_digest, top_type.clone(), blobs),
         Lists::Platform(chosen) => {
             let data = match cache.read_checked(&chosen.digest)? {
                 Some(data) => data,
@@ -213,9 +213,9 @@ pub fn pull(reference: &str, opts: &PullOptions, layout: &Path) -> Result<Pulled
                 ));
             }
             manifests.push((chosen.digest, chosen.size));
-            match lists(&data, &chosen.digest).map_err(named)?.1 {
-                Lists::Blobs(blobs) => (chosen.digest, blobs),
-                Lists::Platform(_) => {
+            match lists(&data, &chosen.digest).map_err(named)? {
+                (media_type, Lists::Blobs(blobs)) => (chosen.digest, media_type, blobs),
+                (_, Lists::Platform(_)) => {
                     return Err(Error::invalid(
                         format!("image index {top_digest} of {reference}"),
                         "its linux/amd64 entry is another index, not an image manifest",
@@ -224,6 +224,18 @@ pub fn pull(reference: &str, opts: &PullOptions, layout: &Path) -> Result<Pulled
             }
         }
     };
+    if manifest_type != OCI_MANIFEST {
+        // Checked before any blob is fetched: the pack would refuse it.
+        return Err(Error::invalid(
+            format!("{reference}: manifest {manifest}"),
+            format!(
+                "media type {manifest_type:?} is not an OCI image manifest: nodes import \
+                 OCI manifests only (skopeo 1.9 on Debian 12 cannot import Docker ones from a \
+                 layout); convert it once with `skopeo copy --format oci docker://… oci:DIR` \
+                 and name DIR as the entry's source (this changes the digest)"
+            ),
+        ));
+    }
     let mut missing: Vec<Listed> = Vec::new();
     for b in &blobs {
         if !cache.has(&b.digest, b.size)? && !missing.iter().any(|m| m.digest == b.digest) {

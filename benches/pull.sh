@@ -63,7 +63,10 @@ mkdir -p "$BASE"
 W=$(mktemp -d "$BASE/owui-pull-bench.XXXXXX")
 REGISTRY_PID=
 cleanup() {
-    [[ -n $REGISTRY_PID ]] && kill "$REGISTRY_PID" 2>/dev/null && wait "$REGISTRY_PID" 2>/dev/null
+    if [[ -n $REGISTRY_PID ]]; then
+        kill "$REGISTRY_PID" 2>/dev/null || true
+        wait "$REGISTRY_PID" 2>/dev/null || true
+    fi
     rm -rf "$W"
 }
 trap cleanup EXIT

@@ -4,15 +4,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use owui_bundle::archive::{UncheckedBundle, MANIFEST_NAME, SIGNATURE_NAME};
-use owui_bundle::create::{create, CreateOptions};
+use owui_bundle::create::{create_from_spec, CreateOptions};
 use owui_bundle::error::IoContext;
 use owui_bundle::have::HaveList;
 use owui_bundle::manifest::{Encoding, Manifest};
 use owui_bundle::progress::Progress;
+use owui_bundle::spec::BundleSpec;
 use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
 
 use crate::keys::load_secret;
+use crate::pull::lock::ref_lines;
+use crate::pull::{pull_missing, PullOptions, Pulled};
 
 #[derive(Debug, Serialize)]
 pub struct Created {
@@ -25,6 +28,8 @@ pub struct Created {
     pub blobs_omitted: usize,
     pub content_bytes: u64,
     pub file_bytes: u64,
+    /// The `[[oci]]` images pulled from registries (or found in the cache).
+    pub pulled: Vec<Pulled>,
 }
 
 /// SOURCE_DATE_EPOCH when set (reproducible bundles), else now.
@@ -47,18 +52,31 @@ pub fn run_create(
     key: &Path,
     out: &Path,
     have: Option<&Path>,
+    pulls: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Created> {
     let key = load_secret(key)?;
     let have = have.map(HaveList::load).transpose()?;
-    let report = create(&CreateOptions {
-        spec,
-        key: &key,
-        out,
-        have: have.as_ref(),
-        created: creation_time()?,
-        progress,
-    })?;
+    let mut bundle_spec = BundleSpec::load(spec)?;
+    let text = fs::read_to_string(spec).at("reading bundle spec", spec)?;
+    let lines = ref_lines(spec, &text)?;
+    let locate = |i: usize| match lines.get(i).copied().flatten() {
+        Some(line) => format!("{} line {line}", spec.display()),
+        None => spec.display().to_string(),
+    };
+    // Kept until packed: the pulled images' layouts live as long.
+    let pulled = pull_missing(&mut bundle_spec.oci, pulls, locate)?;
+    let report = create_from_spec(
+        &bundle_spec,
+        &CreateOptions {
+            spec,
+            key: &key,
+            out,
+            have: have.as_ref(),
+            created: creation_time()?,
+            progress,
+        },
+    )?;
     let m = &report.manifest;
     Ok(Created {
         file: out.to_path_buf(),
@@ -74,6 +92,7 @@ pub fn run_create(
         blobs_omitted: report.omitted,
         content_bytes: m.total_size(),
         file_bytes: report.file_size,
+        pulled: pulled.images,
     })
 }
 

@@ -28,6 +28,10 @@ pub enum Command {
     /// Node seeds: who each node is, signed for its first boot.
     #[command(subcommand)]
     Seed(SeedCommand),
+    /// Container images from OCI registries: pull into the cache, lock tags
+    /// to digests.
+    #[command(subcommand)]
+    Oci(OciCommand),
     /// Build a signed, reproducible disk image for one node role.
     ///
     /// Writes DIR/<role>-<version>.img, its signed manifest
@@ -84,7 +88,98 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
     #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// UNSAFE: pull [[oci]] references that name only a tag, getting
+    /// whatever the registry serves under it today. Prefer `oci lock`.
+    #[arg(long)]
+    pub allow_tag_references: bool,
+    #[command(flatten)]
     pub output: Output,
+}
+
+/// The cache pulled images go to, and how registries are reached.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The builder's cache directory (pulled images are kept there).
+    #[arg(long, default_value = "/var/cache/owui-builder")]
+    pub cache: PathBuf,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// UNSAFE: pull references that name only a tag, getting whatever the
+    /// registry serves under it today. Prefer `oci lock`.
+    #[arg(long)]
+    pub allow_tag_references: bool,
+}
+
+/// How `[[oci]]` images without a `source` are pulled from registries.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// A docker config.json with registry credentials [default:
+    /// $REGISTRY_AUTH_FILE, else $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
+    /// Certificate authorities per registry, DIR/<host[:port]>/*.crt as
+    /// podman and skopeo read them; the system's are trusted too.
+    #[arg(long, value_name = "DIR", default_value = "/etc/containers/certs.d")]
+    pub registry_certs: PathBuf,
+    /// Seconds to wait for a registry to connect, and for each read.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub registry_timeout: u64,
+    /// Pull REGISTRY's images from MIRROR (host[:port]) instead, e.g. a
+    /// site's pull-through cache; digests are checked as for REGISTRY.
+    /// Repeatable.
+    #[arg(long, value_name = "REGISTRY=MIRROR", value_parser = parse_mirror)]
+    pub registry_mirror: Vec<(String, String)>,
+}
+
+fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    let hostish = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+    };
+    match text.split_once('=') {
+        Some((from, to)) if hostish(from) && hostish(to) => Ok((from.into(), to.into())),
+        _ => Err("expected REGISTRY=MIRROR, each host[:port]".into()),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OciCommand {
+    /// Pull one image by digest into the cache.
+    ///
+    /// Fetches the manifest (a multi-platform index resolves to
+    /// linux/amd64) and every blob the cache lacks, each checked against its
+    /// digest as it streams and renamed into CACHE/oci/blobs/sha256/ only
+    /// then. What `build` and `bundle create` pull the same way.
+    Pull {
+        /// The image: registry/name:tag@sha256:DIGEST.
+        reference: String,
+        /// Fetch nothing: succeed only if the cache holds the whole image.
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        pull: PullArgs,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Pin a spec's [[oci]] tags to digests, in place.
+    ///
+    /// Every [[oci]] entry without `source` whose `ref` names no digest gets
+    /// the digest its tag points to now (`name:tag@sha256:…`); comments and
+    /// layout stay. The file is replaced only when all tags resolved.
+    Lock {
+        /// An image spec or bundle spec (TOML).
+        spec: PathBuf,
+        /// The builder's cache directory (the manifests go there).
+        #[arg(long, default_value = "/var/cache/owui-builder")]
+        cache: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +302,8 @@ pub enum BundleCommand {
         /// out, making a delta bundle.
         #[arg(long)]
         have: Option<PathBuf>,
+        #[command(flatten)]
+        pull: PullArgs,
         #[command(flatten)]
         output: Output,
     },

@@ -10,6 +10,8 @@ use crate::image::build::{build, BuildOptions, BuildReport};
 use crate::image::spec::{mirror_problem, ImageSpec};
 use crate::image::verify::{default_manifest, verify_image, Floor, Keys, Trust, Verified};
 use crate::keys::load_secret;
+use crate::oci::registry_options;
+use crate::pull::pull_missing;
 
 /// A path to a spec file, or the name of a built-in role spec.
 fn load_spec(spec: &Path, units: Option<&Path>, cache: &Path) -> Result<ImageSpec> {
@@ -72,13 +74,26 @@ fn source_date_epoch(given: Option<u64>, spec: &Path) -> Result<u64> {
 
 pub fn run_build(args: &BuildArgs, progress: &dyn Progress) -> Result<BuildReport> {
     let key = load_secret(&args.key)?;
-    let spec = load_spec(&args.spec, args.units.as_deref(), &args.cache)?;
+    let mut spec = load_spec(&args.spec, args.units.as_deref(), &args.cache)?;
     let agent = agent_binary(args.agent.as_deref())?;
     if let Some(problem) = args.mirror.as_deref().and_then(mirror_problem) {
         return Err(Error::invalid("--mirror", problem));
     }
     let epoch = source_date_epoch(args.source_date_epoch, &spec.file)?;
+    // Images without a source come from registries (or the cache), before
+    // any other work; their layouts live until the content is packed.
+    let pulls = registry_options(
+        &args.registry,
+        &args.cache,
+        args.allow_tag_references,
+        args.offline,
+    );
+    let written_at: Vec<String> = (0..spec.content.oci.len())
+        .map(|i| spec.content.oci_written_at(i))
+        .collect();
+    let pulled = pull_missing(&mut spec.content.oci, &pulls, |i| written_at[i].clone())?;
     build(&BuildOptions {
+        pulled: &pulled.images,
         spec: &spec,
         key: &key,
         out: &args.out,

@@ -7,4 +7,6 @@ pub mod cli;
 pub mod image;
 pub mod images;
 pub mod keys;
+pub mod oci;
+pub mod pull;
 pub mod seeds;

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use owui_builder::{bundles, images, keys, seeds};
+use owui_builder::{bundles, images, keys, oci, seeds};
 use owui_bundle::outcome::{finish, init_logging};
 
-use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand, SeedCommand};
+use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand, OciCommand, SeedCommand};
 
 fn main() -> ExitCode {
     init_logging();
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             key,
             out,
             have,
+            pull,
             output,
         }) => finish(
             bundles::run_create(
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
                 &key,
                 &out,
                 have.as_deref(),
+                &oci::pull_options(&pull, false),
                 output.progress().as_ref(),
             ),
             output.json,
@@ -55,6 +57,29 @@ fn main() -> ExitCode {
             seeds::create(&node, &role, &key, &out),
             output.json,
             seeds::print_created,
+        ),
+        Command::Oci(OciCommand::Pull {
+            reference,
+            offline,
+            pull,
+            output,
+        }) => finish(
+            oci::run_pull(&reference, &oci::pull_options(&pull, offline)),
+            output.json,
+            oci::print_pulled,
+        ),
+        Command::Oci(OciCommand::Lock {
+            spec,
+            cache,
+            registry,
+            output,
+        }) => finish(
+            oci::run_lock(
+                &spec,
+                &oci::registry_options(&registry, &cache, false, false),
+            ),
+            output.json,
+            oci::print_locked,
         ),
         Command::Build(args) => finish(
             images::run_build(&args, args.output.progress().as_ref()),

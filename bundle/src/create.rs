@@ -200,13 +200,9 @@ fn write_padding(out: &mut impl Write, size: u64, path: &Path) -> Result<()> {
         .at("writing", path)
 }
 
-pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
-    let spec = BundleSpec::load(opts.spec)?;
-    create_from_spec(&spec, opts)
-}
-
-/// [`create`] from a spec already in memory (the image builder's content
-/// table); `opts.spec` is then only named in errors.
+/// Packs a bundle from a spec already loaded (and, for `[[oci]]` entries
+/// without a source, pulled by the builder); `opts.spec` is only named in
+/// errors.
 pub fn create_from_spec(spec: &BundleSpec, opts: &CreateOptions) -> Result<CreateReport> {
     let out_dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

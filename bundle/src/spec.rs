@@ -79,8 +79,10 @@ fn default_ref() -> String {
 pub struct OciSpec {
     #[serde(rename = "ref")]
     pub reference: String,
-    /// An OCI image layout directory or an oci-archive file.
-    pub source: PathBuf,
+    /// An OCI image layout directory or an oci-archive file; `None`: pulled
+    /// from the registry the reference names (by `owui-builder`, which sets
+    /// this to the layout it pulled into before packing).
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,8 +143,8 @@ impl BundleSpec {
         for h in &mut self.huggingface {
             resolve(&mut h.path);
         }
-        for o in &mut self.oci {
-            resolve(&mut o.source);
+        for o in self.oci.iter_mut().filter_map(|o| o.source.as_mut()) {
+            resolve(o);
         }
     }
 

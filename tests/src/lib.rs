@@ -9,6 +9,7 @@ pub mod pki;
 pub mod postgres;
 pub mod qemu;
 pub mod redis;
+pub mod registry;
 pub mod site;
 
 use std::fs;
@@ -103,7 +104,58 @@ pub fn build_test_oci_image(dir: &Path, reference: &str, content: &str) -> io::R
         }],
     }))?;
     let manifest_digest = put_blob(dir, &manifest)?;
+    name_in_layout(
+        dir,
+        reference,
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+        }),
+    )?;
+    Ok(manifest_digest)
+}
 
+/// Adds to the layout at `dir` an image index named `name` over one tiny
+/// image per `(architecture, content)` (each also named `name-ARCH`);
+/// returns the index's digest.
+pub fn build_test_oci_index(
+    dir: &Path,
+    name: &str,
+    platforms: &[(&str, &str)],
+) -> io::Result<String> {
+    let mut entries = Vec::new();
+    for (arch, content) in platforms {
+        let digest = build_test_oci_image(dir, &format!("{name}-{arch}"), content)?;
+        let size = fs::metadata(dir.join("blobs/sha256").join(&digest[7..]))?.len();
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "platform": { "os": "linux", "architecture": arch },
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))?;
+    let digest = put_blob(dir, &index)?;
+    name_in_layout(
+        dir,
+        name,
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest,
+            "size": index.len(),
+        }),
+    )?;
+    Ok(digest)
+}
+
+/// Lists `entry` in the layout's index.json under `name`, replacing an
+/// entry of that name.
+fn name_in_layout(dir: &Path, name: &str, mut entry: serde_json::Value) -> io::Result<()> {
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let index_path = dir.join("index.json");
     let mut manifests = match fs::read(&index_path) {
@@ -114,20 +166,15 @@ pub fn build_test_oci_image(dir: &Path, reference: &str, content: &str) -> io::R
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    manifests.retain(|m| m["annotations"][REF_NAME] != reference);
-    manifests.push(serde_json::json!({
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": manifest_digest,
-        "size": manifest.len(),
-        "annotations": { REF_NAME: reference },
-    }));
+    manifests.retain(|m| m["annotations"][REF_NAME] != name);
+    entry["annotations"] = serde_json::json!({ REF_NAME: name });
+    manifests.push(entry);
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": manifests,
     });
-    fs::write(&index_path, serde_json::to_vec_pretty(&index)?)?;
-    Ok(manifest_digest)
+    fs::write(&index_path, serde_json::to_vec_pretty(&index)?)
 }
 
 #[cfg(test)]
@@ -176,7 +223,7 @@ mod tests {
         build_test_oci_layout(dir.path(), "registry.example/owui/other:v1").unwrap();
         let spec = owui_bundle::spec::OciSpec {
             reference: reference.to_string(),
-            source: dir.path().to_path_buf(),
+            source: Some(dir.path().to_path_buf()),
         };
         let (image, blobs) = owui_bundle::oci::pack(&spec, scratch.path()).unwrap();
         assert_eq!(image.manifest.to_string(), digest);

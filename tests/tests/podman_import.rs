@@ -15,7 +15,7 @@ use owui_tests::build_test_oci_image;
 fn spec(reference: &str, source: &Path) -> OciSpec {
     OciSpec {
         reference: reference.to_string(),
-        source: source.to_path_buf(),
+        source: Some(source.to_path_buf()),
     }
 }
 

@@ -22,16 +22,20 @@ use super::disk::{
     self, PartitionImage, CONTENT_LABEL, CONTENT_TYPE, ESP_LABEL, ROOT_LABEL, VERITY_LABEL,
 };
 use super::esp::{self, EspFiles};
-use super::manifest::{self, GpuDriver, ImageManifest, Uki, FORMAT};
+use super::manifest::{self, GpuDriver, ImageManifest, PulledImage, Uki, FORMAT};
 use super::mirror::{self, AptFailure};
 use super::rootfs::{self, Package, RootfsInputs};
 use super::sbom::{self, SbomInputs};
 use super::spec::ImageSpec;
 use super::uki::{self, UkiParts};
 use super::verity::{self, uuid_from, Verity};
+use crate::pull::Pulled;
 
 pub struct BuildOptions<'a> {
     pub spec: &'a ImageSpec,
+    /// The `[[oci]]` images pulled from registries: recorded in the
+    /// manifest and SBOM.
+    pub pulled: &'a [Pulled],
     pub key: &'a SecretKey,
     pub out: &'a Path,
     pub agent_binary: &'a Path,
@@ -153,7 +157,7 @@ fn estimate_content_bytes(spec: &ImageSpec) -> Result<u64> {
     for p in c
         .oci
         .iter()
-        .map(|o| &o.source)
+        .filter_map(|o| o.source.as_ref())
         .chain(c.ollama.iter().map(|m| &m.gguf))
         .chain(c.huggingface.iter().map(|h| &h.path))
     {
@@ -659,6 +663,18 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             .iter()
             .map(|p| manifest::partition_digest(&tmp_image, p))
             .collect::<Result<Vec<_>>>()?;
+        let pulled: Vec<PulledImage> = opts
+            .pulled
+            .iter()
+            .map(|p| PulledImage {
+                reference: p.reference.clone(),
+                registry: p.registry.clone(),
+                repository: p.repository.clone(),
+                mirror: p.mirror.clone(),
+                digest: p.digest,
+                manifest: p.manifest,
+            })
+            .collect();
         let sbom = sbom::spdx(&SbomInputs {
             name: &format!("owui-{name}"),
             suite: &spec.debian.suite,
@@ -666,6 +682,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             source_date_epoch: epoch,
             packages: &root.packages,
             content: prefilled.manifest.as_ref(),
+            pulled: &pulled,
         });
         let sbom_bytes = serde_json::to_vec_pretty(&sbom).unwrap_or_default();
         let tmp_sbom = scratch.join(format!("{name}.spdx.json"));
@@ -686,6 +703,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
                 cmdline: cmdline.clone(),
             },
             content: prefilled.manifest.clone(),
+            pulled: pulled.clone(),
             packages: root.packages.clone(),
             gpu: gpu.clone(),
             sbom: manifest::file_digest(&tmp_sbom)?,

@@ -32,11 +32,33 @@ pub struct ImageManifest {
     pub uki: Uki,
     /// What the content partition was pre-filled with (a bundle manifest).
     pub content: Option<Manifest>,
+    /// The content's container images that were pulled from registries:
+    /// from where, by which digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pulled: Vec<PulledImage>,
     pub packages: Vec<Package>,
     /// The NVIDIA driver set of a gpu or allinone image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuDriver>,
     pub sbom: FileDigest,
+}
+
+/// A container image pulled from a registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PulledImage {
+    /// The `[[oci]]` reference as the spec writes it.
+    pub reference: String,
+    /// `host[:port]` and repository the reference names.
+    pub registry: String,
+    pub repository: String,
+    /// The mirror (`host[:port]`) it was fetched from instead, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+    /// The digest the reference pins (an image index or a manifest).
+    pub digest: Sha256Digest,
+    /// The linux/amd64 image manifest that went in.
+    pub manifest: Sha256Digest,
 }
 
 /// Which driver set an image carries and the kernel its modules were built

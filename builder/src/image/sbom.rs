@@ -5,6 +5,7 @@ use owui_bundle::manifest::Manifest;
 use owui_bundle::oci::ImageReference;
 use serde_json::{json, Value};
 
+use super::manifest::PulledImage;
 use super::rootfs::Package;
 
 pub struct SbomInputs<'a> {
@@ -14,6 +15,8 @@ pub struct SbomInputs<'a> {
     pub source_date_epoch: u64,
     pub packages: &'a [Package],
     pub content: Option<&'a Manifest>,
+    /// Which of the content's images came from a registry, and from where.
+    pub pulled: &'a [PulledImage],
 }
 
 fn rfc3339(epoch: u64) -> String {
@@ -93,12 +96,16 @@ pub fn spdx(input: &SbomInputs<'_>) -> Value {
                 tag.map(|t| format!("&tag={}", purl_escape(t)))
                     .unwrap_or_default()
             );
-            packages.push(package(
-                id.clone(),
-                &o.reference,
-                &o.manifest.to_string(),
-                purl,
-            ));
+            let mut p = package(id.clone(), &o.reference, &o.manifest.to_string(), purl);
+            if let Some(pulled) = input.pulled.iter().find(|p| p.reference == o.reference) {
+                p["downloadLocation"] = json!(format!(
+                    "https://{}/v2/{}/manifests/{}",
+                    pulled.mirror.as_deref().unwrap_or(&pulled.registry),
+                    pulled.repository,
+                    pulled.digest
+                ));
+            }
+            packages.push(p);
             contains.push(id);
         }
         for (i, model) in m.ollama.iter().enumerate() {
@@ -168,6 +175,7 @@ mod tests {
             source_date_epoch: 1_700_000_000,
             packages: &packages,
             content: None,
+            pulled: &[],
         });
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
         assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
@@ -179,6 +187,55 @@ mod tests {
             doc["relationships"][1]["relatedSpdxElement"],
             "SPDXRef-deb-0"
         );
+    }
+
+    #[test]
+    fn pulled_images_name_where_they_came_from() {
+        use owui_bundle::items::OciImage;
+        use owui_bundle::Sha256Digest;
+        let index = Sha256Digest::of(b"index");
+        let image = |reference: &str| OciImage {
+            reference: reference.into(),
+            manifest: Sha256Digest::of(b"manifest"),
+            media_type: owui_bundle::oci::OCI_MANIFEST.into(),
+            manifest_size: 8,
+            blobs: Vec::new(),
+        };
+        let pulled_ref = format!("reg.example:5000/owui/app:v1@{index}");
+        let content = Manifest {
+            format: "owui-bundle/1".into(),
+            channel: "image".into(),
+            sequence: 1,
+            roles: Vec::new(),
+            created: 0,
+            blobs: Vec::new(),
+            ollama: Vec::new(),
+            huggingface: Vec::new(),
+            oci: vec![image(&pulled_ref), image("ghcr.io/x/local:1")],
+            remove: Vec::new(),
+        };
+        let pulled = [PulledImage {
+            reference: pulled_ref,
+            registry: "reg.example:5000".into(),
+            repository: "owui/app".into(),
+            mirror: None,
+            digest: index,
+            manifest: Sha256Digest::of(b"manifest"),
+        }];
+        let doc = spdx(&SbomInputs {
+            name: "owui-app-0.1.0",
+            suite: "trixie",
+            root_hash: "ab",
+            source_date_epoch: 0,
+            packages: &[],
+            content: Some(&content),
+            pulled: &pulled,
+        });
+        assert_eq!(
+            doc["packages"][1]["downloadLocation"],
+            format!("https://reg.example:5000/v2/owui/app/manifests/{index}")
+        );
+        assert_eq!(doc["packages"][2]["downloadLocation"], "NOASSERTION");
     }
 
     #[test]

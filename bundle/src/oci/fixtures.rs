@@ -77,6 +77,6 @@ pub(super) fn layout(root: &Path, images: &[(Option<&str>, &str)]) -> Vec<Sha256
 pub(super) fn spec(reference: &str, source: &Path) -> OciSpec {
     OciSpec {
         reference: reference.to_string(),
-        source: source.to_path_buf(),
+        source: Some(source.to_path_buf()),
     }
 }

@@ -1,5 +1,6 @@
 //! Reading an OCI image layout: `oci-layout`, `index.json` and blobs, each
-//! checked against its digest, and the image a reference picks from it.
+//! checked against its digest, and the image a reference picks from it;
+//! [`lists`] applies the same rules to a manifest fetched from a registry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -14,7 +15,7 @@ use crate::error::{Error, IoContext, Result};
 
 /// The index annotation that names an image inside a layout.
 pub(super) const REF_NAME: &str = "org.opencontainers.image.ref.name";
-pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(super) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub(super) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Registries refuse manifests above 4 MiB; so do we, before reading one.
@@ -291,6 +292,71 @@ pub(super) fn pick_platform<'a>(index: &'a Index, digest: &Sha256Digest) -> Resu
             platforms.join(", ")
         ),
     ))
+}
+
+/// A blob a manifest or index lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub digest: Sha256Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// What a manifest or index leads to, by the rules [`super::pack`] applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lists {
+    /// An image index: its linux/amd64 manifest.
+    Platform(Listed),
+    /// An image manifest: its config, then its layers.
+    Blobs(Vec<Listed>),
+}
+
+/// Reads a manifest or index fetched from elsewhere (a registry) whose
+/// digest was checked: its media type and what it lists.
+pub fn lists(data: &[u8], digest: &Sha256Digest) -> Result<(String, Lists)> {
+    let what = |kind: &str| format!("{kind} {digest}");
+    if data.len() as u64 > MAX_JSON {
+        return Err(Error::invalid(
+            what("manifest"),
+            format!("larger than {MAX_JSON} bytes"),
+        ));
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Kind {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let kind: Kind = serde_json::from_slice(data)
+        .map_err(|e| Error::invalid(what("manifest"), e.to_string()))?;
+    let listed = |d: &Descriptor, what: &str| -> Result<Listed> {
+        Ok(Listed {
+            digest: Sha256Digest::parse(&d.digest).map_err(|_| {
+                Error::invalid(
+                    format!("{what} in {digest}"),
+                    format!("digest {:?}: only sha256 digests are supported", d.digest),
+                )
+            })?,
+            size: d.size,
+            media_type: d.media_type.clone().unwrap_or_default(),
+        })
+    };
+    if kind.manifests.is_some() {
+        let index: Index = serde_json::from_slice(data)
+            .map_err(|e| Error::invalid(what("image index"), e.to_string()))?;
+        check_schema(index.schema_version, Path::new(&what("image index")))?;
+        let media_type = kind.media_type.unwrap_or_else(|| OCI_INDEX.to_string());
+        let chosen = listed(pick_platform(&index, digest)?, "manifest")?;
+        return Ok((media_type, Lists::Platform(chosen)));
+    }
+    let manifest: ImageManifest = serde_json::from_slice(data)
+        .map_err(|e| Error::invalid(what("manifest"), e.to_string()))?;
+    check_schema(manifest.schema_version, Path::new(&what("manifest")))?;
+    let media_type = kind.media_type.unwrap_or_else(|| OCI_MANIFEST.to_string());
+    let blobs = std::iter::once(listed(&manifest.config, "config"))
+        .chain(manifest.layers.iter().map(|l| listed(l, "layer")))
+        .collect::<Result<_>>()?;
+    Ok((media_type, Lists::Blobs(blobs)))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod pack;
 mod podman;
 pub mod reference;
 
+pub use layout::{lists, Listed, Lists, OCI_MANIFEST};
 pub use materialise::write_layout;
 pub use pack::pack;
 pub use podman::{import, remove, stored_digest, PodmanStore};

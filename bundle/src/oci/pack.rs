@@ -20,26 +20,33 @@ use crate::spec::OciSpec;
 /// caller owns and must keep until the returned blobs are packed).
 pub fn pack(spec: &OciSpec, scratch: &Path) -> Result<(OciImage, Vec<PackedBlob>)> {
     check_reference(&spec.reference)?;
-    let meta = fs::metadata(&spec.source).at("reading", &spec.source)?;
+    let Some(source) = &spec.source else {
+        return Err(Error::invalid(
+            format!("[[oci]] {:?}", spec.reference),
+            "has no source: pull it with owui-builder (bundle create, build, oci pull), \
+             or name an OCI image layout or oci-archive",
+        ));
+    };
+    let meta = fs::metadata(source).at("reading", source)?;
     let root = if meta.is_dir() {
-        spec.source.clone()
+        source.clone()
     } else if meta.is_file() {
-        extract_archive(&spec.source, scratch)?
+        extract_archive(source, scratch)?
     } else {
         return Err(Error::invalid(
-            spec.source.display().to_string(),
+            source.display().to_string(),
             "neither an OCI image layout directory nor an oci-archive file",
         ));
     };
     let layout = Layout::open(&root)?;
     let index = layout.index()?;
-    let mut chosen = select(&index, &spec.reference, &spec.source)?;
+    let mut chosen = select(&index, &spec.reference, source)?;
     let nested;
     let mut media_type = chosen.media_type.clone().unwrap_or_default();
     if media_type == OCI_INDEX {
         let digest = layout.digest_of(chosen, "image index")?;
         let (inner, _): (Index, PathBuf) = layout.json_blob(&digest, chosen.size, "image index")?;
-        check_schema(inner.schema_version, &spec.source)?;
+        check_schema(inner.schema_version, source)?;
         nested = inner;
         chosen = pick_platform(&nested, &digest)?;
         media_type = chosen.media_type.clone().unwrap_or_default();
@@ -53,7 +60,7 @@ pub fn pack(spec: &OciSpec, scratch: &Path) -> Result<(OciImage, Vec<PackedBlob>
             ""
         };
         return Err(Error::invalid(
-            format!("image {:?} in {}", spec.reference, spec.source.display()),
+            format!("image {:?} in {}", spec.reference, source.display()),
             format!(
                 "media type {media_type:?} is not an OCI image manifest ({OCI_MANIFEST}){hint}"
             ),

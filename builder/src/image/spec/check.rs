@@ -60,7 +60,9 @@ const QUADLET_SUFFIXES: &[&str] = &["container", "volume", "network", "pod", "im
 /// files an Ollama model names, Hugging Face snapshot directories.
 pub(super) fn check_sources(c: &ImageContent) -> Result<()> {
     for (o, loc) in c.oci.iter().zip(&c.oci_at) {
-        exists(loc, "oci.source", &o.source)?;
+        if let Some(source) = &o.source {
+            exists(loc, "oci.source", source)?;
+        }
     }
     for (m, loc) in c.ollama.iter().zip(&c.ollama_at) {
         exists(loc, "ollama.gguf", &m.gguf)?;

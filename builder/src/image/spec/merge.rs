@@ -112,8 +112,8 @@ fn layer(src: &Source, raw: RawSpec) -> Result<Layer> {
         .map(|(k, v)| (k, src.at(v)))
         .collect();
     let mut oci: Vec<At<OciSpec>> = oci.into_iter().map(|o| src.at(o)).collect();
-    for o in &mut oci {
-        o.value.source = src.resolve(&o.value.source);
+    for o in oci.iter_mut().filter_map(|o| o.value.source.as_mut()) {
+        *o = src.resolve(o);
     }
     let mut ollama: Vec<At<OllamaSpec>> = ollama.into_iter().map(|m| src.at(m)).collect();
     for m in &mut ollama {
@@ -443,7 +443,7 @@ mod tests {
             }
         );
         assert_eq!(s.kernel_cmdline, ["quiet"]);
-        assert_eq!(s.content.oci[0].source, f.path("spec/content/app"));
+        assert_eq!(s.content.oci[0].source, Some(f.path("spec/content/app")));
         assert!(!s.content.is_empty());
         let b = s.content.to_bundle_spec(s.role, "image", 1);
         assert_eq!((b.roles, b.oci.len()), (vec![Role::App], 1));

@@ -210,6 +210,13 @@ impl ImageContent {
         }
     }
 
+    /// Where the `i`th `[[oci]]` entry is written: `FILE line N`.
+    pub fn oci_written_at(&self, i: usize) -> String {
+        self.oci_at.get(i).map_or_else(String::new, |l| {
+            format!("{} line {}", l.file.display(), l.line)
+        })
+    }
+
     /// The `[[oci]]` entry whose reference names `repository` (the
     /// reference without tag and digest).
     pub fn oci_for(&self, repository: &str) -> Option<&OciSpec> {
@@ -361,7 +368,11 @@ mod tests {
             // Content is not in the repository (the main job writes
             // stand-ins under images/content/): where it is missing, load
             // says so, naming the line.
-            if s.content.oci.iter().any(|o| !o.source.exists()) {
+            if s.content
+                .oci
+                .iter()
+                .any(|o| o.source.as_ref().is_some_and(|p| !p.exists()))
+            {
                 let e = s.check_sources().unwrap_err().to_string();
                 assert!(
                     e.contains(&format!("{role}.toml line")) && e.contains("oci.source"),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use owui_agent::health::dbus::Bus;
 use owui_agent::health::outcome::Observation;
-use owui_agent::health::systemd::check;
+use owui_agent::health::systemd::{check, failed_units};
 use owui_tests::dbus::PrivateBus;
 use owui_tests::nspawn::{mask_unit, write_unit, Container};
 
@@ -373,4 +373,153 @@ async fn bus_without_systemd_is_an_error() {
         matches!(&got, Err(e) if e.starts_with("systemd is not on D-Bus at unix:path=")),
         "{got:?}"
     );
+}
+
+/// The image's GPU files (images/overlay/inference), as the image has them.
+fn inference_overlay(relative: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../images/overlay/inference")
+        .join(relative)
+}
+
+/// A cause ("…: exit-code") in a unit check's detail.
+fn has_cause(o: &Observation) -> bool {
+    matches!(o, Observation::Fail(d) if d.contains(": "))
+}
+
+/// `failed_units` until `want` holds (20 s at most).
+async fn failed_eventually(
+    bus: &Bus,
+    what: &str,
+    want: impl Fn(&Observation) -> bool,
+) -> Observation {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(5), failed_units(bus)).await;
+        if let Ok(Ok(o)) = &got {
+            if want(o) {
+                return o.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {what}, last saw {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every failed unit of the node shows up, whatever it is, and goes once
+/// systemd forgets the failure; the image's nvidia-persistenced drop-in
+/// makes the daemon skip (not fail) on a node without an NVIDIA device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_units_are_reported_and_gpu_units_skip_without_a_gpu() {
+    let units = tempfile::tempdir().unwrap();
+    write_unit(
+        units.path(),
+        "owui-exit.service",
+        "[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
+    );
+    write_unit(
+        units.path(),
+        "owui-setup.service",
+        "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+    );
+    // Debian's nvidia-persistenced unit (the binary is not in the test's
+    // tree: were the condition not there, the start would fail) with the
+    // image's drop-in.
+    write_unit(
+        units.path(),
+        "nvidia-persistenced.service",
+        "[Service]\nType=forking\nExecStart=/usr/bin/nvidia-persistenced --user nvpd\n",
+    );
+    let dropin = units.path().join("nvidia-persistenced.service.d");
+    std::fs::create_dir(&dropin).unwrap();
+    std::fs::copy(
+        inference_overlay("usr/lib/systemd/system/nvidia-persistenced.service.d/50-owui.conf"),
+        dropin.join("50-owui.conf"),
+    )
+    .unwrap();
+    let (c, bus) = booted(units.path()).await;
+    let systemd = c.control().await;
+
+    assert_eq!(
+        failed_units(&bus).await,
+        Ok(Observation::Ok("none".into())),
+        "a unit failed at boot"
+    );
+
+    systemd
+        .start_unit("nvidia-persistenced.service", "replace")
+        .await
+        .unwrap();
+    eventually(&c, &bus, "nvidia-persistenced.service", "skipped", |o| {
+        fail_starting(o, "inactive (dead)") && !has_cause(o)
+    })
+    .await;
+    assert!(
+        c.journal("nvidia-persistenced.service")
+            .contains("unmet condition check (ConditionPathExists=/dev/nvidiactl)"),
+        "{}",
+        c.journal("nvidia-persistenced.service")
+    );
+
+    for unit in ["owui-exit.service", "owui-setup.service"] {
+        // The job fails; only the unit's state matters here.
+        let _ = systemd.start_unit(unit, "replace").await;
+    }
+    failed_eventually(&bus, "both failed", |o| {
+        *o == Observation::Fail("2 failed units: owui-exit.service, owui-setup.service".into())
+    })
+    .await;
+
+    systemd
+        .reset_failed_unit("owui-setup.service")
+        .await
+        .unwrap();
+    failed_eventually(&bus, "one failed", |o| {
+        *o == Observation::Fail("1 failed unit: owui-exit.service".into())
+    })
+    .await;
+    systemd
+        .reset_failed_unit("owui-exit.service")
+        .await
+        .unwrap();
+    failed_eventually(&bus, "none", |o| *o == Observation::Ok("none".into())).await;
+}
+
+/// systemd-modules-load loads nothing of NVIDIA's: the image's
+/// /etc/modules-load.d/nvidia.conf (which replaces the driver alternative's
+/// link to `nvidia-drm`) names no module, and nvidia-drm is loaded by udev
+/// only for an NVIDIA display controller.
+#[test]
+fn nvidia_drm_is_loaded_only_for_an_nvidia_device() {
+    let conf =
+        std::fs::read_to_string(inference_overlay("etc/modules-load.d/nvidia.conf")).unwrap();
+    // modules-load.d(5): "#" and ";" start comments; anything else is a module.
+    let modules: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(['#', ';']))
+        .collect();
+    assert!(modules.is_empty(), "{modules:?}");
+    let rules = std::fs::read_to_string(inference_overlay(
+        "usr/lib/udev/rules.d/71-owui-nvidia.rules",
+    ))
+    .unwrap();
+    let loads: Vec<&str> = rules.lines().filter(|l| l.contains("kmod load")).collect();
+    assert_eq!(loads.len(), 1, "{rules}");
+    for needed in [
+        "ACTION==\"add\"",
+        "SUBSYSTEM==\"pci\"",
+        "ATTR{vendor}==\"0x10de\"",
+        "ATTR{class}==\"0x03*\"",
+        "kmod load nvidia-drm",
+    ] {
+        assert!(
+            loads[0].contains(needed),
+            "{needed} missing from {}",
+            loads[0]
+        );
+    }
 }

@@ -122,6 +122,8 @@ pub enum Probe {
     Unit {
         unit: String,
     },
+    /// Every unit systemd holds as failed, whatever the role.
+    FailedUnits,
     /// nginx over TLS, chain verified against the cluster CA.
     Https(HttpsProbe),
     CertFile {
@@ -181,6 +183,7 @@ impl CheckDef {
         match &self.probe {
             Probe::Http { url, expect } => probes::http(&probes.http, url, *expect).await,
             Probe::Unit { unit } => systemd::check(&probes.bus().await?, unit).await,
+            Probe::FailedUnits => systemd::failed_units(&probes.bus().await?).await,
             Probe::Disk { path, thresholds } => probes::disk(path, *thresholds),
             Probe::Memory {
                 meminfo,
@@ -360,6 +363,7 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> owui_bundle::Resul
     for unit in units {
         out.push(def(format!("unit:{unit}"), "systemd", Probe::Unit { unit }));
     }
+    out.push(def("failed-units".into(), "systemd", Probe::FailedUnits));
     let disk = Thresholds {
         warn_percent: cfg.disk_warn_percent,
         fail_percent: cfg.disk_fail_percent,
@@ -422,7 +426,13 @@ mod tests {
                 .map(|c| c.name)
                 .collect()
         };
-        let common = ["disk:/", "disk:/var/lib/owui", "memory", "time-sync"];
+        let common = [
+            "failed-units",
+            "disk:/",
+            "disk:/var/lib/owui",
+            "memory",
+            "time-sync",
+        ];
         let app = [
             "open-webui",
             "open-webui-db",
@@ -448,7 +458,7 @@ mod tests {
             "unit:vllm.service",
         ];
         assert_eq!(names(Role::Gpu), [&gpu[..], &common].concat());
-        assert_eq!(names(Role::Allinone).len(), 8 + 7 + 4);
+        assert_eq!(names(Role::Allinone).len(), 8 + 7 + 5);
         // Configured units replace the role's list.
         let cfg = HealthConfig {
             units: vec!["x.service".into()],
@@ -460,7 +470,7 @@ mod tests {
             .filter(|c| c.kind == "systemd")
             .map(|c| c.name)
             .collect();
-        assert_eq!(units, ["unit:x.service"]);
+        assert_eq!(units, ["unit:x.service", "failed-units"]);
         let disk = checks(Role::Db, &HealthConfig::default(), &root)
             .unwrap()
             .into_iter()

@@ -10,7 +10,10 @@
 //! type-specific `Result` and, for services, `NRestarts` and the main
 //! process's exit.
 //!
-//! The check has no timeout of its own: the engine bounds every check.
+//! [`failed_units`] asks `Manager.ListUnitsFiltered(["failed"])` for every
+//! unit of the node in the `failed` state, whatever the role.
+//!
+//! The checks have no timeout of their own: the engine bounds every check.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,7 +54,27 @@ trait Manager {
     /// (`GetUnit` answers "not loaded" for an inactive unit systemd has
     /// garbage-collected; `LoadUnit` gives its states, or `not-found`).
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// The loaded units in one of `states` (ActiveState, LoadState or
+    /// SubState values), as `systemctl list-units --state=` lists them.
+    #[allow(clippy::type_complexity)]
+    fn list_units_filtered(&self, states: &[&str]) -> zbus::Result<Vec<ListedUnit>>;
 }
+
+/// One row of `ListUnits`: name, description, load, active and sub state,
+/// follower, object path, job id, job type, job path.
+type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
 
 #[zbus::proxy(
     interface = "org.freedesktop.DBus.Properties",
@@ -75,22 +98,56 @@ trait Properties {
 /// - `Err` when the question cannot be asked: no bus, systemd not on it,
 ///   access denied, a reply that is not what systemd sends.
 pub async fn check(bus: &Bus, unit: &str) -> CheckResult {
-    let name = unit_name(unit);
-    let _permit = bus.permit().await;
-    let (generation, conn) = bus.current();
-    let state = match query(&conn, &name).await {
-        Err(Failure::Transport(_)) => {
-            // The connection may be gone (dbus restarted): one new try.
-            let conn = bus.reconnect(generation).await?;
-            query(&conn, &name).await
-        }
-        other => other,
-    };
-    match state {
+    let name = &unit_name(unit);
+    match ask(bus, |conn| async move { query(&conn, name).await }).await? {
         Ok(Answer::State(state)) => Ok(observe(&name, &state)),
         Ok(Answer::Refused(why)) => Ok(Observation::Fail(format!("unit {name:?}: {why}"))),
         Err(failure) => Err(failure.describe(&bus.name())),
     }
+}
+
+/// Every unit of the node that systemd holds as `failed`: `Ok("none")`, or
+/// `Fail("2 failed units: a.service, b.mount")` (sorted; `systemctl
+/// reset-failed UNIT` clears one once dealt with). `Err` as for [`check`].
+pub async fn failed_units(bus: &Bus) -> CheckResult {
+    let listed = ask(bus, |conn| async move { list_failed(&conn).await }).await?;
+    let mut names = listed.map_err(|failure| failure.describe(&bus.name()))?;
+    names.sort();
+    names.dedup();
+    Ok(match names.len() {
+        0 => Observation::Ok("none".into()),
+        1 => Observation::Fail(format!("1 failed unit: {}", names[0])),
+        n => Observation::Fail(format!("{n} failed units: {}", names.join(", "))),
+    })
+}
+
+async fn list_failed(conn: &zbus::Connection) -> Result<Vec<String>, Failure> {
+    let manager = ManagerProxy::builder(conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .map_err(Failure::from_zbus)?;
+    let rows = manager
+        .list_units_filtered(&["failed"])
+        .await
+        .map_err(Failure::from_zbus)?;
+    Ok(rows.into_iter().map(|row| row.0).collect())
+}
+
+/// Runs `question` on the bus's connection in a turn of its own; when the
+/// connection turns out broken (dbus restarted), once more on a new one.
+/// The outer `Err`: no new connection could be made.
+async fn ask<T, F, Fut>(bus: &Bus, question: F) -> Result<Result<T, Failure>, String>
+where
+    F: Fn(zbus::Connection) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let _permit = bus.permit().await;
+    let (generation, conn) = bus.current();
+    Ok(match question(conn).await {
+        Err(Failure::Transport(_)) => question(bus.reconnect(generation).await?).await,
+        other => other,
+    })
 }
 
 /// `unit` as systemd names it: `.service` added when it has no known type

@@ -4,6 +4,14 @@
 //! path, as `$OUT_DIR/builtin_tree.rs`. A file becomes
 //! `Embedded::File(path, include_str!(absolute path))`, a link
 //! `Embedded::Link(path, target)`.
+//!
+//! Also writes `$OUT_DIR/agent_crates.rs` (`image::sbom::AGENT_CRATES`): the
+//! crates the workspace's Cargo.lock resolves for owui-agent, the agent first,
+//! for the image's SBOM. The lock is the only source that is there wherever
+//! the builder is built, offline; `cargo metadata` needs the registry index
+//! and cannot run inside a build. It lists build-time crates (build scripts,
+//! proc macros) and other platforms' crates too: the lock does not say which
+//! are Linux-only. The agent's own dev-dependencies are left out.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -51,6 +59,133 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     let dest = out_dir.join("builtin_tree.rs");
     fs::write(&dest, out).unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
+
+    let dest = out_dir.join("agent_crates.rs");
+    fs::write(&dest, agent_crates(repo))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
+}
+
+/// A `[[package]]` of Cargo.lock.
+struct Locked {
+    name: String,
+    version: String,
+    source: Option<String>,
+    checksum: Option<String>,
+    /// `name`, `name version` or `name version (source)`.
+    dependencies: Vec<String>,
+}
+
+/// `AGENT_CRATES` as Rust source: owui-agent and every crate it reaches
+/// through Cargo.lock's dependency lists, each with the indexes of its own
+/// dependencies.
+fn agent_crates(repo: &Path) -> String {
+    let lock_path = repo.join("Cargo.lock");
+    let agent_toml = repo.join("agent/Cargo.toml");
+    println!("cargo:rerun-if-changed={}", lock_path.display());
+    println!("cargo:rerun-if-changed={}", agent_toml.display());
+    let read = |p: &Path| -> toml::Table {
+        let text = fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+        text.parse()
+            .unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
+    };
+    let lock = read(&lock_path);
+    let str_of = |t: &toml::Table, key: &str| t.get(key).and_then(|v| v.as_str()).map(String::from);
+    let locked: Vec<Locked> = lock
+        .get("package")
+        .and_then(|p| p.as_array())
+        .expect("Cargo.lock has [[package]]")
+        .iter()
+        .filter_map(|p| p.as_table())
+        .map(|t| Locked {
+            name: str_of(t, "name").expect("a locked package has a name"),
+            version: str_of(t, "version").expect("a locked package has a version"),
+            source: str_of(t, "source"),
+            checksum: str_of(t, "checksum"),
+            dependencies: t
+                .get("dependencies")
+                .and_then(|d| d.as_array())
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    // Names only the agent's tests use.
+    let agent = read(&agent_toml);
+    let names = |section: &str| -> Vec<String> {
+        agent
+            .get(section)
+            .and_then(|t| t.as_table())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let linked: Vec<String> = [names("dependencies"), names("build-dependencies")].concat();
+    let dev_only: Vec<String> = names("dev-dependencies")
+        .into_iter()
+        .filter(|n| !linked.contains(n))
+        .collect();
+
+    let find = |entry: &str| -> usize {
+        let mut words = entry.split(' ');
+        let name = words.next().unwrap_or_default();
+        let version = words.next();
+        let hits: Vec<usize> = (0..locked.len())
+            .filter(|&i| locked[i].name == name && version.is_none_or(|v| locked[i].version == v))
+            .collect();
+        match hits[..] {
+            [one] => one,
+            _ => panic!(
+                "Cargo.lock: dependency {entry:?} matches {} packages",
+                hits.len()
+            ),
+        }
+    };
+    let root = locked
+        .iter()
+        .position(|p| p.name == "owui-agent" && p.source.is_none())
+        .expect("Cargo.lock has the workspace's owui-agent");
+    // Breadth first from the agent: the order is stable for a given lock.
+    let mut order = vec![root];
+    let mut edges: Vec<Vec<usize>> = Vec::new();
+    let mut next = 0;
+    while next < order.len() {
+        let at = order[next];
+        let mut deps = Vec::new();
+        for entry in &locked[at].dependencies {
+            let name = entry.split(' ').next().unwrap_or_default();
+            if at == root && dev_only.iter().any(|d| d == name) {
+                continue;
+            }
+            let dep = find(entry);
+            let index = match order.iter().position(|&o| o == dep) {
+                Some(i) => i,
+                None => {
+                    order.push(dep);
+                    order.len() - 1
+                }
+            };
+            deps.push(index);
+        }
+        edges.push(deps);
+        next += 1;
+    }
+    let mut out = String::from(
+        "// Generated by builder/build.rs from Cargo.lock.\n\
+         pub const AGENT_CRATES: &[Crate] = &[\n",
+    );
+    for (i, &at) in order.iter().enumerate() {
+        let p = &locked[at];
+        writeln!(
+            out,
+            "    Crate {{ name: {:?}, version: {:?}, source: {:?}, checksum: {:?}, dependencies: &{:?} }},",
+            p.name, p.version, p.source, p.checksum, edges[i]
+        )
+        .expect("writing to a String");
+    }
+    out.push_str("];\n");
+    out
 }
 
 /// Every file and link below `dir` (links are not followed), by its path

@@ -10,6 +10,7 @@ pub mod postgres;
 pub mod qemu;
 pub mod redis;
 pub mod registry;
+pub mod sbom;
 pub mod site;
 
 use std::fs;

@@ -137,10 +137,11 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         .iter()
         .any(|p| p["name"] == "systemd"));
     assert_eq!(m["content"]["ollama"][0]["name"], "tiny-img:1b");
-    let sbom: serde_json::Value =
-        serde_json::from_slice(&fs::read(out1.join("allinone-0.1.0.spdx.json")).unwrap()).unwrap();
+    let sbom_path = out1.join("allinone-0.1.0.spdx.json");
+    let sbom: serde_json::Value = serde_json::from_slice(&fs::read(&sbom_path).unwrap()).unwrap();
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     assert!(sbom["packages"].as_array().unwrap().len() > 50);
+    owui_tests::sbom::assert_conformant(&sbom_path);
 
     // 2. Boot it with a seed medium: READY banner, then the status the
     // agent gives inside the VM lists the role's units.

@@ -677,10 +677,12 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             .collect();
         let sbom = sbom::spdx(&SbomInputs {
             name: &format!("owui-{name}"),
+            version: &spec.version,
             suite: &spec.debian.suite,
             root_hash: &v.root_hash,
             source_date_epoch: epoch,
             packages: &root.packages,
+            crates: sbom::AGENT_CRATES,
             content: prefilled.manifest.as_ref(),
             pulled: &pulled,
         });

@@ -7,7 +7,7 @@ mod esp;
 mod manifest;
 mod mirror;
 mod rootfs;
-mod sbom;
+pub mod sbom;
 pub mod spec;
 mod uki;
 pub mod verify;

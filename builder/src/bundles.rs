@@ -167,6 +167,6 @@ pub fn print_inspected(i: &Inspected) {
         println!("oci       {} {}", o.reference, o.manifest);
     }
     for r in &m.remove {
-        println!("remove    {r:?}");
+        println!("remove    {r}");
     }
 }

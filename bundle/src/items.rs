@@ -74,6 +74,17 @@ pub enum Removal {
     Oci(String),
 }
 
+/// As the bundle spec's `[[remove]]` key names it: `ollama llama3:8b`.
+impl std::fmt::Display for Removal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Removal::Ollama(name) => write!(f, "ollama {name}"),
+            Removal::Huggingface(repo) => write!(f, "huggingface {repo}"),
+            Removal::Oci(reference) => write!(f, "oci {reference}"),
+        }
+    }
+}
+
 /// Where the bytes of a blob come from when a bundle is packed.
 #[derive(Debug, Clone)]
 pub enum BlobSource {
@@ -243,6 +254,19 @@ mod tests {
             manifest: Sha256Digest::of(name.as_bytes()),
             blobs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn removals_read_as_the_spec_writes_them() {
+        assert_eq!(
+            Removal::Ollama("llama3:8b".into()).to_string(),
+            "ollama llama3:8b"
+        );
+        assert_eq!(
+            Removal::Huggingface("acme/embed".into()).to_string(),
+            "huggingface acme/embed"
+        );
+        assert_eq!(Removal::Oci("a/b:1".into()).to_string(), "oci a/b:1");
     }
 
     #[test]

@@ -186,6 +186,18 @@ fn create_inspect_minisign_verify_apply_delta_remove_gc() {
         spec_head("models", 3, &["gpu"])
     );
     let removal = site.pack("three", &spec3);
+    // Inspect names what goes in words, not Rust's debug text.
+    let said = site
+        .builder(&["bundle", "inspect", removal.to_str().unwrap()])
+        .ok()
+        .stdout;
+    for line in [
+        "remove    ollama tiny-a:1b".to_string(),
+        format!("remove    oci {OCI_REF}"),
+        "remove    huggingface acme/embed-a".to_string(),
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
+    }
     site.agent(&["bundle", "apply", removal.to_str().unwrap()])
         .ok();
     assert!(!ollama_manifest(&site, "tiny-a").exists());

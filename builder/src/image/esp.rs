@@ -15,8 +15,10 @@ const LOADER_CONF: &str = "timeout 0\neditor no\n";
 
 /// The README an operator sees when the stick is mounted on a laptop.
 const SEED_README: &str =
-    "Put this node's seed here as seed.toml (owui-builder seeds writes them).\n\
-    On first boot the node reads it, sets its hostname and joins its role.\n";
+    "Put this node's seed here as seed.toml, with its signature seed.toml.minisig\n\
+    (owui-builder seed create --node NAME --role ROLE --key KEY --out seed.toml\n\
+    writes both). On first boot the node checks the signature, reads the seed,\n\
+    sets its hostname and joins its role.\n";
 
 pub struct EspFiles<'a> {
     pub systemd_boot: &'a Path,
@@ -91,4 +93,35 @@ pub fn make_esp(
         mtools("mcopy").arg("-m").arg(file).arg(dest).output()?;
     }
     fs::remove_dir_all(&staged).at("removing", &staged)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The README's command is one the builder has, with those options.
+    #[test]
+    fn the_seed_readme_names_a_real_command() {
+        let text = SEED_README.replace('\n', " ");
+        let (_, after) = text
+            .split_once("owui-builder ")
+            .expect("the README says which command writes seeds");
+        let words: Vec<&str> = after.split_whitespace().collect();
+        let mut cmd = crate::cli::Cli::command();
+        let mut i = 0;
+        while let Some(sub) = words.get(i).and_then(|w| cmd.find_subcommand(w)) {
+            cmd = sub.clone();
+            i += 1;
+        }
+        assert_eq!(cmd.get_name(), "create", "{words:?}");
+        for option in words[i..].iter().filter(|w| w.starts_with("--")) {
+            let long = option.trim_start_matches("--");
+            assert!(
+                cmd.get_arguments().any(|a| a.get_long() == Some(long)),
+                "{option}"
+            );
+        }
+    }
 }

@@ -66,6 +66,41 @@ mod tests {
     use super::super::ImageSpec;
     use super::*;
 
+    /// A unit's `Documentation=` names only what the image carries from
+    /// us: a `file:` path an overlay puts there (the image ships no docs/
+    /// and no man pages of ours).
+    #[test]
+    fn unit_documentation_is_in_the_image() {
+        let overlay_has = |path: &str| {
+            EMBEDDED.iter().any(|e| match e {
+                Embedded::File(p, _) | Embedded::Link(p, _) => p
+                    .strip_prefix("images/overlay/")
+                    .and_then(|rest| rest.split_once('/'))
+                    .is_some_and(|(_, inside)| format!("/{inside}") == path),
+            })
+        };
+        for e in EMBEDDED {
+            let Embedded::File(unit, text) = e else {
+                continue;
+            };
+            if !unit.starts_with("units/") {
+                continue;
+            }
+            for line in text.lines() {
+                let Some(uris) = line.trim().strip_prefix("Documentation=") else {
+                    continue;
+                };
+                for uri in uris.split_whitespace() {
+                    let path = uri.strip_prefix("file://");
+                    assert!(
+                        path.is_some_and(overlay_has),
+                        "{unit}: Documentation={uri} is not in the image"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_builtin_tree_is_the_repository() {
         let root = repo();

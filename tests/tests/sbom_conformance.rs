@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::Command;
 
 use owui_builder::image::sbom::{spdx, Package, PulledImage, SbomInputs, AGENT_CRATES};
-use owui_bundle::items::{HfFile, HfSnapshot, OciImage, OllamaModel};
 use owui_bundle::manifest::Manifest;
 use owui_bundle::Sha256Digest;
 
@@ -28,37 +27,38 @@ fn document() -> serde_json::Value {
     let index = Sha256Digest::of(b"index");
     let manifest = Sha256Digest::of(b"manifest");
     let reference = "ghcr.io/open-webui/open-webui:v0.6.5";
-    let content = Manifest {
-        format: "owui-bundle/1".into(),
-        channel: "image".into(),
-        sequence: 1,
-        roles: Vec::new(),
-        created: 0,
-        blobs: Vec::new(),
-        ollama: vec![OllamaModel {
-            name: "llama3:8b".into(),
-            manifest: Sha256Digest::of(b"ollama"),
-            blobs: Vec::new(),
+    // The content partition's bundle manifest, as the builder writes it.
+    let content: Manifest = serde_json::from_value(serde_json::json!({
+        "format": "owui-bundle/1",
+        "channel": "image",
+        "sequence": 1,
+        "roles": ["allinone"],
+        "created": 0,
+        "blobs": [],
+        "ollama": [{
+            "name": "llama3:8b",
+            "manifest": Sha256Digest::of(b"ollama"),
+            "blobs": [],
         }],
-        huggingface: vec![HfSnapshot {
-            repo: "acme/tiny-llama".into(),
-            revision: "0123456789abcdef0123456789abcdef01234567".into(),
-            git_ref: "main".into(),
-            files: vec![HfFile {
-                path: "model.safetensors".into(),
-                digest: Sha256Digest::of(b"weights"),
-                size: 7,
+        "huggingface": [{
+            "repo": "acme/tiny-llama",
+            "revision": "0123456789abcdef0123456789abcdef01234567",
+            "ref": "main",
+            "files": [{
+                "path": "model.safetensors",
+                "digest": Sha256Digest::of(b"weights"),
+                "size": 7,
             }],
         }],
-        oci: vec![OciImage {
-            reference: reference.into(),
-            manifest,
-            media_type: owui_bundle::oci::OCI_MANIFEST.into(),
-            manifest_size: 8,
-            blobs: Vec::new(),
+        "oci": [{
+            "ref": reference,
+            "manifest": manifest,
+            "media_type": owui_bundle::oci::OCI_MANIFEST,
+            "manifest_size": 8,
+            "blobs": [],
         }],
-        remove: Vec::new(),
-    };
+    }))
+    .unwrap();
     let pulled = [PulledImage {
         reference: reference.into(),
         registry: "ghcr.io".into(),

@@ -11,6 +11,10 @@ use owui_agent::health::outcome::Observation;
 use owui_agent::health::systemd::{check, failed_units};
 use owui_tests::dbus::PrivateBus;
 use owui_tests::nspawn::{mask_unit, write_unit, Container};
+use owui_tests::site::Site;
+
+/// Fails as soon as it starts: exit status 3.
+const EXITS_3: &str = "[Service]\nExecStart=/bin/sh -c 'exit 3'\n";
 
 /// Type=exec: active only once the program has been executed.
 const SLEEPER: &str = "[Service]\nType=exec\nExecStart=/bin/sleep infinity\n";
@@ -157,11 +161,7 @@ async fn unit_stopped_and_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_units_fail_with_reason() {
     let units = tempfile::tempdir().unwrap();
-    write_unit(
-        units.path(),
-        "owui-exit.service",
-        "[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
-    );
+    write_unit(units.path(), "owui-exit.service", EXITS_3);
     write_unit(
         units.path(),
         "owui-killed.service",
@@ -415,11 +415,7 @@ async fn failed_eventually(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_units_are_reported_and_gpu_units_skip_without_a_gpu() {
     let units = tempfile::tempdir().unwrap();
-    write_unit(
-        units.path(),
-        "owui-exit.service",
-        "[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
-    );
+    write_unit(units.path(), "owui-exit.service", EXITS_3);
     write_unit(
         units.path(),
         "owui-setup.service",
@@ -472,6 +468,30 @@ async fn failed_units_are_reported_and_gpu_units_skip_without_a_gpu() {
         *o == Observation::Fail("2 failed units: owui-exit.service, owui-setup.service".into())
     })
     .await;
+
+    // The same in `owui-agent status`, for a role whose units these are not.
+    let site = Site::new("db");
+    let config = site.root.join("etc/owui/agent.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[health]\nsystemd_bus = \"{}\"\ndisks = []\ntime_sync = \"off\"\n",
+        c.address()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let run = site.agent(&["status", "--json"]);
+    let doc = run.json();
+    let failed = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "failed-units")
+        .unwrap_or_else(|| panic!("no failed-units check in {doc}"));
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["detail"],
+        "2 failed units: owui-exit.service, owui-setup.service"
+    );
+    assert_eq!(run.code, 9, "{doc}");
 
     systemd
         .reset_failed_unit("owui-setup.service")

@@ -57,7 +57,6 @@ trait Manager {
 
     /// The loaded units in one of `states` (ActiveState, LoadState or
     /// SubState values), as `systemctl list-units --state=` lists them.
-    #[allow(clippy::type_complexity)]
     fn list_units_filtered(&self, states: &[&str]) -> zbus::Result<Vec<ListedUnit>>;
 }
 
@@ -100,7 +99,7 @@ trait Properties {
 pub async fn check(bus: &Bus, unit: &str) -> CheckResult {
     let name = &unit_name(unit);
     match ask(bus, |conn| async move { query(&conn, name).await }).await? {
-        Ok(Answer::State(state)) => Ok(observe(&name, &state)),
+        Ok(Answer::State(state)) => Ok(observe(name, &state)),
         Ok(Answer::Refused(why)) => Ok(Observation::Fail(format!("unit {name:?}: {why}"))),
         Err(failure) => Err(failure.describe(&bus.name())),
     }

@@ -59,7 +59,7 @@ packages = [{BOOT_PACKAGES}]
 [units]
 enable = [{BOOT_UNITS}, "owui-gpu-setup.service"]
 [overlay]
-dirs = ["{common}", "{gpu_overlay}", "overlay"]
+dirs = ["{common}", "{gpu_overlay}", "{inference}", "overlay"]
 [partitions]
 esp = 128
 root = 2048
@@ -74,6 +74,7 @@ firmware = "{firmware}"
         firmware = repo().join("firmware").display(),
         common = images.join("common").display(),
         gpu_overlay = images.join("gpu").display(),
+        inference = images.join("inference").display(),
     );
     let path = dir.join("mini-gpu.toml");
     fs::write(&path, spec).unwrap();
@@ -217,6 +218,19 @@ fn a_gpu_image_carries_the_pinned_driver_and_modules_for_its_kernel() {
         Path::new(report["image"].as_str().unwrap()),
         &manifest,
         &root,
+    );
+    // The driver alternative's /etc/modules-load.d/nvidia.conf link
+    // (nvidia-drm at every boot) is the overlay's file that loads nothing,
+    // whichever of the two was installed first.
+    let load = root.join("etc/modules-load.d/nvidia.conf");
+    assert!(
+        load.symlink_metadata().is_ok_and(|m| m.is_file()),
+        "{} is not a plain file",
+        load.display()
+    );
+    assert_eq!(
+        fs::read(&load).unwrap(),
+        fs::read(repo().join("images/overlay/inference/etc/modules-load.d/nvidia.conf")).unwrap()
     );
     let modules = root.join(format!("usr/lib/modules/{kernel}/updates/owui-nvidia"));
     let mut kos: Vec<PathBuf> = fs::read_dir(&modules)

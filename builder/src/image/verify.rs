@@ -122,6 +122,32 @@ fn check_floor(manifest_path: &Path, version: &str, floor: &Floor) -> Result<(St
     ))
 }
 
+/// The root and verity partitions as the Discoverable Partitions
+/// Specification wants them, so systemd-dissect and systemd-gpt-auto-generator
+/// find the root from its hash: UUIDs the raw halves of the root hash, GPT's
+/// read-only attribute set.
+fn check_discoverable(what: &str, gpt: &[disk::GptPartition], root_hash: &str) -> Result<()> {
+    let (data_uuid, hash_uuid) = verity::partition_uuids(root_hash)?;
+    for (label, uuid) in [(ROOT_LABEL, data_uuid), (VERITY_LABEL, hash_uuid)] {
+        let Some(p) = gpt.iter().find(|p| p.label == label) else {
+            return Err(Error::untrusted(what, format!("has no {label} partition")));
+        };
+        if p.uuid != uuid {
+            return Err(Error::untrusted(
+                format!("{what}: partition {label}"),
+                format!("has UUID {}; the root hash makes it {uuid}", p.uuid),
+            ));
+        }
+        if p.attributes & disk::GPT_READ_ONLY == 0 {
+            return Err(Error::untrusted(
+                format!("{what}: partition {label}"),
+                "lacks GPT's read-only attribute (bit 60)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn verify_image(
     image: &Path,
     manifest_path: &Path,
@@ -189,6 +215,8 @@ pub fn verify_image(
         }
     }
     checks.push(format!("{} partitions match their digests", gpt.len()));
+    check_discoverable(&what, &gpt, &m.verity.root_hash)?;
+    checks.push("root and verity partitions: UUIDs are the root hash's halves, read-only".into());
     let whole = manifest::file_digest(image)?;
     if whole.sha256 != m.image.sha256 {
         return Err(Error::untrusted(

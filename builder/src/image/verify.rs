@@ -284,3 +284,41 @@ pub fn verify_image(
         checks,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The UUIDs earlier builders gave (version bits set) and a missing
+    /// read-only attribute are refused, each naming the partition.
+    #[test]
+    fn root_partitions_must_be_discoverable() {
+        let hash = "e1ca6ba18c247b7a76774a01a4af1f8fc95ef95969f8ac73fa0fa916b8b5b805";
+        let part = |label: &str, uuid: &str, attributes: u64| disk::GptPartition {
+            label: label.into(),
+            type_guid: String::new(),
+            uuid: uuid.into(),
+            offset: 0,
+            size: 0,
+            attributes,
+        };
+        let ro = disk::GPT_READ_ONLY;
+        let good = [
+            part(ROOT_LABEL, "e1ca6ba1-8c24-7b7a-7677-4a01a4af1f8f", ro),
+            part(VERITY_LABEL, "c95ef959-69f8-ac73-fa0f-a916b8b5b805", ro),
+        ];
+        check_discoverable("img", &good, hash).unwrap();
+        let mut versioned = good.clone();
+        versioned[0].uuid = "e1ca6ba1-8c24-4b7a-b677-4a01a4af1f8f".into();
+        let err = check_discoverable("img", &versioned, hash).unwrap_err();
+        assert_eq!(err.exit_code(), 4);
+        assert!(err.to_string().contains(ROOT_LABEL), "{err}");
+        let mut writable = good.clone();
+        writable[1].attributes = 0;
+        let err = check_discoverable("img", &writable, hash).unwrap_err();
+        assert!(
+            err.to_string().contains(VERITY_LABEL) && err.to_string().contains("read-only"),
+            "{err}"
+        );
+    }
+}

@@ -72,9 +72,18 @@ pub fn build(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -
     builder(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// [`build`] under `unshare` with `unshare_args` (namespaces of its own).
-fn build_unshared(
-    unshare_args: &[&str],
+/// Where [`build_unshared`] runs the builder: namespaces of its own.
+pub enum BuildHost<'a> {
+    /// A network namespace with a loopback device and nothing else, as in
+    /// a room with no network.
+    NoNetwork,
+    /// A UTS namespace whose hostname is this: a build host of another name.
+    Named(&'a str),
+}
+
+/// [`build`] under `unshare`, on `host`.
+pub fn build_unshared(
+    host: BuildHost<'_>,
     spec: &Path,
     key: &Path,
     out: &Path,
@@ -82,43 +91,21 @@ fn build_unshared(
     more: &[&str],
 ) -> Run {
     let builder = bin("owui-builder");
-    let mut args = unshare_args.to_vec();
+    let mut args = match host {
+        BuildHost::NoNetwork => vec!["-n", "--"],
+        BuildHost::Named(name) => vec![
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            "hostname \"$0\" && exec \"$@\"",
+            name,
+        ],
+    };
     args.push(builder.to_str().unwrap());
     let rest = build_args(spec, key, out, cache, more);
     args.extend(rest.iter().map(String::as_str));
     run(Path::new("unshare"), &args, &[])
-}
-
-/// [`build`] in a network namespace of its own: a loopback device and
-/// nothing else, as in a room with no network.
-pub fn build_with_no_network(
-    spec: &Path,
-    key: &Path,
-    out: &Path,
-    cache: &Path,
-    more: &[&str],
-) -> Run {
-    build_unshared(&["-n", "--"], spec, key, out, cache, more)
-}
-
-/// [`build`] on a build host named `hostname` (a UTS namespace of its own).
-pub fn build_on_host(
-    hostname: &str,
-    spec: &Path,
-    key: &Path,
-    out: &Path,
-    cache: &Path,
-    more: &[&str],
-) -> Run {
-    let set_name = "hostname \"$0\" && exec \"$@\"";
-    build_unshared(
-        &["--uts", "--", "sh", "-c", set_name, hostname],
-        spec,
-        key,
-        out,
-        cache,
-        more,
-    )
 }
 
 /// A new signing key pair under `dir/keys`: (secret, public).

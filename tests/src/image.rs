@@ -1,5 +1,6 @@
 //! Building images with the real `owui-builder`, for the image tests.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,7 +8,9 @@ use std::time::Duration;
 
 use crate::qemu::Boot;
 
-use crate::site::{bin, run, seed_create_args, Run};
+use owui_builder::image::disk::{self, GptPartition};
+
+use crate::site::{bin, run, seed_create_args, sha256_hex, Run};
 
 pub const EPOCH: &str = "1700000000";
 
@@ -69,9 +72,18 @@ pub fn build(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -
     builder(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// [`build`] in a network namespace of its own: a loopback device and
-/// nothing else, as in a room with no network.
-pub fn build_with_no_network(
+/// Where [`build_unshared`] runs the builder: namespaces of its own.
+pub enum BuildHost<'a> {
+    /// A network namespace with a loopback device and nothing else, as in
+    /// a room with no network.
+    NoNetwork,
+    /// A UTS namespace whose hostname is this: a build host of another name.
+    Named(&'a str),
+}
+
+/// [`build`] under `unshare`, on `host`.
+pub fn build_unshared(
+    host: BuildHost<'_>,
     spec: &Path,
     key: &Path,
     out: &Path,
@@ -79,7 +91,18 @@ pub fn build_with_no_network(
     more: &[&str],
 ) -> Run {
     let builder = bin("owui-builder");
-    let mut args = vec!["-n", "--", builder.to_str().unwrap()];
+    let mut args = match host {
+        BuildHost::NoNetwork => vec!["-n", "--"],
+        BuildHost::Named(name) => vec![
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            "hostname \"$0\" && exec \"$@\"",
+            name,
+        ],
+    };
+    args.push(builder.to_str().unwrap());
     let rest = build_args(spec, key, out, cache, more);
     args.extend(rest.iter().map(String::as_str));
     run(Path::new("unshare"), &args, &[])
@@ -206,4 +229,212 @@ pub fn check_state(status: &serde_json::Value, name: &str) -> Option<serde_json:
         .iter()
         .find(|c| c["name"] == name)
         .map(|c| c["state"].clone())
+}
+
+/// The files of one partition of a disk image, copied out and mounted
+/// read-only (erofs, ext4) or extracted with mtools (the ESP: the host
+/// kernel has no vfat); unmounted when dropped.
+pub struct PartitionTree {
+    pub root: PathBuf,
+    mounted: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PartitionTree {
+    pub fn open(image: &Path, part: &GptPartition) -> PartitionTree {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("part.img");
+        disk::extract(image, part, &file).unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir(&root).unwrap();
+        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+        let mounted = part.label != disk::ESP_LABEL;
+        if mounted {
+            ok(Command::new("mount")
+                .args(["-o", "loop,ro"])
+                .arg(&file)
+                .arg(&root));
+        } else {
+            ok(Command::new("mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .args(["-s", "-p", "-m", "-i"])
+                .arg(&file)
+                .arg("::*")
+                .arg(&root));
+        }
+        PartitionTree {
+            root,
+            mounted,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PartitionTree {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.root).status();
+        }
+    }
+}
+
+/// The partition of `image` labelled `label`, as a tree of files.
+pub fn partition_tree(image: &Path, label: &str) -> PartitionTree {
+    let gpt = disk::read_gpt(image).unwrap();
+    let part = gpt.iter().find(|p| p.label == label).unwrap();
+    PartitionTree::open(image, part)
+}
+
+/// Every path under `root`, with what a reproducible build must repeat:
+/// type, mode, owner, modification time, and the content's digest or the
+/// link's target.
+fn describe_tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let m = fs::symlink_metadata(&path).unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("link to {}", fs::read_link(&path).unwrap().display())
+        } else if m.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            "directory".to_string()
+        } else if m.is_file() {
+            format!(
+                "{} bytes, sha256 {}",
+                m.len(),
+                sha256_hex(&fs::read(&path).unwrap())
+            )
+        } else {
+            format!("special {:o}", m.mode())
+        };
+        let rel = path.strip_prefix(root).unwrap().to_path_buf();
+        let meta = format!(
+            "mode {:o} owner {}:{} mtime {}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime()
+        );
+        out.insert(rel, format!("{what}, {meta}"));
+    }
+    out
+}
+
+/// Where two builds of an image differ: each partition whose bytes differ,
+/// with the files in it that differ (or a note that only the filesystem's
+/// own metadata does), and the partition table. Empty when the images are
+/// byte-identical.
+pub fn image_differences(a: &Path, b: &Path) -> Vec<String> {
+    let (ga, gb) = (disk::read_gpt(a).unwrap(), disk::read_gpt(b).unwrap());
+    let layout = |g: &[GptPartition]| {
+        g.iter()
+            .map(|p| {
+                (
+                    p.label.clone(),
+                    p.uuid.clone(),
+                    p.offset,
+                    p.size,
+                    p.attributes,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    if layout(&ga) != layout(&gb) {
+        return vec![format!(
+            "partition tables: {:?} vs {:?}",
+            layout(&ga),
+            layout(&gb)
+        )];
+    }
+    let bytes = |image: &Path, p: &GptPartition| {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = fs::File::open(image).unwrap();
+        f.seek(SeekFrom::Start(p.offset)).unwrap();
+        let mut buf = Vec::new();
+        f.take(p.size).read_to_end(&mut buf).unwrap();
+        sha256_hex(&buf)
+    };
+    let mut out = Vec::new();
+    for (pa, pb) in ga.iter().zip(&gb) {
+        if bytes(a, pa) == bytes(b, pb) {
+            continue;
+        }
+        let (ta, tb) = (PartitionTree::open(a, pa), PartitionTree::open(b, pb));
+        let (da, db) = (describe_tree(&ta.root), describe_tree(&tb.root));
+        let before = out.len();
+        for path in da.keys().chain(db.keys()).collect::<BTreeSet<_>>() {
+            let (x, y) = (da.get(path), db.get(path));
+            if x != y {
+                out.push(format!("{}: /{}: {x:?} vs {y:?}", pa.label, path.display()));
+            }
+        }
+        if out.len() == before {
+            out.push(format!(
+                "{}: the bytes differ, no file does (filesystem metadata)",
+                pa.label
+            ));
+        }
+    }
+    if out.is_empty() && !same_bytes(a, b) {
+        out.push("the GPT headers or the space between partitions".into());
+    }
+    out
+}
+
+/// Whether two files hold the same bytes (read a MiB at a time).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (fs::File::open(a).unwrap(), fs::File::open(b).unwrap());
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+        if n == 0 {
+            return fb.read(&mut bb).unwrap() == 0;
+        }
+    }
+}
+
+/// The files under `root` whose content contains `needle`.
+pub fn files_naming(root: &Path, needle: &str) -> Vec<PathBuf> {
+    let needle = needle.as_bytes();
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let m = fs::symlink_metadata(&path).unwrap();
+        if m.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if m.is_file() {
+            let data = fs::read(&path).unwrap();
+            if data.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `systemd-dissect --json=short` on `image`, told the root hash (systemd
+/// finds the root and verity partitions by the hash's halves).
+pub fn dissect(image: &Path, root_hash: &str) -> serde_json::Value {
+    let out = Command::new("systemd-dissect")
+        .arg("--json=short")
+        .arg(format!("--root-hash={root_hash}"))
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-dissect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

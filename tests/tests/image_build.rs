@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use owui_tests::build_test_oci_layout;
 use owui_tests::image::{
-    assert_nothing_in, boot_disk, boot_to_report, build, build_with_no_network, builder,
-    check_state, keys, repo, report_overlay, seed_medium, BOOT_CMDLINE, BOOT_PACKAGES, BOOT_UNITS,
+    assert_nothing_in, boot_disk, boot_to_report, build, build_unshared, builder, check_state,
+    dissect, files_naming, image_differences, keys, partition_tree, repo, report_overlay,
+    seed_medium, BuildHost, BOOT_CMDLINE, BOOT_PACKAGES, BOOT_UNITS,
 };
 use owui_tests::qemu::Boot;
 use owui_tests::site::model_sources;
@@ -38,12 +40,20 @@ runuser -u postgres -- psql -XAt -d openwebui -c "select concat_ws(',', current_
     current_setting('server_encoding'), (select extversion from pg_extension where extname = 'vector'))" 2>&1 | one_line
 PGPASSWORD="$(cat /etc/owui/secrets/postgres-openwebui-password)" \
     psql -XAt -h 127.0.0.1 -U openwebui -d openwebui -c 'select current_user' 2>&1 | one_line
+hostname
 echo REPORT_END
 "#;
 
+/// The container image the test specs pre-fill (a one-layer OCI layout).
+const TEST_OCI_REF: &str = "localhost/owui/test-app:1.0";
+
+/// The build hosts' names: nothing of them may end up in the image.
+const BUILD_HOSTS: [&str; 2] = ["owui-build-host-one", "owui-build-host-two"];
+
 /// A spec with the boot essentials and PostgreSQL only (no base), the
-/// repository's common, app and postgresql overlays, one small model, and a
-/// unit that prints the report on the console once the banner is out.
+/// repository's common, app and postgresql overlays, one small model, one
+/// container image, and a unit that prints the report on the console once
+/// the banner is out.
 fn write_spec(dir: &Path, extra: &str) -> PathBuf {
     let overlay = dir.join("overlay");
     report_overlay(
@@ -56,6 +66,7 @@ fn write_spec(dir: &Path, extra: &str) -> PathBuf {
     fs::create_dir_all(conf.parent().unwrap()).unwrap();
     fs::write(&conf, "shared_buffers = '128MB'\n").unwrap();
     let models = model_sources(dir, "img", 100_000, 2);
+    build_test_oci_layout(&dir.join("oci/app"), TEST_OCI_REF).unwrap();
     let images = repo().join("images/overlay");
     let spec = format!(
         r#"role = "allinone"
@@ -77,7 +88,11 @@ data = 256
 [kernel]
 cmdline = [{BOOT_CMDLINE}]
 {extra}
-{models}"#,
+{models}
+[[oci]]
+ref = "{TEST_OCI_REF}"
+source = "oci/app"
+"#,
         common = images.join("common").display(),
         app = images.join("app").display(),
         postgresql = images.join("postgresql").display(),
@@ -87,17 +102,39 @@ cmdline = [{BOOT_CMDLINE}]
     path
 }
 
+/// The image a build reported (its `--json`) is byte-identical to `image`;
+/// otherwise the partitions and files that differ are named.
+fn assert_same_image(image: &Path, build: &serde_json::Value) {
+    let other = Path::new(build["image"].as_str().unwrap());
+    let differences = image_differences(image, other);
+    assert!(
+        differences.is_empty(),
+        "two builds differ:\n{}",
+        differences.join("\n")
+    );
+}
+
 #[test]
 fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (key, public) = keys(dir);
-    let spec = write_spec(dir, "");
+    let spec = write_spec(&dir.join("one"), "");
     let cache = Path::new("/var/tmp/owui-test-image-cache");
 
-    // 1. Build, then check the image as an auditor would.
+    // 1. Build (on a build host of its own name), then check the image as
+    // an auditor would.
     let out1 = dir.join("out1");
-    let first = build(&spec, &key, &out1, cache, &[]).ok().json();
+    let first = build_unshared(
+        BuildHost::Named(BUILD_HOSTS[0]),
+        &spec,
+        &key,
+        &out1,
+        cache,
+        &[],
+    )
+    .ok()
+    .json();
     let image = PathBuf::from(first["image"].as_str().unwrap());
     assert_eq!(image, out1.join("allinone-0.1.0.img"));
     let stages: Vec<&str> = first["stages"]
@@ -142,6 +179,45 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     assert!(sbom["packages"].as_array().unwrap().len() > 50);
     owui_tests::sbom::assert_conformant(&sbom_path);
+    let root_hash = first["root_hash"].as_str().unwrap();
+
+    // systemd finds the verified root as the Discoverable Partitions
+    // Specification has it: partition UUIDs the halves of the root hash,
+    // both read-only.
+    let dissected = dissect(&image, root_hash);
+    let mounts = dissected["mounts"].as_array().unwrap();
+    let by_designator = |d: &str| {
+        mounts
+            .iter()
+            .find(|m| m["designator"] == d)
+            .unwrap_or_else(|| panic!("no {d} in {dissected}"))
+    };
+    let (root_part, verity_part) = (by_designator("root"), by_designator("root-verity"));
+    let halves = [root_part, verity_part]
+        .map(|m| m["partition_uuid"].as_str().unwrap().replace('-', ""))
+        .concat();
+    assert_eq!(halves, root_hash, "{dissected}");
+    assert_eq!(root_part["verity"], "yes", "{dissected}");
+    assert_eq!(root_part["fstype"], "erofs", "{dissected}");
+    for part in [root_part, verity_part] {
+        assert_eq!(part["rw"], "ro", "{dissected}");
+    }
+
+    // Nothing of the build host: a neutral hostname until the seed's,
+    // resolv.conf from the node's network, no file naming the build host.
+    let root_tree = partition_tree(&image, "owui-root");
+    let etc = root_tree.root.join("etc");
+    assert_eq!(
+        fs::read_to_string(etc.join("hostname")).unwrap(),
+        "owui-unconfigured\n"
+    );
+    assert_eq!(
+        fs::read_link(etc.join("resolv.conf")).unwrap(),
+        Path::new("../run/systemd/resolve/stub-resolv.conf")
+    );
+    let naming = files_naming(&root_tree.root, BUILD_HOSTS[0]);
+    assert!(naming.is_empty(), "files naming the build host: {naming:?}");
+    drop(root_tree);
 
     // 2. Boot it with a seed medium: READY banner, then the status the
     // agent gives inside the VM lists the role's units.
@@ -164,6 +240,8 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         "cluster settings: {report}"
     );
     assert_eq!(lines.next().map(str::trim), Some("openwebui"), "{report}");
+    // The seed's node name replaced the image's neutral hostname.
+    assert_eq!(lines.next().map(str::trim), Some("rack1-n07"), "{report}");
     assert_eq!(status["node"], "rack1-n07");
     assert_eq!(status["role"], "allinone");
     let names: Vec<&str> = status["checks"]
@@ -198,33 +276,41 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     );
 
     // 3. An unchanged rebuild reuses the rootfs stage; a rebuild of every
-    // stage gives the same bytes.
+    // stage, from a copy of the spec's directory on a build host of another
+    // name, gives the same bytes.
     let out2 = dir.join("out2");
     let warm = build(&spec, &key, &out2, cache, &[]).ok().json();
     assert_eq!(warm["stages"][1]["cached"], true);
-    assert_eq!(warm["image_sha256"], first["image_sha256"]);
+    assert_same_image(&image, &warm);
     let out3 = dir.join("out3");
-    let cold = build(&spec, &key, &out3, cache, &["--no-cache"])
-        .ok()
-        .json();
+    let other_spec = write_spec(&dir.join("two"), "");
+    let cold = build_unshared(
+        BuildHost::Named(BUILD_HOSTS[1]),
+        &other_spec,
+        &key,
+        &out3,
+        cache,
+        &["--no-cache"],
+    )
+    .ok()
+    .json();
     assert_eq!(cold["stages"][1]["cached"], false);
-    assert_eq!(cold["root_hash"], first["root_hash"]);
-    assert_eq!(
-        cold["image_sha256"], first["image_sha256"],
-        "two builds differ"
-    );
+    assert_same_image(&image, &cold);
     // With no network at all, from the packages and signed indices the
     // online builds left in the cache: the same bytes again.
     let out4 = dir.join("out4");
-    let offline = build_with_no_network(&spec, &key, &out4, cache, &["--no-cache", "--offline"])
-        .ok()
-        .json();
+    let offline = build_unshared(
+        BuildHost::NoNetwork,
+        &spec,
+        &key,
+        &out4,
+        cache,
+        &["--no-cache", "--offline"],
+    )
+    .ok()
+    .json();
     assert_eq!(offline["stages"][1]["cached"], false);
-    assert_eq!(offline["root_hash"], first["root_hash"]);
-    assert_eq!(
-        offline["image_sha256"], first["image_sha256"],
-        "the offline build differs from the online one"
-    );
+    assert_same_image(&image, &offline);
 
     // 4. One flipped byte in the root: verify-image names the partition,
     // and the boot stops at dm-verity.

@@ -168,7 +168,7 @@ fn estimate_content_bytes(spec: &ImageSpec) -> Result<u64> {
 
 /// Part of the rootfs cache key: bump it when the way the tree is made
 /// changes (rootfs.rs, the assets), so no stale stage output is reused.
-const TREE_FORMAT: u32 = 3;
+const TREE_FORMAT: u32 = 4;
 
 /// The rootfs stage's outputs, as kept in the cache.
 struct RootArtifacts {
@@ -629,24 +629,28 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
                 label: ESP_LABEL,
                 uuid: uuid_from(&seed_of("esp")),
                 file: esp_path.clone(),
+                read_only: false,
             },
             PartitionImage {
                 repart_type: "root-x86-64",
                 label: ROOT_LABEL,
                 uuid: v.data_uuid.clone(),
                 file: root.dir.join("root.erofs"),
+                read_only: true,
             },
             PartitionImage {
                 repart_type: "root-x86-64-verity",
                 label: VERITY_LABEL,
                 uuid: v.hash_uuid.clone(),
                 file: root.dir.join("root.verity"),
+                read_only: true,
             },
             PartitionImage {
                 repart_type: CONTENT_TYPE,
                 label: CONTENT_LABEL,
                 uuid: uuid_from(&seed_of("content")),
                 file: content_img.clone(),
+                read_only: false,
             },
         ];
         disk::assemble(&parts, &uuid_from(&seed_of("disk")), scratch, &tmp_image)?;

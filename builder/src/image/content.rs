@@ -21,6 +21,7 @@ use owui_bundle::sign::SecretKey;
 use owui_bundle::trust::TrustStore;
 use owui_bundle::{Error, Result};
 
+use super::podman_store;
 use super::rootfs::sorted_entries;
 use super::spec::ImageSpec;
 
@@ -93,6 +94,9 @@ pub fn prefill(
     // leaves the mount behind when skopeo exits.
     unmount_below(mount)?;
     applied?;
+    if let Some(store) = &node.podman {
+        podman_store::normalise(&store.graph_root, epoch)?;
+    }
     fs::remove_file(&bundle).at("removing", &bundle)?;
     let bytes = report.manifest.blobs.iter().map(|b| b.size).sum();
     Ok(Prefilled {

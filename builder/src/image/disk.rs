@@ -16,7 +16,12 @@ pub struct PartitionImage {
     pub label: &'static str,
     pub uuid: String,
     pub file: PathBuf,
+    /// GPT's read-only attribute (bit 60): the verity root and its hash tree.
+    pub read_only: bool,
 }
+
+/// GPT partition attribute bit 60: the partition is mounted read-only.
+pub const GPT_READ_ONLY: u64 = 1 << 60;
 
 /// Partition labels: the units in the image mount by these.
 pub const ESP_LABEL: &str = "owui-esp";
@@ -43,11 +48,12 @@ pub fn assemble(
     for (i, p) in parts.iter().enumerate() {
         let conf = defs.join(format!("{:02}-{}.conf", (i + 1) * 10, p.label));
         let text = format!(
-            "[Partition]\nType={}\nLabel={}\nUUID={}\nCopyBlocks={}\n",
+            "[Partition]\nType={}\nLabel={}\nUUID={}\nCopyBlocks={}\nReadOnly={}\n",
             p.repart_type,
             p.label,
             p.uuid,
-            p.file.display()
+            p.file.display(),
+            if p.read_only { "yes" } else { "no" }
         );
         fs::write(&conf, text).at("writing", &conf)?;
     }
@@ -75,6 +81,8 @@ pub struct GptPartition {
     /// Bytes from the start of the disk.
     pub offset: u64,
     pub size: u64,
+    /// The entry's attribute bits ([`GPT_READ_ONLY`], …).
+    pub attributes: u64,
 }
 
 const SECTOR: u64 = 512;
@@ -160,6 +168,7 @@ pub fn read_gpt(disk: &Path) -> Result<Vec<GptPartition>> {
             uuid: guid(&e[16..32]),
             offset: first * SECTOR,
             size: (last - first + 1) * SECTOR,
+            attributes: u64_at(e, 48),
         });
     }
     Ok(out)
@@ -178,4 +187,51 @@ pub fn extract(disk: &Path, part: &GptPartition, dest: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// systemd-repart lays out the partitions with the UUIDs and read-only
+    /// attributes given, and the GPT reader sees them.
+    #[test]
+    fn assembled_partitions_carry_their_uuids_and_read_only_attribute() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = |name: &str| {
+            let f = dir.path().join(name);
+            fs::write(&f, vec![7u8; 1 << 20]).unwrap();
+            f
+        };
+        let parts = [
+            PartitionImage {
+                repart_type: "root-x86-64",
+                label: ROOT_LABEL,
+                uuid: "e1ca6ba1-8c24-7b7a-7677-4a01a4af1f8f".into(),
+                file: part("root"),
+                read_only: true,
+            },
+            PartitionImage {
+                repart_type: CONTENT_TYPE,
+                label: CONTENT_LABEL,
+                uuid: "11111111-2222-4333-8444-555555555555".into(),
+                file: part("content"),
+                read_only: false,
+            },
+        ];
+        let disk = dir.path().join("disk.raw");
+        assemble(
+            &parts,
+            "00000000-0000-4000-8000-000000000001",
+            dir.path(),
+            &disk,
+        )
+        .unwrap();
+        let gpt = read_gpt(&disk).unwrap();
+        assert_eq!(gpt.len(), 2);
+        assert_eq!(gpt[0].uuid, parts[0].uuid);
+        assert_eq!(gpt[0].attributes & GPT_READ_ONLY, GPT_READ_ONLY);
+        assert_eq!(gpt[1].uuid, parts[1].uuid);
+        assert_eq!(gpt[1].attributes & GPT_READ_ONLY, 0);
+    }
 }

@@ -2,10 +2,11 @@
 
 pub mod build;
 mod content;
-mod disk;
+pub mod disk;
 mod esp;
 mod manifest;
 mod mirror;
+mod podman_store;
 mod rootfs;
 pub mod sbom;
 pub mod spec;

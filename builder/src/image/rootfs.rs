@@ -388,8 +388,29 @@ const PER_HOST: &[&str] = &[
     "etc/ssl/certs/ssl-cert-snakeoil.pem",
 ];
 
+/// What `/etc/hostname` says until first boot sets the seed's node name
+/// (`owui-agent seed import`); the root is read-only, so it stays the
+/// static name.
+pub const UNCONFIGURED_HOSTNAME: &str = "owui-unconfigured";
+
+/// Where `/etc/resolv.conf` points: systemd-resolved's stub file, which the
+/// node's network configuration fills at run time. Nothing of the build
+/// host's DNS goes into the image.
+pub const RESOLV_CONF_TARGET: &str = "../run/systemd/resolve/stub-resolv.conf";
+
+/// Replaces the build host's `/etc/hostname` and `/etc/resolv.conf`, which
+/// mmdebstrap copies in, with the node's neutral ones.
+fn neutral_host_files(tree: &Path) -> Result<()> {
+    let hostname = tree.join("etc/hostname");
+    fs::write(&hostname, format!("{UNCONFIGURED_HOSTNAME}\n")).at("writing", &hostname)?;
+    let resolv = tree.join("etc/resolv.conf");
+    remove_if_present(&resolv)?;
+    std::os::unix::fs::symlink(RESOLV_CONF_TARGET, &resolv).at("linking", &resolv)
+}
+
 /// Makes the installed tree image-shaped.
 pub fn finish_tree(tree: &Path) -> Result<()> {
+    neutral_host_files(tree)?;
     // An empty machine-id on a read-only /etc: systemd makes a transient one.
     let machine_id = tree.join("etc/machine-id");
     fs::write(&machine_id, b"").at("writing", &machine_id)?;
@@ -566,4 +587,29 @@ pub fn read_packages(tree: &Path) -> Result<Vec<Package>> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// mmdebstrap copies the build host's hostname and resolver in; the
+    /// image gets neither.
+    #[test]
+    fn the_build_hosts_hostname_and_resolver_are_replaced() {
+        let tree = tempfile::tempdir().unwrap();
+        let etc = tree.path().join("etc");
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(etc.join("hostname"), "build-host-7\n").unwrap();
+        fs::write(etc.join("resolv.conf"), "nameserver 10.255.255.53\n").unwrap();
+        neutral_host_files(tree.path()).unwrap();
+        let resolv = fs::read_link(etc.join("resolv.conf")).unwrap();
+        assert_eq!(resolv, Path::new(RESOLV_CONF_TARGET));
+        let hostname = fs::read_to_string(etc.join("hostname")).unwrap();
+        assert_eq!(hostname, format!("{UNCONFIGURED_HOSTNAME}\n"));
+        // A tree without them (mmdebstrap run with no host files) as well.
+        fs::remove_file(etc.join("resolv.conf")).unwrap();
+        neutral_host_files(tree.path()).unwrap();
+        assert!(fs::symlink_metadata(etc.join("resolv.conf")).is_ok());
+    }
 }

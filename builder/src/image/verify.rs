@@ -122,6 +122,32 @@ fn check_floor(manifest_path: &Path, version: &str, floor: &Floor) -> Result<(St
     ))
 }
 
+/// The root and verity partitions as the Discoverable Partitions
+/// Specification wants them, so systemd-dissect and systemd-gpt-auto-generator
+/// find the root from its hash: UUIDs the raw halves of the root hash, GPT's
+/// read-only attribute set.
+fn check_discoverable(what: &str, gpt: &[disk::GptPartition], root_hash: &str) -> Result<()> {
+    let (data_uuid, hash_uuid) = verity::partition_uuids(root_hash)?;
+    for (label, uuid) in [(ROOT_LABEL, data_uuid), (VERITY_LABEL, hash_uuid)] {
+        let Some(p) = gpt.iter().find(|p| p.label == label) else {
+            return Err(Error::untrusted(what, format!("has no {label} partition")));
+        };
+        if p.uuid != uuid {
+            return Err(Error::untrusted(
+                format!("{what}: partition {label}"),
+                format!("has UUID {}; the root hash makes it {uuid}", p.uuid),
+            ));
+        }
+        if p.attributes & disk::GPT_READ_ONLY == 0 {
+            return Err(Error::untrusted(
+                format!("{what}: partition {label}"),
+                "lacks GPT's read-only attribute (bit 60)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn verify_image(
     image: &Path,
     manifest_path: &Path,
@@ -189,6 +215,8 @@ pub fn verify_image(
         }
     }
     checks.push(format!("{} partitions match their digests", gpt.len()));
+    check_discoverable(&what, &gpt, &m.verity.root_hash)?;
+    checks.push("root and verity partitions: UUIDs are the root hash's halves, read-only".into());
     let whole = manifest::file_digest(image)?;
     if whole.sha256 != m.image.sha256 {
         return Err(Error::untrusted(
@@ -255,4 +283,42 @@ pub fn verify_image(
         downgrade_allowed,
         checks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The UUIDs earlier builders gave (version bits set) and a missing
+    /// read-only attribute are refused, each naming the partition.
+    #[test]
+    fn root_partitions_must_be_discoverable() {
+        let hash = "e1ca6ba18c247b7a76774a01a4af1f8fc95ef95969f8ac73fa0fa916b8b5b805";
+        let part = |label: &str, uuid: &str, attributes: u64| disk::GptPartition {
+            label: label.into(),
+            type_guid: String::new(),
+            uuid: uuid.into(),
+            offset: 0,
+            size: 0,
+            attributes,
+        };
+        let ro = disk::GPT_READ_ONLY;
+        let good = [
+            part(ROOT_LABEL, "e1ca6ba1-8c24-7b7a-7677-4a01a4af1f8f", ro),
+            part(VERITY_LABEL, "c95ef959-69f8-ac73-fa0f-a916b8b5b805", ro),
+        ];
+        check_discoverable("img", &good, hash).unwrap();
+        let mut versioned = good.clone();
+        versioned[0].uuid = "e1ca6ba1-8c24-4b7a-b677-4a01a4af1f8f".into();
+        let err = check_discoverable("img", &versioned, hash).unwrap_err();
+        assert_eq!(err.exit_code(), 4);
+        assert!(err.to_string().contains(ROOT_LABEL), "{err}");
+        let mut writable = good.clone();
+        writable[1].attributes = 0;
+        let err = check_discoverable("img", &writable, hash).unwrap_err();
+        assert!(
+            err.to_string().contains(VERITY_LABEL) && err.to_string().contains("read-only"),
+            "{err}"
+        );
+    }
 }

@@ -20,15 +20,8 @@ pub struct Verity {
     pub hash_uuid: String,
 }
 
-/// A UUID string from 16 bytes of a hash (version 4 and variant bits set, as
-/// systemd-repart does for UUIDs it derives).
-pub fn uuid_from(bytes: &[u8]) -> String {
-    let mut b = [0u8; 16];
-    for (dst, src) in b.iter_mut().zip(bytes) {
-        *dst = *src;
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
+/// 16 bytes as the usual UUID string, in order and unchanged.
+fn uuid_string(b: &[u8]) -> String {
     let digits = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",
@@ -40,8 +33,23 @@ pub fn uuid_from(bytes: &[u8]) -> String {
     )
 }
 
-/// The partition UUIDs a root hash implies: first and second half, as
-/// systemd's discoverable-partitions convention does.
+/// A UUID string from 16 bytes of a hash (version 4 and variant bits set, as
+/// systemd-repart does for UUIDs it derives): filesystem, verity superblock,
+/// disk, and the partitions that are not the root's.
+pub fn uuid_from(bytes: &[u8]) -> String {
+    let mut b = [0u8; 16];
+    for (dst, src) in b.iter_mut().zip(bytes) {
+        *dst = *src;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid_string(&b)
+}
+
+/// The partition UUIDs a root hash implies, as the Discoverable Partitions
+/// Specification has them: its first and last 128 bits, unmodified (no
+/// version bits: systemd-dissect and systemd-gpt-auto-generator compare
+/// the raw halves).
 pub fn partition_uuids(root_hash: &str) -> Result<(String, String)> {
     let bytes = hex::decode(root_hash)
         .ok()
@@ -52,7 +60,7 @@ pub fn partition_uuids(root_hash: &str) -> Result<(String, String)> {
                 format!("{root_hash:?} is not 64 hex digits"),
             )
         })?;
-    Ok((uuid_from(&bytes[..16]), uuid_from(&bytes[16..])))
+    Ok((uuid_string(&bytes[..16]), uuid_string(&bytes[16..])))
 }
 
 /// `tree` → `erofs` and `hash` files; `seed` (the stage's cache key) fixes the
@@ -124,8 +132,14 @@ mod tests {
     fn partition_uuids_are_the_halves_of_the_root_hash() {
         let h = "e1ca6ba18c247b7a76774a01a4af1f8fc95ef95969f8ac73fa0fa916b8b5b805";
         let (d, v) = partition_uuids(h).unwrap();
-        assert_eq!(d, "e1ca6ba1-8c24-4b7a-b677-4a01a4af1f8f");
-        assert_eq!(v, "c95ef959-69f8-4c73-ba0f-a916b8b5b805");
+        // The raw halves: this hash's third and fourth groups are not a
+        // version-4 UUID's, and must stay as they are.
+        assert_eq!(d, "e1ca6ba1-8c24-7b7a-7677-4a01a4af1f8f");
+        assert_eq!(v, "c95ef959-69f8-ac73-fa0f-a916b8b5b805");
+        assert_eq!(
+            uuid_from(&hex::decode(&h[..32]).unwrap()),
+            "e1ca6ba1-8c24-4b7a-b677-4a01a4af1f8f"
+        );
         assert!(partition_uuids("abc").is_err());
         assert!(partition_uuids(&"zz".repeat(32)).is_err());
     }

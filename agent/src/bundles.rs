@@ -219,6 +219,26 @@ pub fn gc(root: &Root, keep: usize) -> Result<GcReport> {
     apply::gc(&node(root)?, keep)
 }
 
+pub fn print_gc(r: &GcReport) {
+    println!("{}", gc_summary(r));
+}
+
+/// What gc removed, in words (it printed Rust debug text, `[1, 2]`).
+fn gc_summary(r: &GcReport) -> String {
+    let generations = match r.generations_removed.as_slice() {
+        [] => "no generation".to_string(),
+        [one] => format!("generation {one}"),
+        many => {
+            let list: Vec<String> = many.iter().map(u64::to_string).collect();
+            format!("generations {}", list.join(", "))
+        }
+    };
+    format!(
+        "removed {generations}; {} blobs ({} bytes)",
+        r.blobs_removed, r.bytes_freed
+    )
+}
+
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
     pub ok: bool,
@@ -238,4 +258,33 @@ pub fn check(root: &Root, progress: &dyn Progress) -> Result<CheckReport> {
         ));
     }
     Ok(CheckReport { ok: true, problems })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(generations: &[u64]) -> GcReport {
+        GcReport {
+            generations_removed: generations.to_vec(),
+            blobs_removed: 3,
+            bytes_freed: 4096,
+        }
+    }
+
+    #[test]
+    fn gc_summary_names_generations_in_words() {
+        assert_eq!(
+            gc_summary(&report(&[])),
+            "removed no generation; 3 blobs (4096 bytes)"
+        );
+        assert_eq!(
+            gc_summary(&report(&[2])),
+            "removed generation 2; 3 blobs (4096 bytes)"
+        );
+        assert_eq!(
+            gc_summary(&report(&[1, 2, 5])),
+            "removed generations 1, 2, 5; 3 blobs (4096 bytes)"
+        );
+    }
 }

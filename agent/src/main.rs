@@ -78,12 +78,7 @@ fn main() -> ExitCode {
         }
         Command::Bundle(BundleCommand::Have) => finish(bundles::have(&root), true, |_| {}),
         Command::Bundle(BundleCommand::Gc { keep, json }) => {
-            finish(bundles::gc(&root, keep), json, |r| {
-                println!(
-                    "removed generations {:?}, {} blobs ({} bytes)",
-                    r.generations_removed, r.blobs_removed, r.bytes_freed
-                )
-            })
+            finish(bundles::gc(&root, keep), json, bundles::print_gc)
         }
         Command::Bundle(BundleCommand::Check { output }) => finish(
             bundles::check(&root, output.progress().as_ref()),

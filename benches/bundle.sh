@@ -64,13 +64,10 @@ for t in openssl sha256sum tar zstd cp sync taskset awk; do
     command -v "$t" >/dev/null || die "$t is required"
 done
 
-log "building release binaries"
-(cd "$REPO" && cargo build --release --quiet -p owui-agent -p owui-builder)
-TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-BUILDER=$TARGET_DIR/release/owui-builder
-AGENT=$TARGET_DIR/release/owui-agent
-[[ -x $BUILDER && -x $AGENT ]] || die "release binaries not found under $TARGET_DIR/release"
+build_release owui-agent owui-builder
+BUILDER=$RELEASE/owui-builder
+AGENT=$RELEASE/owui-agent
+[[ -x $BUILDER && -x $AGENT ]] || die "release binaries not found under $RELEASE"
 
 # --- scratch space -----------------------------------------------------------
 

@@ -42,10 +42,9 @@ export SOURCE_DATE_EPOCH=1700000000
 ROLES=${BENCH_ROLES:-"allinone app db gpu"}
 DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/owui-image-bench.XXXXXX)}
 DEBS=/var/cache/owui-builder/debs
-cargo build --release -q -p owui-builder -p owui-agent
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-builder=$target/release/owui-builder
-agent=$target/release/owui-agent
+build_release owui-builder owui-agent
+builder=$RELEASE/owui-builder
+agent=$RELEASE/owui-agent
 python3 scripts/standin-oci.py images/content/oci
 [ -f "$DIR/keys/owui.key" ] || "$builder" key generate --out "$DIR/keys" >/dev/null
 

@@ -26,6 +26,17 @@ bench_args() {
     done
 }
 
+# build_release CRATE...: builds the crates' release binaries and sets
+# RELEASE to the directory that holds them (the workspace's target dir).
+build_release() {
+    local args=() crate
+    for crate in "$@"; do args+=(-p "$crate"); done
+    log "building release binaries: $*"
+    (cd "$REPO" && cargo build --release --quiet "${args[@]}")
+    RELEASE=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
+}
+
 # replace_section DOC BEGIN END SECTION_FILE: the lines from BEGIN to END
 # (inclusive) become SECTION_FILE (which carries the markers); appended when
 # the markers are absent; the document is created with a header when absent.

@@ -47,11 +47,8 @@ if [[ -n ${BENCH_BUILDER:-} ]]; then
     BUILDER=$BENCH_BUILDER
     BUILD="given: $BUILDER"
 else
-    log "building the release binary"
-    (cd "$REPO" && cargo build --release --quiet -p owui-builder)
-    TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    BUILDER=$TARGET_DIR/release/owui-builder
+    build_release owui-builder
+    BUILDER=$RELEASE/owui-builder
     BUILD="\`cargo build --release\` at commit $(git -C "$REPO" rev-parse --short HEAD)"
 fi
 [[ -x $BUILDER ]] || die "$BUILDER is not an executable"

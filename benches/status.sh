@@ -61,11 +61,8 @@ for t in python3 redis-server awk; do
     command -v "$t" >/dev/null || die "$t is required"
 done
 
-log "building the release binary"
-(cd "$REPO" && cargo build --release --quiet -p owui-agent)
-TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-AGENT=$TARGET_DIR/release/owui-agent
+build_release owui-agent
+AGENT=$RELEASE/owui-agent
 [[ -x $AGENT ]] || die "$AGENT not found"
 
 # --- scratch node and services ---------------------------------------------------

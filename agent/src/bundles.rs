@@ -13,6 +13,7 @@ use owui_bundle::verify::{check_all_blobs, check_item_blobs};
 use owui_bundle::{Error, Result, Sha256Digest};
 use serde::Serialize;
 
+use crate::backend::{self, BackendRestart};
 use crate::cli::BundleFile;
 use crate::config;
 use crate::layout::Root;
@@ -102,11 +103,21 @@ pub fn print_verified(v: &Verified) {
     }
 }
 
-pub fn apply(root: &Root, args: &BundleFile) -> Result<ApplyReport> {
+/// An apply's report, and what it did to the backend that serves GGUF files.
+#[derive(Debug, Serialize)]
+pub struct Applied {
+    #[serde(flatten)]
+    pub report: ApplyReport,
+    pub gguf_backend: BackendRestart,
+}
+
+pub fn apply(root: &Root, args: &BundleFile) -> Result<Applied> {
     let (file, forces, progress) = (&args.file, args.forces.into(), args.output.progress());
     let (seed, node) = config::node(root)?;
     let reader = open(root, file)?;
+    let models_before = backend::gguf_files(node.gguf_dir.as_deref());
     let report = apply::apply(&reader, &node, forces, progress.as_ref())?;
+    let models_after = backend::gguf_files(node.gguf_dir.as_deref());
     tracing::info!(
         node = %seed.node,
         bundle = %report.bundle,
@@ -115,10 +126,15 @@ pub fn apply(root: &Root, args: &BundleFile) -> Result<ApplyReport> {
         generation = report.generation,
         "bundle applied"
     );
-    Ok(report)
+    let gguf_backend = backend::after_apply(root, &models_before, &models_after);
+    Ok(Applied {
+        report,
+        gguf_backend,
+    })
 }
 
-pub fn print_applied(r: &ApplyReport) {
+pub fn print_applied(applied: &Applied) {
+    let r = &applied.report;
     if r.verdict == Verdict::AlreadyApplied {
         println!(
             "bundle {} (channel {} sequence {}) is already applied: generation {}; nothing to do",
@@ -141,6 +157,16 @@ pub fn print_applied(r: &ApplyReport) {
                 "TAKEOVER forced: {} from channel {}",
                 t.item, t.from_channel
             );
+        }
+    }
+    match &applied.gguf_backend {
+        BackendRestart::NotNeeded => {}
+        BackendRestart::Restarted => println!(
+            "{} restarted to serve the new set of models",
+            backend::GGUF_BACKEND
+        ),
+        BackendRestart::NotRestarted(why) => {
+            println!("{} NOT restarted: {why}", backend::GGUF_BACKEND)
         }
     }
 }

@@ -71,6 +71,9 @@ pub struct BundlesConfig {
     pub ollama_models: PathBuf,
     /// The Hugging Face hub cache (HF_HUB_CACHE) vLLM reads.
     pub huggingface_cache: PathBuf,
+    /// llama-server's models directory: the Ollama models as `<name>.gguf`
+    /// (unset: not made).
+    pub gguf_models: Option<PathBuf>,
     /// User (name from the node's /etc/passwd, or "uid:gid") that owns the
     /// model trees.
     pub owner: Option<String>,
@@ -84,6 +87,7 @@ impl Default for BundlesConfig {
             bundles_dir: "/var/lib/owui/bundles".into(),
             ollama_models: "/var/lib/ollama/models".into(),
             huggingface_cache: "/var/lib/owui/huggingface/hub".into(),
+            gguf_models: None,
             owner: None,
             podman: Some(PodmanStore {
                 driver: "overlay".into(),
@@ -172,6 +176,11 @@ pub fn node(root: &Root) -> Result<(Seed, Node)> {
         // Bundle apply makes these symlinks into `current` itself.
         ollama_dir: root.resolve_entry(&cfg.ollama_models)?,
         huggingface_dir: root.resolve_entry(&cfg.huggingface_cache)?,
+        gguf_dir: cfg
+            .gguf_models
+            .as_deref()
+            .map(|p| root.resolve_entry(p))
+            .transpose()?,
         podman,
         owner,
         applied_at: None,

@@ -57,6 +57,9 @@ pub struct Node {
     pub ollama_dir: PathBuf,
     /// The Hugging Face hub cache (HF_HUB_CACHE): made a symlink into `current`.
     pub huggingface_dir: PathBuf,
+    /// llama-server's `--models-dir` (the Ollama models as `<name>.gguf`),
+    /// made a symlink into `current`; None: not exposed.
+    pub gguf_dir: Option<PathBuf>,
     /// Podman's image store; OCI images need one.
     pub podman: Option<PodmanStore>,
     pub owner: Option<Owner>,
@@ -250,10 +253,12 @@ struct Exposure {
 fn exposures(node: &Node, generations: &Generations) -> Vec<Exposure> {
     let current = generations.current_link();
     [
-        (&node.ollama_dir, "ollama"),
-        (&node.huggingface_dir, "huggingface"),
+        (Some(&node.ollama_dir), "ollama"),
+        (Some(&node.huggingface_dir), "huggingface"),
+        (node.gguf_dir.as_ref(), "gguf"),
     ]
     .into_iter()
+    .filter_map(|(link, sub)| link.map(|l| (l, sub)))
     .map(|(link, sub)| {
         let parent = link.parent().unwrap_or(Path::new("/"));
         Exposure {
@@ -610,6 +615,7 @@ pub fn apply(
     next.generation = staged.number;
     ollama::materialise(&store, &next.ollama, &staged.dir.join("ollama"), node.owner)?;
     crash::point("ollama-written");
+    ollama::materialise_gguf_files(&store, &next.ollama, &staged.dir.join("gguf"), node.owner)?;
     huggingface::materialise(
         &store,
         &next.huggingface,

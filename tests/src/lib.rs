@@ -11,6 +11,7 @@ pub mod qemu;
 pub mod redis;
 pub mod registry;
 pub mod sbom;
+pub mod serving;
 pub mod site;
 
 use std::fs;

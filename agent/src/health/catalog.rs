@@ -27,6 +27,8 @@ pub struct HealthConfig {
     pub open_webui_url: String,
     pub ollama_url: String,
     pub vllm_url: String,
+    /// llama-server, the all-in-one role's inference server.
+    pub llama_server_url: String,
     /// libpq keyword/value connection string.
     pub postgres: String,
     /// `host:port` or a unix socket path.
@@ -74,6 +76,7 @@ impl Default for HealthConfig {
             open_webui_url: "http://127.0.0.1:8080".into(),
             ollama_url: "http://127.0.0.1:11434".into(),
             vllm_url: "http://127.0.0.1:8000".into(),
+            llama_server_url: "http://127.0.0.1:8000".into(),
             postgres: "host=/run/postgresql user=owui_agent dbname=postgres".into(),
             redis: "127.0.0.1:6379".into(),
             redis_password_file: None,
@@ -233,14 +236,14 @@ fn role_units(role: Role) -> &'static [&'static str] {
     ];
     const DB: &[&str] = &["postgresql.service", "redis-server.service", "etcd.service"];
     const GPU: &[&str] = &["ollama.service", "vllm.service"];
+    // images/allinone.toml: llama-server instead of Ollama and vLLM, no
+    // Open Terminal (README, "What is not built").
     const ALL: &[&str] = &[
         "nginx.service",
         "open-webui.service",
-        "open-terminal.service",
+        "llama-server.service",
         "postgresql.service",
         "redis-server.service",
-        "ollama.service",
-        "vllm.service",
     ];
     match role {
         Role::App => APP,
@@ -296,6 +299,12 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> owui_bundle::Resul
             "/health/db",
             Expect::StatusTrue,
         ));
+        out.push(http(
+            "open-webui-admin",
+            &cfg.open_webui_url,
+            "/api/config",
+            Expect::AdminExists,
+        ));
         if !cfg.nginx_url.is_empty() {
             out.push(def(
                 "nginx-tls".into(),
@@ -341,7 +350,7 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> owui_bundle::Resul
             },
         ));
     }
-    if gpu {
+    if role == Role::Gpu {
         out.push(http(
             "ollama",
             &cfg.ollama_url,
@@ -349,6 +358,16 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> owui_bundle::Resul
             Expect::Version,
         ));
         out.push(http("vllm", &cfg.vllm_url, "/health", Expect::Success));
+    }
+    if role == Role::Allinone {
+        out.push(http(
+            "llama-server",
+            &cfg.llama_server_url,
+            "/health",
+            Expect::Success,
+        ));
+    }
+    if gpu {
         out.push(def(
             crate::gpu::health::CHECK_NAME.into(),
             crate::gpu::health::CHECK_KIND,
@@ -436,6 +455,7 @@ mod tests {
         let app = [
             "open-webui",
             "open-webui-db",
+            "open-webui-admin",
             "nginx-tls",
             "unit:nginx.service",
             "unit:open-webui.service",
@@ -458,7 +478,22 @@ mod tests {
             "unit:vllm.service",
         ];
         assert_eq!(names(Role::Gpu), [&gpu[..], &common].concat());
-        assert_eq!(names(Role::Allinone).len(), 8 + 7 + 5);
+        let allinone = [
+            "open-webui",
+            "open-webui-db",
+            "open-webui-admin",
+            "nginx-tls",
+            "postgresql",
+            "redis",
+            "llama-server",
+            "gpu",
+            "unit:nginx.service",
+            "unit:open-webui.service",
+            "unit:llama-server.service",
+            "unit:postgresql.service",
+            "unit:redis-server.service",
+        ];
+        assert_eq!(names(Role::Allinone), [&allinone[..], &common].concat());
         // Configured units replace the role's list.
         let cfg = HealthConfig {
             units: vec!["x.service".into()],

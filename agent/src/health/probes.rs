@@ -77,6 +77,9 @@ pub enum Expect {
     StatusTrue,
     /// 2xx with a JSON body carrying `version` (Ollama `/api/version`).
     Version,
+    /// Open WebUI's `/api/config` without `"onboarding": true`: it has a
+    /// user, so the page offers nobody the first-administrator sign-up.
+    AdminExists,
 }
 
 /// Bodies above this are not a health answer.
@@ -158,6 +161,12 @@ pub fn judge(url: &str, answer: &Answer, expect: Expect) -> Observation {
             Some(v) => Observation::Ok(format!("version {v}")),
             None => Observation::Fail(format!("{url}: answered {json} without a version")),
         },
+        Expect::AdminExists if json.get("onboarding") == Some(&serde_json::Value::Bool(true)) => {
+            Observation::Fail(
+                "no administrator yet: whoever opens the page first becomes one".into(),
+            )
+        }
+        Expect::AdminExists => Observation::Ok("an administrator exists".into()),
         Expect::Success => Observation::Ok(format!("HTTP {}", status.as_u16())),
     }
 }
@@ -174,6 +183,29 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answered(body: &str) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::OK,
+            body: body.as_bytes().to_vec(),
+            peer_certificate: None,
+        }
+    }
+
+    #[test]
+    fn open_webui_onboarding_means_no_administrator() {
+        let url = "http://127.0.0.1:8080/api/config";
+        let judged = |body| judge(url, &answered(body), Expect::AdminExists);
+        assert!(matches!(
+            judged(r#"{"name":"Open WebUI","onboarding":true}"#),
+            Observation::Fail(d) if d.contains("whoever opens the page first")
+        ));
+        assert_eq!(
+            judged(r#"{"name":"Open WebUI","features":{}}"#),
+            Observation::Ok("an administrator exists".into())
+        );
+        assert!(matches!(judged("<html>"), Observation::Fail(_)));
+    }
 
     const T: Thresholds = Thresholds {
         warn_percent: 80.0,

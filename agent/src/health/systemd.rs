@@ -58,6 +58,9 @@ trait Manager {
     /// The loaded units in one of `states` (ActiveState, LoadState or
     /// SubState values), as `systemctl list-units --state=` lists them.
     fn list_units_filtered(&self, states: &[&str]) -> zbus::Result<Vec<ListedUnit>>;
+
+    /// Restarts the unit, or starts it if it is not running.
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 }
 
 /// One row of `ListUnits`: name, description, load, active and sub state,
@@ -118,6 +121,28 @@ pub async fn failed_units(bus: &Bus) -> CheckResult {
         1 => Observation::Fail(format!("1 failed unit: {}", names[0])),
         n => Observation::Fail(format!("{n} failed units: {}", names.join(", "))),
     })
+}
+
+/// The one action the agent takes on units besides checking them: a
+/// restart of `unit`, or its start if it is not running (`RestartUnit`),
+/// for a service that reads its inputs only when it starts. `Err` says why
+/// it could not ask.
+pub async fn restart(bus: &Bus, unit: &str) -> Result<(), String> {
+    let name = &unit_name(unit);
+    ask(bus, |conn| async move {
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(Failure::from_zbus)?;
+        manager
+            .restart_unit(name, "replace")
+            .await
+            .map_err(Failure::from_zbus)
+    })
+    .await?
+    .map(|_job| ())
+    .map_err(|failure| failure.describe(&bus.name()))
 }
 
 async fn list_failed(conn: &zbus::Connection) -> Result<Vec<String>, Failure> {

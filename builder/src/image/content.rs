@@ -38,6 +38,7 @@ pub fn node_for(spec: &ImageSpec, mount: &Path, run_root: &Path, epoch: u64) -> 
         bundles_dir: mount.join("bundles"),
         ollama_dir: mount.join("ollama/models"),
         huggingface_dir: mount.join("huggingface/hub"),
+        gguf_dir: Some(mount.join("llama/models")),
         podman: Some(PodmanStore {
             driver: "overlay".into(),
             graph_root: mount.join("containers/storage"),

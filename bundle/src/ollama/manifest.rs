@@ -214,6 +214,28 @@ struct ManifestRefs {
 #[derive(Deserialize)]
 struct LayerRef {
     digest: String,
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+}
+
+/// The GGUF file of a model whose manifest passed [`check_manifest`]: its
+/// layer of Ollama's model media type.
+pub(super) fn model_layer(model: &OllamaModel, manifest: &[u8]) -> Result<Sha256Digest> {
+    let what = || format!("Ollama model {:?}", model.name);
+    let refs: ManifestRefs = serde_json::from_slice(manifest)
+        .map_err(|e| Error::invalid(what(), format!("manifest is not valid: {e}")))?;
+    let mut models = refs
+        .layers
+        .iter()
+        .filter(|l| l.media_type == MEDIA_TYPE_MODEL);
+    match (models.next(), models.next()) {
+        (Some(layer), None) => Sha256Digest::parse(&layer.digest)
+            .map_err(|e| Error::invalid(what(), format!("manifest: {e}"))),
+        _ => Err(Error::invalid(
+            what(),
+            format!("the manifest must have exactly one {MEDIA_TYPE_MODEL} layer"),
+        )),
+    }
 }
 
 /// Checks an Ollama manifest (the blob `model.manifest`) against the signed

@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::manifest::{check_manifest, MAX_MANIFEST};
+use super::manifest::{check_manifest, model_layer, MAX_MANIFEST};
 use super::name::OllamaName;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
@@ -54,12 +54,15 @@ fn read_store_blob(store: &ContentStore, digest: &Sha256Digest, max: u64) -> Res
 }
 
 /// A model checked against its manifest and the store, ready to write.
-struct Prepared {
+pub(super) struct Prepared {
+    pub name: OllamaName,
     rel_path: PathBuf,
     manifest: Vec<u8>,
+    /// The GGUF file: the manifest's model layer.
+    pub model_layer: Sha256Digest,
 }
 
-fn prepare(store: &ContentStore, model: &OllamaModel) -> Result<Prepared> {
+pub(super) fn prepare(store: &ContentStore, model: &OllamaModel) -> Result<Prepared> {
     let name = OllamaName::parse(&model.name)?;
     let what = || format!("Ollama model {:?}", model.name);
     for digest in std::iter::once(&model.manifest).chain(&model.blobs) {
@@ -74,6 +77,8 @@ fn prepare(store: &ContentStore, model: &OllamaModel) -> Result<Prepared> {
     check_manifest(model, &manifest)?;
     Ok(Prepared {
         rel_path: name.manifest_rel_path(),
+        model_layer: model_layer(model, &manifest)?,
+        name,
         manifest,
     })
 }

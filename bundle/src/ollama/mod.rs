@@ -11,15 +11,19 @@
 //! - `pack.rs`: build side, a spec's files into blobs.
 //! - `materialise.rs`: node side, blobs from the content store into Ollama's
 //!   model store.
+//! - `gguf_files.rs`: node side, the same models as `<name>.gguf` files for
+//!   llama.cpp's `llama-server`.
 
 #[cfg(test)]
 mod fixtures;
 mod gguf;
+mod gguf_files;
 mod manifest;
 mod materialise;
 mod name;
 mod pack;
 
+pub use gguf_files::materialise_gguf_files;
 pub use manifest::{check_manifest, MAX_MANIFEST};
 pub use materialise::materialise;
 pub use name::OllamaName;

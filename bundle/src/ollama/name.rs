@@ -118,6 +118,26 @@ impl OllamaName {
         })
     }
 
+    /// The name as Ollama lists it: `model:tag` in the default namespace,
+    /// else with the namespace (and a host other than the default) before
+    /// it, `--` standing for `/` (a file name holds no `/`). llama-server
+    /// serves `<this>.gguf` under this id.
+    pub fn served_id(&self) -> String {
+        let mut id = String::new();
+        if self.host != DEFAULT_HOST {
+            id.push_str(&self.host);
+            id.push_str("--");
+        }
+        if self.host != DEFAULT_HOST || self.namespace != DEFAULT_NAMESPACE {
+            id.push_str(&self.namespace);
+            id.push_str("--");
+        }
+        id.push_str(&self.model);
+        id.push(':');
+        id.push_str(&self.tag);
+        id
+    }
+
     /// `manifests/<host>/<namespace>/<model>/<tag>`, relative to `OLLAMA_MODELS`.
     pub fn manifest_rel_path(&self) -> PathBuf {
         [

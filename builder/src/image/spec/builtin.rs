@@ -166,11 +166,11 @@ mod tests {
             Path::new("../../run/owui/seed.toml")
         );
         // builtin() loads, so it wants the content.
-        let e = ImageSpec::builtin("allinone", dir.path())
+        let e = ImageSpec::builtin("gpu", dir.path())
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("allinone.toml line") && e.contains("oci.source"),
+            e.contains("gpu.toml line") && e.contains("oci.source"),
             "{e}"
         );
         let db = ImageSpec::builtin("db", dir.path()).unwrap();

@@ -1,0 +1,203 @@
+//! The real serving parts for tests: the container images
+//! `scripts/serving-images.sh` builds (Open WebUI from PyPI, llama-server
+//! from Debian; cached under /var/tmp between runs) pushed to a
+//! [`TestRegistry`], the tiny model `scripts/tiny-gguf.py` writes, and
+//! containers run under podman from a node's store the way the image's
+//! Quadlet units run them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::image::repo;
+use crate::registry::{ClientFiles, TestRegistry, PASSWORD};
+
+/// Where the built images stay between test runs (a fresh CI machine
+/// builds them once, in a few minutes).
+const IMAGE_CACHE: &str = "/var/tmp/owui-test-serving-cache";
+
+/// The serving images, pushed: `(name, reference with digest)` as the
+/// script printed them, and what a client of the registry needs.
+pub struct PushedImages {
+    pub refs: Vec<(String, String)>,
+    pub client: ClientFiles,
+}
+
+impl PushedImages {
+    /// The pushed reference of `name` (`open-webui`, `llama-server`).
+    pub fn reference(&self, name: &str) -> &str {
+        self.refs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.as_str())
+            .unwrap_or_else(|| panic!("serving-images.sh printed no {name}: {:?}", self.refs))
+    }
+}
+
+/// Builds (or takes from the cache) both images and pushes them to `registry`.
+pub fn push_serving_images(registry: &TestRegistry, dir: &Path) -> PushedImages {
+    let host = registry.host();
+    let client = registry.client_files(dir, &[&host], PASSWORD);
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/serving-images.sh"))
+        .args(["--cache", IMAGE_CACHE, "--push", &host, "--cert-dir"])
+        .arg(client.certs.join(&host))
+        .arg("--authfile")
+        .arg(&client.auth)
+        .output()
+        .expect("running scripts/serving-images.sh");
+    assert!(
+        out.status.success(),
+        "serving-images.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, r)| (n.to_string(), r.to_string()))
+        .collect();
+    PushedImages { refs, client }
+}
+
+/// Writes the tiny model llama.cpp runs to `path`.
+pub fn tiny_model(path: &Path) {
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/tiny-gguf.py"))
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "tiny-gguf.py (needs pip's gguf and numpy; .ci/run installs them): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// podman on a node's image store, with the settings this machine needs
+/// (runc, cgroupfs: TESTING.md), and the containers it started, removed
+/// when dropped.
+pub struct Podman {
+    store: Vec<String>,
+    conf: PathBuf,
+    started: Vec<String>,
+}
+
+impl Podman {
+    pub fn new(graph_root: &Path, run_root: &Path, driver: &str, dir: &Path) -> Podman {
+        let conf = dir.join("containers.conf");
+        fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .expect("write containers.conf");
+        Podman {
+            store: vec![
+                "--root".into(),
+                graph_root.display().to_string(),
+                "--runroot".into(),
+                run_root.display().to_string(),
+                "--storage-driver".into(),
+                driver.into(),
+            ],
+            conf,
+            started: Vec::new(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.args(&self.store).env("CONTAINERS_CONF", &self.conf);
+        c
+    }
+
+    /// `podman run -d --name NAME` with the hardening the Quadlet units
+    /// give (read-only root, no capabilities, no new privileges, host
+    /// network), then `args` (options, the image, its arguments).
+    pub fn run_detached(&mut self, name: &str, args: &[String]) {
+        let out = self
+            .command()
+            .args([
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "host",
+                "--read-only",
+            ])
+            .args(["--cap-drop", "all", "--security-opt", "no-new-privileges"])
+            .args(args)
+            .output()
+            .expect("podman");
+        assert!(
+            out.status.success(),
+            "podman run {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.started.push(name.to_string());
+    }
+
+    pub fn logs(&self, name: &str) -> String {
+        let out = self
+            .command()
+            .args(["logs", name])
+            .output()
+            .expect("podman");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for name in &self.started {
+            let _ = self.command().args(["rm", "-f", "-t", "2", name]).output();
+        }
+    }
+}
+
+/// `curl` against a local HTTP service: (status, body).
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "-m",
+        "120",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+        url,
+    ]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Waits until `url` answers 200, up to `limit`; `Err` with the last answer.
+pub fn wait_ok(url: &str, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (code, body) = http("GET", url, None, None);
+        if code == 200 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url}: last answer {code} {body}"));
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -119,7 +119,7 @@ pub fn assemble(
     daemon: Daemon,
 ) -> Result<StatusDoc> {
     // The bundle state is one section of the document: when it cannot be
-    // read (content partition not mounted, say) the rest still reports.
+    // read (data partition not mounted, say) the rest still reports.
     let read = if node.bundles_dir.exists() {
         Generations::open_read_only(&node.bundles_dir).and_then(|g| g.current())
     } else {

@@ -315,6 +315,21 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         assert_eq!(part(ro)["read_only"], true, "{report}");
     }
     assert_eq!(part("/efi")["label"], "owui-esp", "{report}");
+    // The daemon, which sees every path read-only (ProtectSystem=strict),
+    // still judges /var as the writable filesystem it is.
+    let var_check = status["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "disk:/var")
+        .unwrap();
+    assert!(
+        !var_check["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("read-only"),
+        "{report}"
+    );
     for check in ["disk:/var", "disk:/", "disk:/efi"] {
         assert_eq!(
             check_state(&status, check),

@@ -162,8 +162,19 @@ impl Sources {
 /// Written by the builder (builder/src/image/rootfs.rs).
 pub const DATA_DEFINITION: &str = "/usr/lib/repart.d/50-owui-data.conf";
 
-/// The mount holding `path`: (major:minor, filesystem type).
-fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, String)> {
+/// The mount holding `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    /// `major:minor`.
+    dev: String,
+    fstype: String,
+    /// The filesystem itself is read-only (its super options), not merely
+    /// this view of it: the agent's unit sees every path read-only
+    /// (`ProtectSystem=strict`), and /var must still count as writable.
+    read_only: bool,
+}
+
+fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
     let unescape = |s: &str| {
         s.replace("\\040", " ")
             .replace("\\011", "\t")
@@ -176,14 +187,20 @@ fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, String)> {
             let (front, back) = line.split_once(" - ")?;
             let fields: Vec<&str> = front.split(' ').collect();
             let point = PathBuf::from(unescape(fields.get(4)?));
-            let fstype = back.split(' ').next()?;
-            path.starts_with(&point)
-                .then(|| (point, fields[2].to_string(), fstype.to_string()))
+            let mut back = back.split(' ');
+            let fstype = back.next()?;
+            let super_options = back.nth(1).unwrap_or_default();
+            let mount = Mount {
+                dev: fields[2].to_string(),
+                fstype: fstype.to_string(),
+                read_only: super_options.split(',').any(|o| o == "ro"),
+            };
+            path.starts_with(&point).then_some((point, mount))
         })
         // The last of the deepest: a later mount on the same point hides
         // the earlier one.
-        .max_by_key(|(point, ..)| point.components().count())
-        .map(|(_, dev, fstype)| (dev, fstype))
+        .max_by_key(|(point, _)| point.components().count())
+        .map(|(_, mount)| mount)
 }
 
 fn device(sys_dev_block: &Path, dev: &str) -> Device {
@@ -254,13 +271,17 @@ pub struct Partition {
 pub fn partition(mount: &Path, host_path: &Path, limits: &Limits, src: &Sources) -> Partition {
     let canonical = fs::canonicalize(host_path).unwrap_or_else(|_| host_path.to_path_buf());
     let info = fs::read_to_string(&src.mountinfo).unwrap_or_default();
-    let (dev, fstype) = mount_of(&info, &canonical).unzip();
-    let device = dev
-        .map(|d| device(&src.sys_dev_block, &d))
+    let mount_info = mount_of(&info, &canonical);
+    let device = mount_info
+        .as_ref()
+        .map(|m| device(&src.sys_dev_block, &m.dev))
         .unwrap_or_default();
     let min = minimum(&src.data_definition);
     let (usage, state, detail) = match usage(host_path) {
-        Ok(u) => {
+        Ok(mut u) => {
+            if let Some(m) = &mount_info {
+                u.read_only = m.read_only;
+            }
             let (state, detail) = match judge(&u, &device, min.as_ref(), limits) {
                 Observation::Ok(d) => (State::Healthy, d),
                 Observation::Warn(d) => (State::Degraded, d),
@@ -277,7 +298,7 @@ pub fn partition(mount: &Path, host_path: &Path, limits: &Limits, src: &Sources)
         mount: mount.display().to_string(),
         device: device.name,
         label: device.label,
-        fstype,
+        fstype: mount_info.map(|m| m.fstype),
         read_only: usage.is_some_and(|u| u.read_only),
         size_bytes: usage.map_or(0, |u| u.size),
         free_bytes: usage.map_or(0, |u| u.available),
@@ -437,6 +458,7 @@ mod tests {
             format!(
                 "22 1 253:0 / / ro,relatime - erofs /dev/mapper/root ro\n\
                  30 22 254:4 / {var} rw,nodev - ext4 /dev/vda4 rw\n\
+                 40 22 254:4 / {var} ro,nodev shared:9 - ext4 /dev/vda4 rw,errors=remount-ro\n\
                  31 22 0:40 / /tmp rw - tmpfs tmpfs rw\n",
                 var = d.display()
             ),
@@ -466,6 +488,9 @@ mod tests {
         assert_eq!(p.device.as_deref(), Some("vda4"));
         assert_eq!(p.label.as_deref(), Some("owui-data"));
         assert_eq!(p.fstype.as_deref(), Some("ext4"));
+        // Seen read-only through a read-only bind mount (the agent's
+        // ProtectSystem=strict), the filesystem is writable all the same.
+        assert!(!p.read_only);
         assert_eq!(p.partition_bytes, Some(300 * MIB));
         assert_eq!(p.minimum_bytes, Some(8 * GIB));
         assert_eq!(p.state, State::Failed, "{}", p.detail);

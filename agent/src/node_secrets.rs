@@ -25,7 +25,7 @@ use crate::config;
 use crate::layout::Root;
 
 /// Where the read-only root links /etc/owui/secrets and /etc/owui/tls to
-/// (the content partition), so the files survive reboots and upgrades.
+/// (the data partition), so the files survive reboots and upgrades.
 const SECRETS_DIR: &str = "/etc/owui/secrets";
 const TLS_DIR: &str = "/etc/owui/tls";
 

@@ -23,6 +23,7 @@ use crate::health;
 use crate::health::catalog::{self, CheckDef, Probes};
 use crate::health::engine::{overall, run_bounded, CheckStatus, State};
 use crate::health::outcome::CheckResult;
+use crate::health::space::{self, Partition, Sources};
 use crate::layout::Root;
 use crate::seed_cmd::{self, SeedOrigin};
 
@@ -36,6 +37,10 @@ pub struct StatusDoc {
     pub overall: State,
     pub daemon: Daemon,
     pub checks: Vec<CheckStatus>,
+    /// Free space of each watched filesystem (`[health] disks`), looked at
+    /// when `status` runs.
+    #[serde(default)]
+    pub partitions: Vec<Partition>,
     /// Present on GPU roles: the last GPU check's findings.
     pub gpu: Option<crate::gpu::health::GpuSection>,
     pub bundles: Bundles,
@@ -114,7 +119,7 @@ pub fn assemble(
     daemon: Daemon,
 ) -> Result<StatusDoc> {
     // The bundle state is one section of the document: when it cannot be
-    // read (content partition not mounted, say) the rest still reports.
+    // read (data partition not mounted, say) the rest still reports.
     let read = if node.bundles_dir.exists() {
         Generations::open_read_only(&node.bundles_dir).and_then(|g| g.current())
     } else {
@@ -144,6 +149,7 @@ pub fn assemble(
         overall: overall(checks.iter().map(|c| &c.state)),
         daemon,
         checks,
+        partitions: Vec::new(),
         gpu: matches!(seed.role, Role::Gpu | Role::Allinone).then(crate::gpu::health::section),
         bundles,
         backups: matches!(seed.role, Role::Db | Role::Allinone)
@@ -202,7 +208,21 @@ pub fn collect(root: &Root) -> Result<StatusDoc> {
         None => collect_once(root)?,
     };
     doc.seed = seed_cmd::origin(root);
+    doc.partitions = partitions(root)?;
     Ok(doc)
+}
+
+/// Every watched filesystem's space, now: statvfs is cheap, so this is
+/// fresh even when the daemon answered.
+fn partitions(root: &Root) -> Result<Vec<Partition>> {
+    let cfg = config::load_agent_config(root)?;
+    let limits = cfg.health.disk_limits();
+    let sources = Sources::of(root)?;
+    cfg.health
+        .disks
+        .iter()
+        .map(|d| Ok(space::partition(d, &root.host(d)?, &limits, &sources)))
+        .collect()
 }
 
 struct Paint {
@@ -301,6 +321,7 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
         )?;
     }
     writeln!(out)?;
+    render_partitions(&doc.partitions, out, &p)?;
     if let Some(SeedOrigin::Unsigned { from }) = &doc.seed {
         writeln!(
             out,
@@ -375,6 +396,41 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
     Ok(())
 }
 
+/// One line per watched filesystem: where, which partition, its state and
+/// the space left.
+fn render_partitions(parts: &[Partition], out: &mut impl Write, p: &Paint) -> io::Result<()> {
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let mount_w = parts
+        .iter()
+        .map(|x| shown(&x.mount).chars().count())
+        .max()
+        .unwrap_or(0);
+    let what = |x: &Partition| {
+        let name = x.label.as_deref().or(x.device.as_deref()).unwrap_or("?");
+        format!("{} {}", name, x.fstype.as_deref().unwrap_or("?"))
+    };
+    let what_w = parts
+        .iter()
+        .map(|x| shown(&what(x)).chars().count())
+        .max()
+        .unwrap_or(0);
+    writeln!(out, "partitions")?;
+    for x in parts {
+        let pad = " ".repeat(8usize.saturating_sub(x.state.as_str().len()));
+        writeln!(
+            out,
+            "  {:<mount_w$}  {:<what_w$}  {}{pad}  {}",
+            shown(&x.mount),
+            shown(&what(x)),
+            p.state(x.state),
+            shown(&x.detail)
+        )?;
+    }
+    writeln!(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +463,55 @@ mod tests {
                           "checked": [h], "errors": [h]},
         }))
         .unwrap()
+    }
+
+    /// The partition list: one aligned line per watched filesystem, the
+    /// label (or the device) and type, the state, the space.
+    #[test]
+    fn the_partitions_are_listed_with_their_state_and_space() {
+        let mut doc = hostile_doc();
+        let part = |mount: &str, label: Option<&str>, fstype: &str, state: State, detail: &str| {
+            Partition {
+                mount: mount.into(),
+                device: Some("dm-0".into()),
+                label: label.map(str::to_string),
+                fstype: Some(fstype.into()),
+                read_only: false,
+                size_bytes: 0,
+                free_bytes: 0,
+                used_percent: 0.0,
+                partition_bytes: None,
+                minimum_bytes: None,
+                state,
+                detail: detail.into(),
+            }
+        };
+        doc.partitions = vec![
+            part(
+                "/var",
+                Some("owui-data"),
+                "ext4",
+                State::Degraded,
+                "1.5 GiB free of 3.0 GiB (50 % used), below the 2.0 GiB floor",
+            ),
+            part(
+                "/",
+                None,
+                "erofs",
+                State::Healthy,
+                "read-only, 0 B free of 812.0 MiB (100 % used)",
+            ),
+        ];
+        let mut out = Vec::new();
+        render(&doc, &mut out, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let want = "partitions\n  \
+            /var  owui-data ext4  degraded  1.5 GiB free of 3.0 GiB (50 % used), below the 2.0 GiB floor\n  \
+            /     dm-0 erofs      healthy   read-only, 0 B free of 812.0 MiB (100 % used)\n\n";
+        assert!(text.contains(want), "{text}");
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["partitions"][0]["label"], "owui-data");
+        assert_eq!(json["partitions"][0]["state"], "degraded");
     }
 
     #[test]

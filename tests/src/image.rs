@@ -21,7 +21,7 @@ pub const BOOT_PACKAGES: &str = r#""systemd", "systemd-sysv", "udev", "dbus", "l
 
 /// The units a test image enables to boot to the READY banner and print
 /// its report (see [`report_overlay`]), as a TOML list body.
-pub const BOOT_UNITS: &str = r#""var.mount", "var-lib-owui.mount", "efi.mount", "owui-seed.service",
+pub const BOOT_UNITS: &str = r#""var.mount", "efi.mount", "owui-seed.service",
           "owui-secrets.service", "owui-agent.service", "owui-ready.service",
           "boot-test-report.service""#;
 
@@ -189,13 +189,22 @@ pub fn seed_medium(dir: &Path, key: &Path, node: &str, role: &str) -> PathBuf {
     img
 }
 
-/// A copy of the image with room for the data partition first boot makes.
+/// How much bigger than the image the disk a test boots is (sparse): first
+/// boot grows the data partition into it.
+pub const BOOT_DISK_ROOM: u64 = 4 << 30;
+
+/// A copy of the image on a disk [`BOOT_DISK_ROOM`] bigger (sparse).
 pub fn boot_disk(image: &Path, dest: &Path) -> PathBuf {
     fs::copy(image, dest).unwrap();
     let f = fs::OpenOptions::new().write(true).open(dest).unwrap();
     let len = f.metadata().unwrap().len();
-    f.set_len(len + (512 << 20)).unwrap();
+    f.set_len(len + BOOT_DISK_ROOM).unwrap();
     dest.to_path_buf()
+}
+
+/// The disk [`boot_to_report`] booted (what the VM wrote stays there).
+pub fn booted_disk(dir: &Path) -> PathBuf {
+    dir.join("boot.img")
 }
 
 /// Boots `image` (a copy with room for its data partition) under qemu with
@@ -210,7 +219,7 @@ pub fn boot_to_report(
     node: &str,
     role: &str,
 ) -> (String, String) {
-    let disk = boot_disk(image, &dir.join("boot.img"));
+    let disk = boot_disk(image, &booted_disk(dir));
     let medium = seed_medium(dir, key, node, role);
     let mut vm = Boot::start(dir, &disk, &[&medium]);
     let banner = format!("OWUI-AGENT READY role={role} node={node}");

@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use owui_builder::image::disk::{read_gpt, DATA_LABEL};
 use owui_tests::build_test_oci_layout;
 use owui_tests::image::{
-    assert_nothing_in, boot_disk, boot_to_report, build, build_unshared, builder, check_state,
-    dissect, files_naming, image_differences, keys, partition_tree, repo, report_overlay,
-    seed_medium, BuildHost, BOOT_CMDLINE, BOOT_PACKAGES, BOOT_UNITS,
+    assert_nothing_in, boot_disk, boot_to_report, booted_disk, build, build_unshared, builder,
+    check_state, dissect, files_naming, image_differences, keys, partition_tree, repo,
+    report_overlay, seed_medium, BuildHost, BOOT_CMDLINE, BOOT_DISK_ROOM, BOOT_PACKAGES,
+    BOOT_UNITS,
 };
 use owui_tests::qemu::Boot;
 use owui_tests::site::model_sources;
@@ -41,6 +43,9 @@ runuser -u postgres -- psql -XAt -d openwebui -c "select concat_ws(',', current_
 PGPASSWORD="$(cat /etc/owui/secrets/postgres-openwebui-password)" \
     psql -XAt -h 127.0.0.1 -U openwebui -d openwebui -c 'select current_user' 2>&1 | one_line
 hostname
+data=/dev/disk/by-partlabel/owui-data
+set -- $(dumpe2fs -h $data 2>/dev/null | sed -n 's/^Block count: *//p; s/^Block size: *//p')
+echo "data $(blockdev --getsize64 $data) $(( $1 * $2 )) $(df --output=target /var/lib/owui | tail -n 1)"
 echo REPORT_END
 "#;
 
@@ -257,17 +262,81 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     ] {
         assert!(names.contains(&unit), "{unit} not in {names:?}");
     }
-    // The data and content partitions were mounted: their disk checks ran.
+    // First boot grew the data partition (/var, the content under
+    // lib/owui) from its built size to the end of the 4 GiB bigger disk,
+    // and its filesystem with it.
+    let built = read_gpt(&image).unwrap();
+    let built_data = built.iter().find(|p| p.label == DATA_LABEL).unwrap();
+    let booted = booted_disk(dir);
+    let disk_len = fs::metadata(&booted).unwrap().len();
+    let grown = read_gpt(&booted).unwrap();
+    let data = grown.iter().find(|p| p.label == DATA_LABEL).unwrap();
     assert_eq!(
-        check_state(&status, "disk:/var/lib/owui"),
-        Some("healthy".into()),
+        (data.uuid.as_str(), data.offset),
+        (built_data.uuid.as_str(), built_data.offset)
+    );
+    let end = data.offset + data.size;
+    // Up to the backup GPT (33 sectors), give or take 4 KiB of alignment.
+    assert!(
+        end <= disk_len - 33 * 512 && end + 33 * 512 + 4096 > disk_len,
+        "the data partition ends at {end} of {disk_len}: {grown:?}"
+    );
+    assert!(data.size >= built_data.size + BOOT_DISK_ROOM - (1 << 20));
+    let data_line: Vec<&str> = lines
+        .next()
+        .and_then(|l| l.trim().strip_prefix("data "))
+        .map(|l| l.split(' ').collect())
+        .unwrap_or_else(|| panic!("no data partition line: {report}"));
+    let [partition, filesystem] = [0, 1].map(|i| data_line[i].parse::<u64>().unwrap());
+    assert_eq!(partition, data.size, "{report}");
+    assert!(
+        filesystem <= data.size && filesystem + 4096 > data.size,
+        "the filesystem did not grow with its partition: {report}"
+    );
+    // /var/lib/owui (content, uploads, bundles, secrets) is on it.
+    assert_eq!(data_line[2], "/var", "{report}");
+    // Status lists each partition's space: /var on the grown partition,
+    // healthy; the root and the ESP read-only.
+    let parts = status["partitions"].as_array().unwrap();
+    let part = |mount: &str| {
+        parts
+            .iter()
+            .find(|p| p["mount"] == mount)
+            .unwrap_or_else(|| panic!("no {mount} in {report}"))
+    };
+    let var = part("/var");
+    assert_eq!(var["label"], DATA_LABEL, "{report}");
+    assert_eq!(var["partition_bytes"], data.size, "{report}");
+    assert_eq!(var["minimum_bytes"], 256u64 << 20, "{report}");
+    assert_eq!(var["state"], "healthy", "{report}");
+    assert!(var["size_bytes"].as_u64().unwrap() > 3 << 30, "{report}");
+    assert!(var["free_bytes"].as_u64().unwrap() > 3 << 30, "{report}");
+    for ro in ["/", "/efi"] {
+        assert_eq!(part(ro)["read_only"], true, "{report}");
+    }
+    assert_eq!(part("/efi")["label"], "owui-esp", "{report}");
+    // The daemon, which sees every path read-only (ProtectSystem=strict),
+    // still judges /var as the writable filesystem it is.
+    let var_check = status["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "disk:/var")
+        .unwrap();
+    assert!(
+        !var_check["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("read-only"),
         "{report}"
     );
-    assert_eq!(
-        check_state(&status, "disk:/var"),
-        Some("healthy".into()),
-        "{report}"
-    );
+    for check in ["disk:/var", "disk:/", "disk:/efi"] {
+        assert_eq!(
+            check_state(&status, check),
+            Some("healthy".into()),
+            "{check}: {report}"
+        );
+    }
     // The agent's health check logs in to the cluster first boot made.
     assert_eq!(
         check_state(&status, "postgresql"),

@@ -12,6 +12,7 @@ use super::dbus::Bus;
 use super::engine::Policy;
 use super::outcome::CheckResult;
 use super::probes::{self, Expect, Thresholds};
+use super::space::{self, Limits, Sources};
 use super::timesync::{self, TimeSyncMode};
 use super::tls::{self, ClientIdentity, Expiry, HttpsProbe};
 use super::{postgres, redis, systemd};
@@ -39,10 +40,14 @@ pub struct HealthConfig {
     pub systemd_bus: String,
     /// Units to watch; empty means the role's own units.
     pub units: Vec<String>,
-    /// Filesystems whose free space is watched.
+    /// Filesystems whose free space is watched (one `disk:` check each,
+    /// and one line each in status's partition list).
     pub disks: Vec<PathBuf>,
     pub disk_warn_percent: f64,
     pub disk_fail_percent: f64,
+    /// Free space below these is degraded / failed whatever the share.
+    pub disk_warn_free_mib: u64,
+    pub disk_fail_free_mib: u64,
     pub memory_warn_percent: f64,
     pub memory_fail_percent: f64,
     /// nginx in front of Open WebUI (app and allinone roles), probed over
@@ -85,6 +90,8 @@ impl Default for HealthConfig {
             disks: vec!["/".into(), "/var/lib/owui".into()],
             disk_warn_percent: 85.0,
             disk_fail_percent: 95.0,
+            disk_warn_free_mib: 2048,
+            disk_fail_free_mib: 256,
             memory_warn_percent: 90.0,
             memory_fail_percent: 97.0,
             nginx_url: "https://127.0.0.1:443/".into(),
@@ -100,6 +107,17 @@ impl Default for HealthConfig {
     }
 }
 
+impl HealthConfig {
+    pub fn disk_limits(&self) -> Limits {
+        Limits {
+            warn_percent: self.disk_warn_percent,
+            fail_percent: self.disk_fail_percent,
+            warn_free_bytes: self.disk_warn_free_mib.saturating_mul(1 << 20),
+            fail_free_bytes: self.disk_fail_free_mib.saturating_mul(1 << 20),
+        }
+    }
+}
+
 /// What a check calls.
 #[derive(Debug, Clone)]
 pub enum Probe {
@@ -108,8 +126,11 @@ pub enum Probe {
         expect: Expect,
     },
     Disk {
+        /// As configured, and on the host.
+        mount: PathBuf,
         path: PathBuf,
-        thresholds: Thresholds,
+        limits: Limits,
+        sources: Sources,
     },
     Memory {
         meminfo: PathBuf,
@@ -187,7 +208,12 @@ impl CheckDef {
             Probe::Http { url, expect } => probes::http(&probes.http, url, *expect).await,
             Probe::Unit { unit } => systemd::check(&probes.bus().await?, unit).await,
             Probe::FailedUnits => systemd::failed_units(&probes.bus().await?).await,
-            Probe::Disk { path, thresholds } => probes::disk(path, *thresholds),
+            Probe::Disk {
+                mount,
+                path,
+                limits,
+                sources,
+            } => space::check(mount, path, limits, sources),
             Probe::Memory {
                 meminfo,
                 thresholds,
@@ -383,17 +409,16 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> owui_bundle::Resul
         out.push(def(format!("unit:{unit}"), "systemd", Probe::Unit { unit }));
     }
     out.push(def("failed-units".into(), "systemd", Probe::FailedUnits));
-    let disk = Thresholds {
-        warn_percent: cfg.disk_warn_percent,
-        fail_percent: cfg.disk_fail_percent,
-    };
+    let sources = Sources::of(root)?;
     for path in &cfg.disks {
         out.push(def(
             format!("disk:{}", path.display()),
             "disk",
             Probe::Disk {
+                mount: path.clone(),
                 path: root.host(path)?,
-                thresholds: disk,
+                limits: cfg.disk_limits(),
+                sources: sources.clone(),
             },
         ));
     }

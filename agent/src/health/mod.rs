@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod postgres;
 pub mod probes;
 pub mod redis;
+pub mod space;
 pub mod systemd;
 pub mod timesync;
 pub mod tls;

@@ -1,5 +1,4 @@
-//! The probes that need no service library: disk space, memory, and HTTP
-//! endpoints (Open WebUI, Ollama, vLLM; nginx over TLS builds on [`get`]).
+//! The probes that need no service library: memory and HTTP endpoints (Open WebUI, Ollama, vLLM; nginx over TLS builds on [`get`]).
 
 use std::fs;
 use std::path::Path;
@@ -26,23 +25,6 @@ impl Thresholds {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
-
-/// Used space of the filesystem holding `path` (as `df` counts it: blocks
-/// reserved for root count as unavailable).
-pub fn disk(path: &Path, t: Thresholds) -> CheckResult {
-    let st =
-        nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
-    let frsize = st.fragment_size() as f64;
-    let total = st.blocks() as f64 * frsize;
-    let free = st.blocks_free() as f64 * frsize;
-    let avail = st.blocks_available() as f64 * frsize;
-    let used = total - free;
-    if used + avail <= 0.0 {
-        return Err(format!("{}: filesystem reports no size", path.display()));
-    }
-    let pct = 100.0 * used / (used + avail);
-    Ok(t.judge(pct, format!("{pct:.0} % used, {:.1} GiB free", avail / GIB)))
-}
 
 /// Memory in use, from `MemTotal` and `MemAvailable` in a meminfo file.
 pub fn memory(meminfo: &Path, t: Thresholds) -> CheckResult {
@@ -227,31 +209,5 @@ mod tests {
         fs::write(&p, "MemTotal: 1000 kB\n").unwrap();
         assert!(memory(&p, T).is_err());
         assert!(memory(&dir.path().join("absent"), T).is_err());
-    }
-
-    #[test]
-    fn disk_of_a_real_filesystem() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            disk(
-                dir.path(),
-                Thresholds {
-                    warn_percent: 101.0,
-                    fail_percent: 102.0
-                }
-            ),
-            Ok(Observation::Ok(_))
-        ));
-        assert!(matches!(
-            disk(
-                dir.path(),
-                Thresholds {
-                    warn_percent: 0.0,
-                    fail_percent: 0.0
-                }
-            ),
-            Ok(Observation::Fail(_))
-        ));
-        assert!(disk(&dir.path().join("absent"), T).is_err());
     }
 }

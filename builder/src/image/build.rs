@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::content::{self, Prefilled};
 use super::disk::{
-    self, PartitionImage, CONTENT_LABEL, CONTENT_TYPE, ESP_LABEL, ROOT_LABEL, VERITY_LABEL,
+    self, PartitionImage, DATA_LABEL, DATA_TYPE, ESP_LABEL, ROOT_LABEL, VERITY_LABEL,
 };
 use super::esp::{self, EspFiles};
 use super::manifest::{self, GpuDriver, ImageManifest, PulledImage, Uki, FORMAT};
@@ -431,7 +431,9 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
 
     // 1. Content, first: the Quadlet units name the images by the digests
     // it yields, and a too-small partition shows before the slow stage.
-    let mount = scratch.join("content");
+    // The data partition's tree is /var; the content goes in at lib/owui.
+    let data_tree = scratch.join("data");
+    let mount = content::data_layout(&data_tree)?;
     let prefilled: Prefilled = stages.run(
         "content",
         "containers and models into the content store",
@@ -613,15 +615,15 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
             .finalize()
             .into()
     };
-    let content_img = scratch.join("content.ext4");
+    let data_img = scratch.join("data.ext4");
     let tmp_image = scratch.join(format!("{name}.img"));
-    stages.run("disk", "GPT: ESP, verity root, content partition", || {
+    stages.run("disk", "GPT: ESP, verity root, data partition", || {
         content::make_partition(
-            &mount,
+            &data_tree,
             content_mib,
-            &uuid_from(&seed_of("content-fs")),
+            &uuid_from(&seed_of("data-fs")),
             epoch,
-            &content_img,
+            &data_img,
         )?;
         let parts = [
             PartitionImage {
@@ -646,10 +648,10 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
                 read_only: true,
             },
             PartitionImage {
-                repart_type: CONTENT_TYPE,
-                label: CONTENT_LABEL,
-                uuid: uuid_from(&seed_of("content")),
-                file: content_img.clone(),
+                repart_type: DATA_TYPE,
+                label: DATA_LABEL,
+                uuid: uuid_from(&seed_of("data")),
+                file: data_img.clone(),
                 read_only: false,
             },
         ];

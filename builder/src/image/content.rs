@@ -1,8 +1,9 @@
-//! The content partition: the role's containers and models, put in place by
-//! the same code that applies bundles on a node (pack a bundle, verify it,
-//! apply it), so a pre-filled node and a node filled from bundles hold the
-//! same store, generations and trees. The partition is mounted at
-//! /var/lib/owui, where later bundles extend it.
+//! The content: the role's containers and models, put in place by the same
+//! code that applies bundles on a node (pack a bundle, verify it, apply it),
+//! so a pre-filled node and a node filled from bundles hold the same store,
+//! generations and trees. It goes on the data partition (/var) at lib/owui,
+//! where later bundles extend it; first boot grows that partition to the
+//! disk's end.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +22,7 @@ use owui_bundle::sign::SecretKey;
 use owui_bundle::trust::TrustStore;
 use owui_bundle::{Error, Result};
 
+use super::disk::DATA_LABEL;
 use super::podman_store;
 use super::rootfs::sorted_entries;
 use super::spec::ImageSpec;
@@ -29,8 +31,32 @@ use super::spec::ImageSpec;
 /// their own channels, so this never blocks one.
 pub const IMAGE_CHANNEL: &str = "image";
 
-/// Paths on the content partition, relative to its mount point
-/// /var/lib/owui; the image's agent.toml names the same ones.
+/// Where the content sits on the data partition, which is mounted at /var.
+pub const CONTENT_IN_DATA: &str = "lib/owui";
+
+/// Makes `tree` (the data partition's root, /var on a node) with the
+/// directories down to the content's, each 0755 whatever the build host's
+/// umask, and returns the content's directory (/var/lib/owui).
+pub fn data_layout(tree: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if tree.exists() {
+        fs::remove_dir_all(tree).at("removing", tree)?;
+    }
+    let mut dir = tree.to_path_buf();
+    let mut made = vec![dir.clone()];
+    for part in Path::new(CONTENT_IN_DATA).components() {
+        dir.push(part);
+        made.push(dir.clone());
+    }
+    for d in &made {
+        fs::create_dir(d).at("creating", d)?;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).at("setting the mode of", d)?;
+    }
+    Ok(dir)
+}
+
+/// Paths under the content's directory, /var/lib/owui on a node; the
+/// image's agent.toml names the same ones.
 pub fn node_for(spec: &ImageSpec, mount: &Path, run_root: &Path, epoch: u64) -> Node {
     Node {
         role: spec.role,
@@ -195,8 +221,9 @@ pub fn clamp_times(dir: &Path, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// `mount` → an ext4 image of `size_mib`, reproducible: fixed UUID and hash
-/// seed, fake creation time, clamped file times.
+/// `mount` (the data partition's tree) → an ext4 image of `size_mib`
+/// labelled as the data partition, reproducible: fixed UUID and hash seed,
+/// fake creation time, clamped file times.
 pub fn make_partition(
     mount: &Path,
     size_mib: u64,
@@ -219,7 +246,7 @@ pub fn make_partition(
     }
     Cmd::new("mkfs.ext4")
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-        .args(["-q", "-F", "-L", "owui-content", "-U", uuid])
+        .args(["-q", "-F", "-L", DATA_LABEL, "-U", uuid])
         .arg("-E")
         .arg(format!(
             "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0"

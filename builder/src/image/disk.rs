@@ -27,11 +27,14 @@ pub const GPT_READ_ONLY: u64 = 1 << 60;
 pub const ESP_LABEL: &str = "owui-esp";
 pub const ROOT_LABEL: &str = "owui-root";
 pub const VERITY_LABEL: &str = "owui-root-verity";
-pub const CONTENT_LABEL: &str = "owui-content";
-/// The content partition's GPT type: our own, so that systemd-repart on
-/// first boot never takes it for the data partition (linux-generic) and
-/// grows it instead of making /var.
-pub const CONTENT_TYPE: &str = "8a5f0b7c-3e2d-4c61-9b7e-6f1d2c3b4a59";
+/// The data partition: /var, with the role's content pre-filled under
+/// lib/owui; last on the disk, so first boot can grow it to the disk's end.
+pub const DATA_LABEL: &str = "owui-data";
+/// The data partition's GPT type: our own, so that the image's repart.d
+/// definition matches exactly this partition and nothing else (no
+/// Discoverable Partitions Specification type fits: `var` wants a UUID
+/// derived from the machine ID, which a role image cannot know).
+pub const DATA_TYPE: &str = "8a5f0b7c-3e2d-4c61-9b7e-6f1d2c3b4a59";
 
 /// Writes `disk` from the partition images, in order.
 pub fn assemble(
@@ -193,45 +196,121 @@ pub fn extract(disk: &Path, part: &GptPartition, dest: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A partition of 1 MiB of sevens, its image in `dir`.
+    fn sevens(
+        dir: &Path,
+        repart_type: &'static str,
+        label: &'static str,
+        uuid: &str,
+        read_only: bool,
+    ) -> PartitionImage {
+        let file = dir.join(label);
+        fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+        PartitionImage {
+            repart_type,
+            label,
+            uuid: uuid.into(),
+            file,
+            read_only,
+        }
+    }
+
+    const DISK_UUID: &str = "00000000-0000-4000-8000-000000000001";
+
     /// systemd-repart lays out the partitions with the UUIDs and read-only
     /// attributes given, and the GPT reader sees them.
     #[test]
     fn assembled_partitions_carry_their_uuids_and_read_only_attribute() {
         let dir = tempfile::tempdir().unwrap();
-        let part = |name: &str| {
-            let f = dir.path().join(name);
-            fs::write(&f, vec![7u8; 1 << 20]).unwrap();
-            f
-        };
+        let d = dir.path();
         let parts = [
-            PartitionImage {
-                repart_type: "root-x86-64",
-                label: ROOT_LABEL,
-                uuid: "e1ca6ba1-8c24-7b7a-7677-4a01a4af1f8f".into(),
-                file: part("root"),
-                read_only: true,
-            },
-            PartitionImage {
-                repart_type: CONTENT_TYPE,
-                label: CONTENT_LABEL,
-                uuid: "11111111-2222-4333-8444-555555555555".into(),
-                file: part("content"),
-                read_only: false,
-            },
+            sevens(
+                d,
+                "root-x86-64",
+                ROOT_LABEL,
+                "e1ca6ba1-8c24-7b7a-7677-4a01a4af1f8f",
+                true,
+            ),
+            sevens(
+                d,
+                DATA_TYPE,
+                DATA_LABEL,
+                "11111111-2222-4333-8444-555555555555",
+                false,
+            ),
         ];
-        let disk = dir.path().join("disk.raw");
-        assemble(
-            &parts,
-            "00000000-0000-4000-8000-000000000001",
-            dir.path(),
-            &disk,
-        )
-        .unwrap();
+        let disk = d.join("disk.raw");
+        assemble(&parts, DISK_UUID, d, &disk).unwrap();
         let gpt = read_gpt(&disk).unwrap();
         assert_eq!(gpt.len(), 2);
         assert_eq!(gpt[0].uuid, parts[0].uuid);
         assert_eq!(gpt[0].attributes & GPT_READ_ONLY, GPT_READ_ONLY);
         assert_eq!(gpt[1].uuid, parts[1].uuid);
         assert_eq!(gpt[1].attributes & GPT_READ_ONLY, 0);
+    }
+
+    /// The data partition's definition the image carries, run by
+    /// systemd-repart on a disk laid out the builder's way (the data
+    /// partition last) and 64 MiB bigger: asking for more than the disk
+    /// holds is refused, leaving the table as it was; otherwise the data
+    /// partition grows to the disk's end.
+    #[test]
+    fn the_data_definition_grows_the_last_partition_to_the_disks_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let parts = [
+            sevens(
+                d,
+                "esp",
+                ESP_LABEL,
+                "11111111-2222-4333-8444-555555555551",
+                false,
+            ),
+            sevens(
+                d,
+                DATA_TYPE,
+                DATA_LABEL,
+                "11111111-2222-4333-8444-555555555552",
+                false,
+            ),
+        ];
+        let disk = d.join("disk.raw");
+        assemble(&parts, DISK_UUID, d, &disk).unwrap();
+        let built = read_gpt(&disk).unwrap();
+        let grow = |min_mib: u64| {
+            let defs = d.join(format!("defs-{min_mib}"));
+            fs::create_dir_all(&defs).unwrap();
+            let text = super::super::rootfs::data_definition(min_mib);
+            fs::write(defs.join("50-owui-data.conf"), text).unwrap();
+            std::process::Command::new("systemd-repart")
+                .arg("--dry-run=no")
+                .arg("--no-pager")
+                .arg(format!("--definitions={}", defs.display()))
+                .arg(&disk)
+                .output()
+                .unwrap()
+        };
+        let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        let len = f.metadata().unwrap().len() + (64 << 20);
+        f.set_len(len).unwrap();
+        drop(f);
+
+        let refused = grow(1024);
+        assert!(!refused.status.success(), "{refused:?}");
+        assert_eq!(read_gpt(&disk).unwrap(), built);
+
+        let grown = grow(2);
+        assert!(grown.status.success(), "{grown:?}");
+        let gpt = read_gpt(&disk).unwrap();
+        assert_eq!(gpt[0], built[0]);
+        let data = &gpt[1];
+        assert_eq!((&data.uuid, data.offset), (&parts[1].uuid, built[1].offset));
+        // Up to the backup GPT (33 sectors), give or take repart's 4 KiB
+        // alignment of the end.
+        let end = data.offset + data.size;
+        assert!(
+            end <= len - 33 * 512 && end + 33 * 512 + 4096 > len,
+            "ends at {end} of {len}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use owui_bundle::error::IoContext;
 use owui_bundle::{Error, Result};
 use sha2::{Digest, Sha256};
 
+use super::disk::{DATA_LABEL, DATA_TYPE};
 use super::spec::{GpuSpec, ImageSpec};
 
 const VERITY_HOOK: &str = include_str!("../../assets/initramfs/owui-verity-hook");
@@ -147,14 +148,11 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
         VERITY_LOCAL_TOP.as_bytes(),
         0o755,
     )?;
-    let data = format!(
-        "# Written by owui-builder from partitions.data: the data partition\n\
-         # (/var), made by systemd-repart on first boot in the disk's free\n\
-         # space; var.mount mounts it by its label.\n\
-         [Partition]\nType=linux-generic\nLabel=owui-data\nFormat=ext4\nSizeMinBytes={}M\n",
-        spec.partitions.data_mib
-    );
-    put("usr/lib/repart.d/50-owui-data.conf", data.as_bytes(), 0o644)?;
+    put(
+        DATA_DEFINITION,
+        data_definition(spec.partitions.data_mib).as_bytes(),
+        0o644,
+    )?;
     put(
         "usr/lib/owui/finalize-rootfs.sh",
         FINALIZE.as_bytes(),
@@ -179,6 +177,24 @@ pub fn write_injection(inputs: &RootfsInputs<'_>, dir: &Path) -> Result<()> {
         copy_tree(&gpu.firmware_dir, &dir.join(FIRMWARE_IN_IMAGE))?;
     }
     Ok(())
+}
+
+/// Where the image keeps the data partition's systemd-repart definition.
+pub const DATA_DEFINITION: &str = "usr/lib/repart.d/50-owui-data.conf";
+
+/// The data partition's definition for systemd-repart on the node: it
+/// matches the partition the image carries (its type is ours alone) and,
+/// with no maximum, grows it on first boot into all the free space after
+/// it, which is the rest of the disk since it is the last partition.
+/// Below `min_mib` repart refuses, naming the space it lacks.
+pub(super) fn data_definition(min_mib: u64) -> String {
+    format!(
+        "# Written by owui-builder from partitions.data: the data partition\n\
+         # (/var, the content under lib/owui) grows to the end of the disk on\n\
+         # first boot, to at least partitions.data; systemd-growfs@var.service\n\
+         # (wanted by var.mount) then grows its filesystem.\n\
+         [Partition]\nType={DATA_TYPE}\nLabel={DATA_LABEL}\nSizeMinBytes={min_mib}M\n"
+    )
 }
 
 /// The shell settings nvidia-modules.sh reads. The values are package

@@ -167,8 +167,10 @@ impl UnitsSpec {
 pub struct Partitions {
     pub esp_mib: u64,
     pub root_mib: u64,
+    /// The data partition's size in the image (it holds the content).
     pub content: ContentSize,
-    /// Created on first boot by systemd-repart.
+    /// The least size of the data partition once first boot has grown it
+    /// to the end of the disk (systemd-repart refuses a smaller disk).
     pub data_mib: u64,
 }
 

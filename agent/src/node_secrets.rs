@@ -309,6 +309,25 @@ fn open_webui_env(s: &mut Secrets<'_>, node: &str) -> Result<EnvFile> {
     })
 }
 
+/// Open WebUI's first administrator (the one `secrets init` names in
+/// `WEBUI_ADMIN_*`): its address and password, the first time this is
+/// asked and never again (a marker file beside the password records it).
+/// The READY banner prints them on the console, the one way to them
+/// before an operator can log in; the journal never sees them. None when
+/// they were shown already or the node has no such password.
+pub fn first_admin_login(root: &Root, node: &str) -> Result<Option<(String, String)>> {
+    let password_path = root.host(&Path::new(SECRETS_DIR).join("admin-password"))?;
+    let shown = root.host(&Path::new(SECRETS_DIR).join("admin-password.shown"))?;
+    if shown.exists() {
+        return Ok(None);
+    }
+    let Some(password) = read_value(&password_path)? else {
+        return Ok(None);
+    };
+    write_atomic(&shown, b"", 0o600)?;
+    Ok(Some((format!("admin@{node}"), password)))
+}
+
 /// nginx's certificate: kept when the site put its own there, else a
 /// node-local CA (its key is thrown away once it has signed) and a server
 /// certificate for the node's name and loopback.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Seed};
 use crate::layout::Root;
-use crate::trust_cmd;
+use crate::{node_secrets, trust_cmd};
 
 /// The label a seed medium's FAT volume carries (`mkfs.vfat -n OWUI-SEED`).
 pub const MEDIUM_LABEL: &str = "OWUI-SEED";
@@ -275,11 +275,18 @@ pub fn origin(root: &Root) -> Option<SeedOrigin> {
 /// The console line technicians (and the boot test) wait for.
 pub fn banner(root: &Root) -> Result<String> {
     let seed = config::load_seed(root)?;
-    Ok(format!(
+    let mut text = format!(
         "OWUI-AGENT READY role={} node={}",
         seed.role.as_str(),
         seed.node
-    ))
+    );
+    if let Some((email, password)) = node_secrets::first_admin_login(root, &seed.node)? {
+        text.push_str(&format!(
+            "\nOpen WebUI administrator {email}, first password {password} \
+             (shown this once: change it after signing in)"
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -453,6 +460,27 @@ mod tests {
             "node = \"rack1-n07\"\nrole = \"app\"\n",
         )
         .unwrap();
+        assert_eq!(
+            banner(&root).unwrap(),
+            "OWUI-AGENT READY role=app node=rack1-n07"
+        );
+        // The administrator's first password: on the first banner only.
+        let secrets = root.host(Path::new("/etc/owui/secrets")).unwrap();
+        fs::create_dir_all(&secrets).unwrap();
+        fs::write(secrets.join("admin-password"), "0123abcd\n").unwrap();
+        fs::set_permissions(
+            secrets.join("admin-password"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let first = banner(&root).unwrap();
+        assert!(
+            first.ends_with(
+                "\nOpen WebUI administrator admin@rack1-n07, first password 0123abcd \
+                 (shown this once: change it after signing in)"
+            ),
+            "{first}"
+        );
         assert_eq!(
             banner(&root).unwrap(),
             "OWUI-AGENT READY role=app node=rack1-n07"

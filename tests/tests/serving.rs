@@ -7,7 +7,8 @@
 //! them (read-only, no capabilities, host network on loopback), with the
 //! image's Open WebUI settings and a real Redis. Then Open WebUI's API as a
 //! user meets it: the administrator signs in, a wrong password and sign-up
-//! are refused, the bundle's model is listed, and a streamed chat finishes.
+//! are refused, the bundle's model is listed, refused until the
+//! administrator registers it, and then a streamed chat finishes.
 //!
 //! Needs root, podman, runc, skopeo, docker-registry, redis-server,
 //! mmdebstrap and python3 with gguf and numpy (.ci/run installs them), and
@@ -252,16 +253,36 @@ fn open_webui_and_llama_server_from_a_signed_bundle_serve_a_chat() {
         podman.logs("owui-test-llama-server")
     );
 
-    // A streamed chat completion: chunks, then the end. The tiny model's
-    // words are noise, so the test reads the stream's shape, not its text.
+    // The image's settings hold administrators to model access control
+    // too (BYPASS_ADMIN_ACCESS_CONTROL=False): a model nobody registered is
+    // refused, even to the administrator, until one registers it (in the
+    // UI: Workspace, Models) and grants it to whoever may use it.
+    let chat = || {
+        http(
+            "POST",
+            &format!("{base}/api/chat/completions"),
+            Some(&token),
+            Some(
+                r#"{"model":"tiny:latest","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}"#,
+            ),
+        )
+    };
+    let (code, body) = chat();
+    assert!(
+        code == 400 && body.contains("Model not found"),
+        "an unregistered model: {code} {body}"
+    );
     let (code, body) = http(
         "POST",
-        &format!("{base}/api/chat/completions"),
+        &format!("{base}/api/v1/models/create"),
         Some(&token),
-        Some(
-            r#"{"model":"tiny:latest","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}"#,
-        ),
+        Some(r#"{"id":"tiny:latest","name":"tiny","meta":{},"params":{}}"#),
     );
+    assert_eq!(code, 200, "registering the model: {body}");
+
+    // A streamed chat completion: chunks, then the end. The tiny model's
+    // words are noise, so the test reads the stream's shape, not its text.
+    let (code, body) = chat();
     assert_eq!(code, 200, "{body}");
     let chunks: Vec<serde_json::Value> = body
         .lines()

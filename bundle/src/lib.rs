@@ -27,6 +27,7 @@ pub mod seed;
 pub mod sign;
 pub mod space;
 pub mod spec;
+pub mod ssh_key;
 pub mod store;
 pub mod toml_loc;
 pub(crate) mod tree;

@@ -478,6 +478,12 @@ mod tests {
         format!("ssh-ed25519 {data} {comment}")
     }
 
+    /// A seed of node n1, role app, with `keys` (one per line of the list).
+    fn seed_with_keys(keys: &[&str]) -> String {
+        let entries: String = keys.iter().map(|k| format!("  \"{k}\",\n")).collect();
+        format!("node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\n{entries}]\n")
+    }
+
     fn admin_keys(root: &Root) -> String {
         let path = root
             .host(Path::new("/run/owui/ssh/owui-admin.keys"))
@@ -493,19 +499,11 @@ mod tests {
     fn a_signed_seeds_ssh_keys_replace_owui_admins_and_a_seed_without_lets_nobody_in() {
         let (_dir, root, key) = root_with_image("app");
         let (a, b) = (ssh_key("alice@ops"), ssh_key("bob@ops"));
-        esp_seed(
-            &root,
-            &format!("node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\"{a}\", \"{b}\"]\n"),
-            Some(&key),
-        );
+        esp_seed(&root, &seed_with_keys(&[&a, &b]), Some(&key));
         assert_eq!(import_esp(&root, false).unwrap().ssh_keys, 2);
         assert_eq!(admin_keys(&root), format!("{a}\n{b}\n"));
         // The next boot's seed has only one key: the other is gone.
-        esp_seed(
-            &root,
-            &format!("node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\"{b}\"]\n"),
-            Some(&key),
-        );
+        esp_seed(&root, &seed_with_keys(&[&b]), Some(&key));
         assert_eq!(import_esp(&root, false).unwrap().ssh_keys, 1);
         assert_eq!(admin_keys(&root), format!("{b}\n"));
         // None: nobody.
@@ -518,11 +516,7 @@ mod tests {
     fn an_unsigned_seeds_ssh_keys_are_not_installed() {
         let (_dir, root, _key) = root_with_image("app");
         let a = ssh_key("alice@ops");
-        esp_seed(
-            &root,
-            &format!("node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\"{a}\"]\n"),
-            None,
-        );
+        esp_seed(&root, &seed_with_keys(&[&a]), None);
         assert_eq!(import_esp(&root, false).unwrap_err().exit_code(), 4);
         assert!(!root.host(Path::new(SSH_KEYS_DIR)).unwrap().exists());
         assert_eq!(import_esp(&root, true).unwrap().ssh_keys, 0);
@@ -533,20 +527,11 @@ mod tests {
     fn a_seed_with_a_bad_ssh_key_is_refused_and_the_old_keys_stay() {
         let (_dir, root, key) = root_with_image("app");
         let a = ssh_key("alice@ops");
-        esp_seed(
-            &root,
-            &format!("node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\"{a}\"]\n"),
-            Some(&key),
-        );
+        esp_seed(&root, &seed_with_keys(&[&a]), Some(&key));
         import_esp(&root, false).unwrap();
         let seed_before = fs::read(root.host(Path::new("/run/owui/seed.toml")).unwrap()).unwrap();
-        esp_seed(
-            &root,
-            &format!(
-                "node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\n\"{a}\",\n\"command=\\\"sh\\\" {a}\",\n]\n"
-            ),
-            Some(&key),
-        );
+        let with_options = format!("command=\\\"sh\\\" {a}");
+        esp_seed(&root, &seed_with_keys(&[&a, &with_options]), Some(&key));
         let err = import_esp(&root, false).unwrap_err();
         assert_eq!(err.exit_code(), 3, "{err}");
         assert!(err.to_string().contains("line 5"), "{err}");

@@ -1,6 +1,11 @@
 //! Signed content for owui-appliance: the one format both `owui-builder` and
 //! `owui-agent` speak. See docs/bundles.md for the file format.
 
+// First: the test macro is used by the modules below.
+#[cfg(test)]
+#[macro_use]
+mod refused_inputs;
+
 pub mod apply;
 pub mod archive;
 pub mod channels;

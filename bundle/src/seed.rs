@@ -268,26 +268,11 @@ mod tests {
         assert!(NodeName::from_str(&long).is_ok());
     }
 
-    /// One test per hostile name: each must be refused (exit 3) with the
-    /// reason, and the message must carry no raw control character.
-    macro_rules! refused_names {
-        ($($case:ident: $name:expr => $reason:expr;)*) => {$(
-            #[test]
-            fn $case() {
-                let name: String = $name.into();
-                let err = NodeName::from_str(&name).unwrap_err();
-                assert_eq!(err.exit_code(), 3, "{err}");
-                let text = err.to_string();
-                assert!(text.contains($reason), "{text}");
-                assert!(!text.chars().any(char::is_control), "{text:?}");
-            }
-        )*};
-    }
-
     mod refused {
         use super::*;
 
-        refused_names! {
+        refused_inputs! {
+            NodeName::from_str;
             newline_with_an_env_line: "ai-1\nWEBUI_AUTH=False" => "'\\n'";
             carriage_return: "ai-1\r" => "'\\r'";
             equals_sign: "a=b" => "'='";

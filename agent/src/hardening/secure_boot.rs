@@ -78,35 +78,26 @@ mod tests {
         assert!(a.checked.iter().any(|c| c == "secure boot"), "{a:#?}");
     }
 
+    /// The audit's one finding is Secure Boot off, a warning.
+    fn assert_off(n: &Node) {
+        let a = n.audit();
+        let f = only(&a);
+        assert_finding(f, "secure boot", "on", OFF, Severity::Warn, SECURE_BOOT_VAR);
+        assert!(f.found.contains("anyone at the console"));
+    }
+
     #[test]
     fn secure_boot_off_is_a_warning_naming_the_console() {
         let n = Node::compliant();
         n.write(SECURE_BOOT_VAR, &var(0), 0o644);
-        let a = n.audit();
-        assert_finding(
-            only(&a),
-            "secure boot",
-            "on",
-            OFF,
-            Severity::Warn,
-            SECURE_BOOT_VAR,
-        );
-        assert!(OFF.contains("anyone at the console"));
+        assert_off(&n);
     }
 
     #[test]
     fn uefi_without_the_variable_is_secure_boot_off() {
         let n = Node::compliant();
         std::fs::remove_file(n.host(SECURE_BOOT_VAR)).unwrap();
-        let a = n.audit();
-        assert_finding(
-            only(&a),
-            "secure boot",
-            "on",
-            OFF,
-            Severity::Warn,
-            SECURE_BOOT_VAR,
-        );
+        assert_off(&n);
     }
 
     #[test]

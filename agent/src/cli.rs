@@ -1,5 +1,6 @@
 //! The `owui-agent` command line. Doc comments here are the `--help` text.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -57,6 +58,25 @@ pub enum Command {
     /// This node's PostgreSQL cluster and Open WebUI's database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Run one command as root, for a reason that goes to the journal.
+    ///
+    /// The one program the operator account owui-admin may run through
+    /// sudo: `sudo owui-agent as-root --reason "INC-4711: nginx hangs" --
+    /// systemctl restart nginx`. Refuses a reason under 12 characters or
+    /// with a control character (exit 3), writes who (SUDO_USER, the login
+    /// UID), what (every argument) and why to the journal
+    /// (`journalctl -t owui-as-root`), and only then runs the command in
+    /// its place. Nothing runs if the journal does not take the entry
+    /// (exit 5). It logs the start of a command, not what a shell started
+    /// with it does afterwards (docs/operator-access.md).
+    AsRoot {
+        /// Why this runs as root: a ticket, what is broken (12 characters or more).
+        #[arg(long)]
+        reason: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

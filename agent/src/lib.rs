@@ -2,6 +2,7 @@
 //! function here, so `tests/` and the man-page generator reach the logic and
 //! the CLI definition directly.
 
+pub mod as_root;
 pub mod backend;
 pub mod bundles;
 pub mod cli;

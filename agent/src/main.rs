@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use owui_agent::{bundles, daemon, db_setup, gpu, node_secrets, seed_cmd, status, trust_cmd};
+use owui_agent::{
+    as_root, bundles, daemon, db_setup, gpu, node_secrets, seed_cmd, status, trust_cmd,
+};
 use owui_bundle::outcome::{finish, init_logging};
 
 use owui_agent::cli::{
@@ -117,6 +119,9 @@ fn main() -> ExitCode {
         }
         Command::Secrets(SecretsCommand::Init { json }) => {
             finish(node_secrets::init(&root), json, node_secrets::print)
+        }
+        Command::AsRoot { reason, command } => {
+            owui_bundle::outcome::fail(&as_root::run(&root, &reason, &command), false)
         }
         Command::Trust(TrustCommand::List { json }) => {
             finish(trust_cmd::list(&root), json, trust_cmd::print)

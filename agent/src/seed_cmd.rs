@@ -6,10 +6,13 @@
 //! reads a field, then the seed and its role, and puts the exact bytes that
 //! were signed where the read-only root links /etc/owui/seed.toml to
 //! (/run/owui/seed.toml), records how they were checked
-//! (/run/owui/seed-origin.json, shown by `status`), and sets the hostname.
+//! (/run/owui/seed-origin.json, shown by `status`), writes the seed's SSH
+//! keys where sshd looks for owui-admin's (/run/owui/ssh/owui-admin.keys,
+//! docs/operator-access.md), and sets the hostname.
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,7 @@ use owui_bundle::error::IoContext;
 use owui_bundle::fsutil::{read_regular_capped, write_atomic};
 use owui_bundle::seed::{self, NodeName, SEED_MAX};
 use owui_bundle::sign::SIGNATURE_MAX;
+use owui_bundle::ssh_key;
 use owui_bundle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +35,11 @@ const MEDIUM_WAIT: Duration = Duration::from_secs(10);
 /// Where the imported seed goes, and the record of how it was checked.
 const RUN_DIR: &str = "/run/owui";
 const ORIGIN_FILE: &str = "seed-origin.json";
+/// owui-admin's authorized keys: sshd's `AuthorizedKeysFile` (the image's
+/// sshd_config.d/50-owui.conf). Root's, in root's directory under /run, so
+/// each boot starts without keys until a seed's are written.
+const SSH_KEYS_DIR: &str = "/run/owui/ssh";
+const SSH_KEYS_FILE: &str = "owui-admin.keys";
 /// The medium is mounted here while its files are read (outside RUN_DIR,
 /// which a refused import leaves untouched).
 const MEDIUM_MOUNT: &str = "/run/owui-seed-medium";
@@ -42,6 +51,8 @@ pub struct Imported {
     pub from: PathBuf,
     pub hostname_set: bool,
     pub origin: SeedOrigin,
+    /// How many SSH keys may now log in as owui-admin.
+    pub ssh_keys: usize,
 }
 
 /// How the node's seed was checked when it was imported.
@@ -220,6 +231,7 @@ pub fn import(
     write_atomic(&run.join(ORIGIN_FILE), &record, 0o644)?;
     // The exact bytes whose signature was checked.
     write_atomic(&run.join("seed.toml"), &found.bytes, 0o600)?;
+    let ssh_keys = write_ssh_keys(root, &seed, &origin)?;
     // Only the real root's hostname: a --root run works on a disk, not a host.
     let hostname_set = set_hostname && root.path() == Path::new("/");
     if hostname_set {
@@ -233,7 +245,36 @@ pub fn import(
         from: PathBuf::from(found.from),
         hostname_set,
         origin,
+        ssh_keys,
     })
+}
+
+/// Writes owui-admin's authorized keys from the seed: all of them from a
+/// verified seed, none from one taken with `--insecure-seed` (SSH access
+/// only ever comes from a seed signed by a key the image trusts). The file
+/// is always written, empty when no key may log in, so an import replaces
+/// whatever keys were there. Root's, 0644: sshd reads it as the user.
+fn write_ssh_keys(root: &Root, seed: &Seed, origin: &SeedOrigin) -> Result<usize> {
+    let keys = match origin {
+        SeedOrigin::Verified { .. } => &seed.ssh_authorized_keys[..],
+        SeedOrigin::Unsigned { .. } => {
+            if !seed.ssh_authorized_keys.is_empty() {
+                tracing::warn!(
+                    keys = seed.ssh_authorized_keys.len(),
+                    "--insecure-seed: the seed's SSH keys are NOT installed; only a signed seed lets anyone log in"
+                );
+            }
+            &[]
+        }
+    };
+    let dir = root.host(Path::new(SSH_KEYS_DIR))?;
+    fs::create_dir_all(&dir).at("creating", &dir)?;
+    // 0755 even if something else made it: sshd refuses keys under a
+    // directory others can write.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).at("setting the mode of", &dir)?;
+    let text = ssh_key::authorized_keys(keys);
+    write_atomic(&dir.join(SSH_KEYS_FILE), text.as_bytes(), 0o644)?;
+    Ok(keys.len())
 }
 
 pub fn print_imported(i: &Imported) {
@@ -242,10 +283,11 @@ pub fn print_imported(i: &Imported) {
         SeedOrigin::Unsigned { .. } => "NOT SIGNED (--insecure-seed)".to_string(),
     };
     println!(
-        "seed: node {} role {} from {}, {how}",
+        "seed: node {} role {} from {}, {how}; {} SSH keys may log in as owui-admin",
         i.node,
         i.role,
-        i.from.display()
+        i.from.display(),
+        i.ssh_keys
     );
 }
 
@@ -429,6 +471,83 @@ mod tests {
         let record =
             fs::read_to_string(root.host(Path::new("/run/owui/seed-origin.json")).unwrap());
         assert!(record.unwrap().contains("\"signature\": \"unsigned\""));
+    }
+
+    /// An ed25519 key line (any 32 bytes make one, for parsing).
+    fn ssh_key(comment: &str) -> String {
+        use base64::Engine;
+        let mut blob = Vec::new();
+        for f in [&b"ssh-ed25519"[..], &[3u8; 32]] {
+            blob.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            blob.extend_from_slice(f);
+        }
+        let data = base64::engine::general_purpose::STANDARD.encode(blob);
+        format!("ssh-ed25519 {data} {comment}")
+    }
+
+    /// A seed of node n1, role app, with `keys` (one per line of the list).
+    fn seed_with_keys(keys: &[&str]) -> String {
+        let entries: String = keys.iter().map(|k| format!("  \"{k}\",\n")).collect();
+        format!("node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\n{entries}]\n")
+    }
+
+    fn admin_keys(root: &Root) -> String {
+        let path = root
+            .host(Path::new("/run/owui/ssh/owui-admin.keys"))
+            .unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn a_signed_seeds_ssh_keys_replace_owui_admins_and_a_seed_without_lets_nobody_in() {
+        let (_dir, root, key) = root_with_image("app");
+        let (a, b) = (ssh_key("alice@ops"), ssh_key("bob@ops"));
+        esp_seed(&root, &seed_with_keys(&[&a, &b]), Some(&key));
+        assert_eq!(import_esp(&root, false).unwrap().ssh_keys, 2);
+        assert_eq!(admin_keys(&root), format!("{a}\n{b}\n"));
+        // The next boot's seed has only one key: the other is gone.
+        esp_seed(&root, &seed_with_keys(&[&b]), Some(&key));
+        assert_eq!(import_esp(&root, false).unwrap().ssh_keys, 1);
+        assert_eq!(admin_keys(&root), format!("{b}\n"));
+        // None: nobody.
+        esp_seed(&root, "node = \"n1\"\nrole = \"app\"\n", Some(&key));
+        assert_eq!(import_esp(&root, false).unwrap().ssh_keys, 0);
+        assert_eq!(admin_keys(&root), "");
+    }
+
+    #[test]
+    fn an_unsigned_seeds_ssh_keys_are_not_installed() {
+        let (_dir, root, _key) = root_with_image("app");
+        let a = ssh_key("alice@ops");
+        esp_seed(&root, &seed_with_keys(&[&a]), None);
+        assert_eq!(import_esp(&root, false).unwrap_err().exit_code(), 4);
+        assert!(!root.host(Path::new(SSH_KEYS_DIR)).unwrap().exists());
+        assert_eq!(import_esp(&root, true).unwrap().ssh_keys, 0);
+        assert_eq!(admin_keys(&root), "");
+    }
+
+    #[test]
+    fn a_seed_with_a_bad_ssh_key_is_refused_and_the_old_keys_stay() {
+        let (_dir, root, key) = root_with_image("app");
+        let a = ssh_key("alice@ops");
+        esp_seed(&root, &seed_with_keys(&[&a]), Some(&key));
+        import_esp(&root, false).unwrap();
+        let seed_before = fs::read(root.host(Path::new("/run/owui/seed.toml")).unwrap()).unwrap();
+        let with_options = format!("command=\\\"sh\\\" {a}");
+        esp_seed(&root, &seed_with_keys(&[&a, &with_options]), Some(&key));
+        let err = import_esp(&root, false).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        assert!(err.to_string().contains("line 5"), "{err}");
+        assert!(err.to_string().contains("options prefix"), "{err}");
+        assert_eq!(admin_keys(&root), format!("{a}\n"));
+        assert_eq!(
+            fs::read(root.host(Path::new("/run/owui/seed.toml")).unwrap()).unwrap(),
+            seed_before
+        );
     }
 
     #[test]

@@ -7,6 +7,14 @@ set -eu
 for unit in "$@"; do
     systemctl enable "$unit"
 done
+# The operator account (overlay/common): /etc is read-only on the node, so
+# it is made here. A broken sudoers file fails the build, not the node.
+if [ -e /usr/lib/sysusers.d/owui-admin.conf ]; then
+    systemd-sysusers /usr/lib/sysusers.d/owui-admin.conf
+fi
+if command -v visudo >/dev/null; then
+    visudo -c -q
+fi
 # PostgreSQL: the package's postinst made a cluster at build time, before
 # our createcluster.d settings were in, with a system identifier every node
 # would share and that differs between two builds. Drop it; first boot makes

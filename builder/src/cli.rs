@@ -263,8 +263,8 @@ pub enum SeedCommand {
     /// Write one node's seed and its signature.
     ///
     /// Writes FILE (mode 0600) and FILE.minisig, signed with KEY; checks the
-    /// name (an RFC 1123 host name in lower case) and the role first and
-    /// writes nothing if either is wrong. Put both on a FAT volume labelled
+    /// name (an RFC 1123 host name in lower case), the role and every SSH
+    /// key first and writes nothing if any is wrong. Put both on a FAT volume labelled
     /// OWUI-SEED as seed.toml and seed.toml.minisig (or in owui/ on the
     /// image's ESP); the node refuses a seed its trust store cannot verify.
     /// `minisign -Vm FILE -p owui.pub` checks it too.
@@ -275,6 +275,13 @@ pub enum SeedCommand {
         /// The node's role: app, db, gpu or allinone (the image's).
         #[arg(long)]
         role: String,
+        /// An SSH public key file (ssh-keygen's .pub, or one key a line)
+        /// whose keys may log in as owui-admin; repeatable. Types:
+        /// ssh-ed25519, ecdsa-sha2-nistp256/384/521, their sk- variants,
+        /// ssh-rsa of 3072 bits or more; no options prefix. None: nobody
+        /// can log in over SSH.
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Vec<PathBuf>,
         /// Secret key to sign with (mode 0600): the one the image trusts.
         #[arg(long)]
         key: PathBuf,

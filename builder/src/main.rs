@@ -50,11 +50,12 @@ fn main() -> ExitCode {
         Command::Seed(SeedCommand::Create {
             node,
             role,
+            ssh_key,
             key,
             out,
             output,
         }) => finish(
-            seeds::create(&node, &role, &key, &out),
+            seeds::create(&node, &role, &ssh_key, &key, &out),
             output.json,
             seeds::print_created,
         ),

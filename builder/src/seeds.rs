@@ -1,13 +1,14 @@
-//! `owui-builder seed create`: one node's seed (name and role), signed with
-//! the site's key, for the OWUI-SEED medium or the image's ESP. The node
-//! checks the signature against its image's trust store before it reads a
-//! field (docs/seeds.md).
+//! `owui-builder seed create`: one node's seed (name, role, and the
+//! operator's SSH public keys if any), signed with the site's key, for the
+//! OWUI-SEED medium or the image's ESP. The node checks the signature
+//! against its image's trust store before it reads a field (docs/seeds.md).
 
 use std::path::{Path, PathBuf};
 
-use owui_bundle::fsutil::write_atomic;
-use owui_bundle::seed::{self, NodeName, Seed};
-use owui_bundle::Result;
+use owui_bundle::fsutil::{read_regular_capped, write_atomic};
+use owui_bundle::seed::{self, NodeName, Seed, SEED_MAX};
+use owui_bundle::ssh_key::SshPublicKey;
+use owui_bundle::{Error, Result};
 use serde::Serialize;
 
 use crate::keys::load_secret;
@@ -17,16 +18,58 @@ pub struct Created {
     pub node: NodeName,
     pub role: String,
     pub key_id: String,
+    /// How many SSH public keys the seed carries.
+    pub ssh_keys: usize,
     pub seed: PathBuf,
     pub signature: PathBuf,
 }
 
-/// Checks every field and loads the key before writing anything, then
-/// writes `out` and `out.minisig` (the signature over exactly those bytes).
-pub fn create(node: &str, role: &str, key: &Path, out: &Path) -> Result<Created> {
+/// The SSH public keys in `path` (an `ssh-keygen` `.pub` file, or several
+/// keys one a line as in `authorized_keys`; blank lines and `#` comments
+/// skipped), each checked as the node checks the seed's; an error names
+/// the file and line.
+fn read_ssh_keys(path: &Path) -> Result<Vec<SshPublicKey>> {
+    let bytes = read_regular_capped(path, SEED_MAX, "an SSH public key file")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("not UTF-8: {e}")))?;
+    let mut keys = Vec::new();
+    for (n, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let key = line.parse::<SshPublicKey>().map_err(|e| {
+            Error::invalid(format!("{} line {}", path.display(), n + 1), e.to_string())
+        })?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            "holds no SSH public key",
+        ));
+    }
+    Ok(keys)
+}
+
+/// Checks every field, each SSH key file and the signing key before writing
+/// anything, then writes `out` and `out.minisig` (the signature over
+/// exactly those bytes).
+pub fn create(
+    node: &str,
+    role: &str,
+    ssh_keys: &[PathBuf],
+    key: &Path,
+    out: &Path,
+) -> Result<Created> {
+    let mut ssh_authorized_keys = Vec::new();
+    for file in ssh_keys {
+        ssh_authorized_keys.extend(read_ssh_keys(file)?);
+    }
     let seed = Seed {
         node: node.parse()?,
         role: seed::parse_role(role)?,
+        ssh_authorized_keys,
     };
     let key = load_secret(key)?;
     let bytes = seed.to_bytes()?;
@@ -39,6 +82,7 @@ pub fn create(node: &str, role: &str, key: &Path, out: &Path) -> Result<Created>
         node: seed.node,
         role: seed.role.as_str().to_string(),
         key_id: key.id.to_string(),
+        ssh_keys: seed.ssh_authorized_keys.len(),
         seed: out.to_path_buf(),
         signature: sig_path,
     })
@@ -46,9 +90,10 @@ pub fn create(node: &str, role: &str, key: &Path, out: &Path) -> Result<Created>
 
 pub fn print_created(c: &Created) {
     println!(
-        "seed of {} node {} written: {} and {} (signed by key {}); copy both to the OWUI-SEED medium as seed.toml and seed.toml.minisig",
+        "seed of {} node {} with {} SSH keys for owui-admin written: {} and {} (signed by key {}); copy both to the OWUI-SEED medium as seed.toml and seed.toml.minisig",
         c.role,
         c.node,
+        c.ssh_keys,
         c.seed.display(),
         c.signature.display(),
         c.key_id
@@ -77,7 +122,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (key, sk) = key_file(dir.path());
         let out = dir.path().join("seed.toml");
-        let c = create("rack1-n07", "gpu", &key, &out).unwrap();
+        let c = create("rack1-n07", "gpu", &[], &key, &out).unwrap();
         assert_eq!(c.key_id, sk.id.to_string());
         let store = TrustStore::with_keys(vec![sk.public()], "test keys");
         let bytes = fs::read(&out).unwrap();
@@ -98,7 +143,7 @@ mod tests {
             ("n1", "printer", key.as_path()),
             ("n1", "app", Path::new("/nonexistent/owui.key")),
         ] {
-            let err = create(node, role, key, &out).unwrap_err();
+            let err = create(node, role, &[], key, &out).unwrap_err();
             assert_ne!(err.exit_code(), 0);
             assert_eq!(
                 fs::read_dir(out.parent().unwrap()).unwrap().count(),
@@ -106,5 +151,66 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn ssh_key_files_go_into_the_seed_and_a_bad_one_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, sk) = key_file(dir.path());
+        let blob = |kind: &[u8], len: usize| {
+            use base64::Engine;
+            let mut b = Vec::new();
+            for f in [kind, &vec![9u8; len][..]] {
+                b.extend_from_slice(&(f.len() as u32).to_be_bytes());
+                b.extend_from_slice(f);
+            }
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        let good = format!("ssh-ed25519 {} alice@ops", blob(b"ssh-ed25519", 32));
+        let alice = dir.path().join("alice.pub");
+        fs::write(&alice, format!("{good}\n")).unwrap();
+        let team = dir.path().join("team.keys");
+        fs::write(
+            &team,
+            format!("# on-call\n\n{good}\n{}\n", good.replace("alice", "bob")),
+        )
+        .unwrap();
+        let out = dir.path().join("seed.toml");
+        let c = create("n1", "app", &[alice.clone(), team.clone()], &key, &out).unwrap();
+        assert_eq!(c.ssh_keys, 3);
+        let store = TrustStore::with_keys(vec![sk.public()], "test keys");
+        let bytes = fs::read(&out).unwrap();
+        let v = seed::verify(
+            &store,
+            "seed.toml",
+            &bytes,
+            Some(&fs::read(&c.signature).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(v.seed.ssh_authorized_keys[0].as_str(), good);
+
+        let empty = dir.path().join("out");
+        fs::create_dir(&empty).unwrap();
+        let out = empty.join("seed.toml");
+        for (text, reason) in [
+            (format!("{good}\nssh-ed25519 AAAA!!!! x\n"), "line 2"),
+            (format!("no-pty {good}\n"), "options prefix"),
+            (
+                format!("ssh-rsa {} x\n", blob(b"ssh-ed25519", 32)),
+                "but the line says ssh-rsa",
+            ),
+            ("# nothing\n".to_string(), "holds no SSH public key"),
+        ] {
+            let bad = dir.path().join("bad.pub");
+            fs::write(&bad, text).unwrap();
+            let err = create("n1", "app", &[alice.clone(), bad.clone()], &key, &out).unwrap_err();
+            assert_eq!(err.exit_code(), 3, "{err}");
+            assert!(err.to_string().contains("bad.pub"), "{err}");
+            assert!(err.to_string().contains(reason), "{err}");
+            assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "{err}");
+        }
+        let err = create("n1", "app", &[dir.path().join("none.pub")], &key, &out).unwrap_err();
+        assert!(err.to_string().contains("none.pub"), "{err}");
+        assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "{err}");
     }
 }

@@ -1,6 +1,11 @@
 //! Signed content for owui-appliance: the one format both `owui-builder` and
 //! `owui-agent` speak. See docs/bundles.md for the file format.
 
+// First: the test macro is used by the modules below.
+#[cfg(test)]
+#[macro_use]
+mod refused_inputs;
+
 pub mod apply;
 pub mod archive;
 pub mod channels;
@@ -27,6 +32,7 @@ pub mod seed;
 pub mod sign;
 pub mod space;
 pub mod spec;
+pub mod ssh_key;
 pub mod store;
 pub mod toml_loc;
 pub(crate) mod tree;

@@ -1,5 +1,6 @@
-//! The node seed: who a node is (`node = "<name>"`, `role = "<role>"`), the
-//! one per-host input a role image takes. Made and signed on the build side
+//! The node seed: who a node is (`node = "<name>"`, `role = "<role>"`) and
+//! who may log in to it (`ssh_authorized_keys`, optional), the one per-host
+//! input a role image takes. Made and signed on the build side
 //! (`owui-builder seed create`), checked on the node (`owui-agent seed
 //! import`) against the image's trust store before any field is trusted.
 //!
@@ -9,6 +10,7 @@
 //! case only (docs/seeds.md).
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -16,9 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::role::Role;
 use crate::sign::SecretKey;
+use crate::ssh_key::SshPublicKey;
+use crate::toml_loc::Loc;
 use crate::trust::{Signer, TrustStore};
 
-/// Largest seed file read; a seed is two short lines today.
+/// Largest seed file read; a seed is a few short lines and its SSH keys.
 pub const SEED_MAX: u64 = 64 * 1024;
 /// Longest host name (RFC 1123 section 2.1, as DNS allows).
 const NAME_MAX: usize = 253;
@@ -131,12 +135,28 @@ pub fn parse_role(name: &str) -> Result<Role> {
         })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Seed {
     /// The node's name (its hostname in the cluster).
     pub node: NodeName,
+    /// The node's role: the image's.
     pub role: Role,
+    /// The operator's SSH public keys for `owui-admin` (docs/seeds.md); none
+    /// lets nobody in over SSH.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<SshPublicKey>,
+}
+
+/// A seed as its file has it, with where each SSH key was written: the
+/// TOML parser places an error in a list at the list, and an operator
+/// needs the entry's own line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedFile {
+    node: NodeName,
+    role: Role,
+    #[serde(default)]
+    ssh_authorized_keys: Vec<toml::Spanned<String>>,
 }
 
 impl Seed {
@@ -145,7 +165,22 @@ impl Seed {
     pub fn parse(what: &str, bytes: &[u8]) -> Result<Seed> {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Error::invalid(what, format!("not UTF-8: {e}")))?;
-        crate::toml_loc::parse(what, text)
+        let file: SeedFile = crate::toml_loc::parse(what, text)?;
+        let ssh_authorized_keys = file
+            .ssh_authorized_keys
+            .iter()
+            .map(|entry| {
+                entry.get_ref().parse::<SshPublicKey>().map_err(|e| {
+                    Loc::at(Path::new(what), text, entry.span().start)
+                        .err("ssh_authorized_keys", e.to_string())
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Seed {
+            node: file.node,
+            role: file.role,
+            ssh_authorized_keys,
+        })
     }
 
     /// The seed file's bytes: what is signed and what a node keeps.
@@ -207,6 +242,7 @@ pub fn verify(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::ssh_key::tests::ed25519;
 
     #[test]
     fn host_names_are_accepted() {
@@ -232,26 +268,11 @@ mod tests {
         assert!(NodeName::from_str(&long).is_ok());
     }
 
-    /// One test per hostile name: each must be refused (exit 3) with the
-    /// reason, and the message must carry no raw control character.
-    macro_rules! refused_names {
-        ($($case:ident: $name:expr => $reason:expr;)*) => {$(
-            #[test]
-            fn $case() {
-                let name: String = $name.into();
-                let err = NodeName::from_str(&name).unwrap_err();
-                assert_eq!(err.exit_code(), 3, "{err}");
-                let text = err.to_string();
-                assert!(text.contains($reason), "{text}");
-                assert!(!text.chars().any(char::is_control), "{text:?}");
-            }
-        )*};
-    }
-
     mod refused {
         use super::*;
 
-        refused_names! {
+        refused_inputs! {
+            NodeName::from_str;
             newline_with_an_env_line: "ai-1\nWEBUI_AUTH=False" => "'\\n'";
             carriage_return: "ai-1\r" => "'\\r'";
             equals_sign: "a=b" => "'='";
@@ -303,12 +324,59 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_carries_ssh_keys_and_writes_them_back_as_read() {
+        let (a, b) = (ed25519("alice@ops"), ed25519("bob@ops"));
+        let text = format!(
+            "node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\n  \"{a}\",\n  \"{b}\",\n]\n"
+        );
+        let seed = Seed::parse("seed.toml", text.as_bytes()).unwrap();
+        let keys: Vec<&str> = seed
+            .ssh_authorized_keys
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, [a.as_str(), b.as_str()]);
+        let bytes = seed.to_bytes().unwrap();
+        assert_eq!(Seed::parse("seed.toml", &bytes).unwrap(), seed);
+        // No keys: the key is left out, so older seeds keep their bytes.
+        let none = Seed::parse("seed.toml", b"node = \"n1\"\nrole = \"app\"\n").unwrap();
+        assert!(none.ssh_authorized_keys.is_empty());
+        assert_eq!(none.to_bytes().unwrap(), b"node = \"n1\"\nrole = \"app\"\n");
+    }
+
+    /// A bad key anywhere in the list is refused with the file, the line
+    /// of that entry, the seed key and the SSH key named.
+    #[test]
+    fn a_bad_ssh_key_in_a_seed_is_named_by_line() {
+        let good = ed25519("alice@ops");
+        let bad = [
+            ("ssh-ed25519 AAAA!!!!", "not base64"),
+            ("command=\\\"/bin/sh\\\" ssh-ed25519 AAAA", "options prefix"),
+            ("ssh-ed25519 AAAA\\nssh-ed25519 AAAB", "'\\n'"),
+        ];
+        for (line, reason) in bad {
+            let text = format!(
+                "node = \"n1\"\nrole = \"app\"\nssh_authorized_keys = [\n  \"{good}\",\n  \"{line}\",\n]\n"
+            );
+            let err = Seed::parse("seed.toml", text.as_bytes()).unwrap_err();
+            let msg = err.to_string();
+            assert_eq!(err.exit_code(), 3, "{msg}");
+            assert!(
+                msg.starts_with("seed.toml line 5: ssh_authorized_keys: SSH public key"),
+                "{msg}"
+            );
+            assert!(msg.contains(reason), "{msg}");
+        }
+    }
+
+    #[test]
     fn a_signed_seed_verifies_and_any_other_is_untrusted() {
         let key = SecretKey::generate();
         let store = TrustStore::with_keys(vec![key.public()], "test keys");
         let seed = Seed {
             node: "db-3".parse().unwrap(),
             role: Role::Db,
+            ssh_authorized_keys: Vec::new(),
         };
         let bytes = seed.to_bytes().unwrap();
         assert_eq!(bytes, b"node = \"db-3\"\nrole = \"db\"\n");

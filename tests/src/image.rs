@@ -149,24 +149,36 @@ pub fn report_overlay(overlay: &Path, after: &str, script: &str) {
     fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-/// `owui-builder seed create`: `dir/seed.toml` and its signature by `key`.
-pub fn signed_seed(dir: &Path, key: &Path, node: &str, role: &str) -> PathBuf {
+/// `owui-builder seed create`: `dir/seed.toml` and its signature by `key`,
+/// with the public keys in the `ssh_keys` files for owui-admin.
+pub fn signed_seed(dir: &Path, key: &Path, node: &str, role: &str, ssh_keys: &[&Path]) -> PathBuf {
     let file = dir.join("seed.toml");
-    builder(&seed_create_args(
-        node,
-        role,
-        key.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ))
-    .ok();
+    let mut args =
+        seed_create_args(node, role, key.to_str().unwrap(), file.to_str().unwrap()).to_vec();
+    for k in ssh_keys {
+        args.extend(["--ssh-key", k.to_str().unwrap()]);
+    }
+    builder(&args).ok();
     file
 }
 
 /// A FAT volume labelled OWUI-SEED holding seed.toml and seed.toml.minisig,
 /// signed with `key` (the image's): the install medium.
 pub fn seed_medium(dir: &Path, key: &Path, node: &str, role: &str) -> PathBuf {
+    seed_medium_with_keys(dir, key, node, role, &[])
+}
+
+/// [`seed_medium`] whose seed lets the `ssh_keys` files' keys log in as
+/// owui-admin.
+pub fn seed_medium_with_keys(
+    dir: &Path,
+    key: &Path,
+    node: &str,
+    role: &str,
+    ssh_keys: &[&Path],
+) -> PathBuf {
     let img = dir.join("seed.img");
-    let file = signed_seed(dir, key, node, role);
+    let file = signed_seed(dir, key, node, role, ssh_keys);
     // mkfs.vfat -C will not write over an earlier medium.
     let _ = fs::remove_file(&img);
     let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
@@ -219,8 +231,22 @@ pub fn boot_to_report(
     node: &str,
     role: &str,
 ) -> (String, String) {
+    let (report, vm) = boot_with_ssh_keys(dir, image, key, node, role, &[]);
+    (report, vm.log())
+}
+
+/// [`boot_to_report`] with a seed that lets the `ssh_keys` files' keys log
+/// in as owui-admin; returns the report and the VM, still running.
+pub fn boot_with_ssh_keys(
+    dir: &Path,
+    image: &Path,
+    key: &Path,
+    node: &str,
+    role: &str,
+    ssh_keys: &[&Path],
+) -> (String, Boot) {
     let disk = boot_disk(image, &booted_disk(dir));
-    let medium = seed_medium(dir, key, node, role);
+    let medium = seed_medium_with_keys(dir, key, node, role, ssh_keys);
     let mut vm = Boot::start(dir, &disk, &[&medium]);
     let banner = format!("OWUI-AGENT READY role={role} node={node}");
     let seen = vm.wait_for(&[&banner], Duration::from_secs(400));
@@ -228,7 +254,72 @@ pub fn boot_to_report(
     let report = vm
         .between(REPORT_BEGIN, REPORT_END, Duration::from_secs(180))
         .unwrap_or_else(|| panic!("no report; serial log:\n{}", vm.excerpt()));
-    (report, vm.log())
+    (report, vm)
+}
+
+/// A new ed25519 key pair without a passphrase: `dir/NAME` and
+/// `dir/NAME.pub`.
+pub fn ssh_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("{name}@boot-test"))
+        .arg("-f")
+        .arg(&private)
+        .status()
+        .expect("ssh-keygen (package openssh-client)");
+    assert!(ok.success(), "ssh-keygen");
+    let public = dir.join(format!("{name}.pub"));
+    (private, public)
+}
+
+/// `ssh USER@127.0.0.1 -p PORT COMMAND` with `identity` (no agent, no
+/// other key, no prompt, any host key: the VM's are new each boot) and
+/// `more` options.
+pub fn ssh(port: u16, identity: &Path, user: &str, command: &str, more: &[&str]) -> Run {
+    let port = port.to_string();
+    let mut args = vec![
+        "-F",
+        "/dev/null",
+        "-p",
+        &port,
+        "-i",
+        identity.to_str().unwrap(),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+    ];
+    args.extend_from_slice(more);
+    let target = format!("{user}@127.0.0.1");
+    args.push(&target);
+    args.push(command);
+    run(Path::new("ssh"), &args, &[])
+}
+
+/// Waits until sshd in the VM answers `identity` as `user` (first boot
+/// makes its host keys), up to `limit`; the last try.
+pub fn ssh_when_up(port: u16, identity: &Path, user: &str, limit: Duration) -> Run {
+    let start = std::time::Instant::now();
+    loop {
+        let r = ssh(port, identity, user, "true", &[]);
+        // 255: no connection yet (or refused keys: the caller checks).
+        let unreachable = r.code == 255 && !r.stderr.contains("Permission denied");
+        if !unreachable || start.elapsed() > limit {
+            return r;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
 }
 
 /// The state of the check `name` in an `owui-agent status --json` document.

@@ -1,5 +1,8 @@
 //! Boots a disk image under qemu (UEFI firmware, software emulation: no KVM
-//! here) and watches its serial console for markers.
+//! here) and watches its serial console for markers. The guest has one
+//! network card on qemu's user-mode network, restricted (it reaches
+//! nothing outside the VM), with its port 22 forwarded to a free port on
+//! the host's 127.0.0.1 ([`Boot::ssh_port`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,8 @@ pub struct Boot {
     /// Restarts left after an emulator fault (see [`Boot::wait_for`]).
     restarts_left: u32,
     pub serial: PathBuf,
+    /// The host port (on 127.0.0.1) that reaches the guest's port 22.
+    pub ssh_port: u16,
 }
 
 impl Boot {
@@ -35,6 +40,7 @@ impl Boot {
         fs::copy(OVMF_VARS, &vars).expect("OVMF vars (package ovmf)");
         let serial = dir.join("serial.log");
         let _ = fs::remove_file(&serial);
+        let [ssh_port] = crate::free_ports::<1>();
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([
             "-machine", "q35", "-accel", "tcg", "-m", "1536", "-smp", "2",
@@ -57,16 +63,21 @@ impl Boot {
                 d.display()
             ));
         }
+        cmd.arg("-netdev")
+            .arg(format!(
+                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+            ))
+            .args(["-device", "virtio-net-pci,netdev=net0"]);
         cmd.arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        Boot::spawn(cmd, serial)
+        Boot::spawn(cmd, serial, ssh_port)
     }
 
     /// Runs `command`, a VM that writes its console to `serial`.
-    fn spawn(mut command: Command, serial: PathBuf) -> Boot {
+    fn spawn(mut command: Command, serial: PathBuf, ssh_port: u16) -> Boot {
         let child = command
             .spawn()
             .expect("qemu-system-x86_64 (package qemu-system-x86)");
@@ -75,6 +86,7 @@ impl Boot {
             command,
             restarts_left: EMULATOR_FAULT_RESTARTS,
             serial,
+            ssh_port,
         }
     }
 
@@ -211,7 +223,7 @@ mod tests {
                  exec sleep 60",
             )
             .args(["sh", dir.to_str().unwrap(), first, then]);
-        Boot::spawn(cmd, serial)
+        Boot::spawn(cmd, serial, 0)
     }
 
     #[test]

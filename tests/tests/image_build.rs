@@ -1,7 +1,9 @@
 //! `owui-builder build` for real: a small all-in-one image from Debian 13
-//! packages (boot essentials and PostgreSQL), booted under qemu with UEFI
-//! firmware until the agent's READY banner, checked inside the VM (status,
-//! first-boot secrets, the PostgreSQL cluster and Open WebUI's database),
+//! packages (boot essentials, PostgreSQL, sshd and sudo), booted under qemu
+//! with UEFI firmware until the agent's READY banner, checked inside the VM
+//! (status, first-boot secrets, the PostgreSQL cluster and Open WebUI's
+//! database) and over SSH (the seed's key logs in as owui-admin and nothing
+//! else does; root through sudo only with a reason, which is journalled),
 //! rebuilt from the cache and from scratch (byte-identical), rebuilt with no
 //! network from the cache alone (the same bytes), and refused once a byte of
 //! its root is flipped.
@@ -18,10 +20,10 @@ use std::time::Duration;
 use owui_builder::image::disk::{read_gpt, DATA_LABEL};
 use owui_tests::build_test_oci_layout;
 use owui_tests::image::{
-    assert_nothing_in, boot_disk, boot_to_report, booted_disk, build, build_unshared, builder,
+    assert_nothing_in, boot_disk, boot_with_ssh_keys, booted_disk, build, build_unshared, builder,
     check_state, dissect, files_naming, image_differences, keys, partition_tree, repo,
-    report_overlay, seed_medium, BuildHost, BOOT_CMDLINE, BOOT_DISK_ROOM, BOOT_PACKAGES,
-    BOOT_UNITS,
+    report_overlay, seed_medium, ssh, ssh_key_pair, ssh_when_up, BuildHost, BOOT_CMDLINE,
+    BOOT_DISK_ROOM, BOOT_PACKAGES, BOOT_UNITS,
 };
 use owui_tests::qemu::Boot;
 use owui_tests::site::model_sources;
@@ -66,6 +68,15 @@ fn write_spec(dir: &Path, extra: &str) -> PathBuf {
         "owui-postgresql-setup.service",
         &REPORT_SCRIPT.replace("FILES", SECRET_FILES),
     );
+    // The guest's card on qemu's user-mode network, for SSH from the host
+    // (tests/src/qemu.rs); the image itself has no network settings yet.
+    let network = overlay.join("etc/systemd/network/50-boot-test.network");
+    fs::create_dir_all(network.parent().unwrap()).unwrap();
+    fs::write(
+        &network,
+        "[Match]\nType=ether\n[Network]\nAddress=10.0.2.15/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
+    )
+    .unwrap();
     // The shipped settings are for servers; the VM has 1.5 GiB of memory.
     let conf = overlay.join("etc/postgresql-common/createcluster.d/60-boot-test.conf");
     fs::create_dir_all(conf.parent().unwrap()).unwrap();
@@ -80,11 +91,14 @@ version = "0.1.0"
 suite = "trixie"
 mirror = "http://deb.debian.org/debian"
 components = ["main"]
-packages = [{BOOT_PACKAGES}, "postgresql-17", "postgresql-17-pgvector"]
+packages = [{BOOT_PACKAGES}, "postgresql-17", "postgresql-17-pgvector", "openssh-server", "sudo"]
 [units]
-enable = [{BOOT_UNITS}, "owui-postgresql-setup.service"]
+enable = [{BOOT_UNITS}, "owui-postgresql-setup.service", "owui-ssh-host-keys.service",
+          "ssh.service", "systemd-networkd.service"]
 [overlay]
 dirs = ["{common}", "{app}", "{postgresql}", "overlay"]
+[overlay.modes]
+"etc/sudoers.d/owui-admin" = "0440"
 [partitions]
 esp = 128
 root = 1024
@@ -105,6 +119,91 @@ source = "oci/app"
     let path = dir.join("mini.toml");
     fs::write(&path, spec).unwrap();
     path
+}
+
+/// Over SSH to the booted VM: the seed's key logs in as owui-admin and
+/// runs a command; root comes only through `owui-agent as-root` with a
+/// reason, which the journal then holds; another key, root and passwords
+/// get nothing.
+fn operator_access(vm: &Boot, operator: &Path, stranger: &Path) {
+    let port = vm.ssh_port;
+    let first = ssh_when_up(port, operator, "owui-admin", Duration::from_secs(180));
+    assert_eq!(first.code, 0, "{}\n{}", first.stderr, vm.excerpt());
+    let who = ssh(port, operator, "owui-admin", "id -un", &[]).ok();
+    assert_eq!(who.stdout.trim(), "owui-admin");
+    let reason = "boot test: prove root with a reason";
+    let root = ssh(
+        port,
+        operator,
+        "owui-admin",
+        &format!("sudo -n owui-agent as-root --reason '{reason}' -- id -u"),
+        &[],
+    )
+    .ok();
+    assert_eq!(root.stdout.trim(), "0", "{}", root.stderr);
+    let journal = ssh(
+        port,
+        operator,
+        "owui-admin",
+        "sudo -n owui-agent as-root --reason 'boot test: read the entry' -- \
+         journalctl -t owui-as-root -o cat --no-pager",
+        &[],
+    )
+    .ok();
+    assert!(
+        journal
+            .stdout
+            .contains(&format!("runs as root: id -u; reason: {reason}"))
+            && journal.stdout.contains("owui-admin"),
+        "{}{}",
+        journal.stdout,
+        journal.stderr
+    );
+    // No reason worth the name: refused, nothing runs.
+    let short = ssh(
+        port,
+        operator,
+        "owui-admin",
+        "sudo -n owui-agent as-root --reason 'fix' -- touch /run/ran",
+        &[],
+    );
+    assert_eq!(short.code, 3, "{}", short.stderr);
+    assert!(
+        short.stderr.contains("give at least 12"),
+        "{}",
+        short.stderr
+    );
+    // sudo itself for anything else: refused (no password to give).
+    let direct = ssh(port, operator, "owui-admin", "sudo -n id -u", &[]);
+    assert_ne!(direct.code, 0, "{}", direct.stdout);
+    let ran = ssh(port, operator, "owui-admin", "test -e /run/ran", &[]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    // Another key, root with the good key, and passwords: refused, and
+    // the server offers nothing but public keys.
+    let refusals = [
+        ssh(port, stranger, "owui-admin", "true", &[]),
+        ssh(port, operator, "root", "true", &[]),
+        ssh(
+            port,
+            operator,
+            "owui-admin",
+            "true",
+            &[
+                "-o",
+                "PubkeyAuthentication=no",
+                "-o",
+                "PreferredAuthentications=password,keyboard-interactive",
+            ],
+        ),
+    ];
+    for r in refusals {
+        assert_eq!(r.code, 255, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("Permission denied (publickey)."),
+            "{}",
+            r.stderr
+        );
+    }
 }
 
 /// The image a build reported (its `--json`) is byte-identical to `image`;
@@ -224,9 +323,15 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     assert!(naming.is_empty(), "files naming the build host: {naming:?}");
     drop(root_tree);
 
-    // 2. Boot it with a seed medium: READY banner, then the status the
-    // agent gives inside the VM lists the role's units.
-    let (report, _) = boot_to_report(dir, &image, &key, "rack1-n07", "allinone");
+    // 2. Boot it with a seed medium carrying the operator's SSH key: READY
+    // banner, then the status the agent gives inside the VM lists the
+    // role's units.
+    let ssh_dir = dir.join("ssh");
+    fs::create_dir_all(&ssh_dir).unwrap();
+    let (operator, operator_pub) = ssh_key_pair(&ssh_dir, "operator");
+    let (stranger, _) = ssh_key_pair(&ssh_dir, "stranger");
+    let (report, vm) =
+        boot_with_ssh_keys(dir, &image, &key, "rack1-n07", "allinone", &[&operator_pub]);
     let mut lines = report.lines().filter(|l| !l.trim().is_empty());
     let status_line = lines.next().unwrap_or_default();
     let status: serde_json::Value = serde_json::from_str(status_line.trim())
@@ -343,6 +448,23 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
         Some("healthy".into()),
         "{report}"
     );
+    // The VM's firmware has no Secure Boot: the audit says so, as a warning.
+    let secure_boot = status["hardening"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["item"] == "secure boot")
+        .unwrap_or_else(|| panic!("no secure boot finding: {report}"));
+    assert_eq!(secure_boot["severity"], "warn", "{report}");
+    assert!(
+        secure_boot["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("off: anyone at the console can boot another medium"),
+        "{report}"
+    );
+    operator_access(&vm, &operator, &stranger);
+    drop(vm);
 
     // 3. An unchanged rebuild reuses the rootfs stage; a rebuild of every
     // stage, from a copy of the spec's directory on a build host of another

@@ -186,3 +186,76 @@ fn an_insecure_seed_is_taken_loudly_and_status_says_so() {
         table.stdout
     );
 }
+
+/// `ssh-keygen -t TYPE [-b BITS]` into `dir/NAME`; the public key's path.
+fn ssh_keygen(dir: &Path, name: &str, kind: &str, bits: Option<&str>) -> PathBuf {
+    let private = dir.join(name);
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-N", "", "-t", kind, "-C", name, "-f"])
+        .arg(&private);
+    if let Some(b) = bits {
+        cmd.args(["-b", b]);
+    }
+    assert!(cmd.status().unwrap().success(), "{cmd:?}");
+    dir.join(format!("{name}.pub"))
+}
+
+/// Keys as OpenSSH makes them go from `seed create --ssh-key` through the
+/// signed seed to the file sshd reads for owui-admin; a key file with a
+/// short RSA key or an options prefix is refused and nothing is written.
+#[test]
+fn ssh_keys_from_ssh_keygen_reach_owui_admins_file_and_bad_ones_write_nothing() {
+    let site = Site::new("gpu");
+    let keys = site.work.join("ssh");
+    fs::create_dir_all(&keys).unwrap();
+    let good = [
+        ssh_keygen(&keys, "ed", "ed25519", None),
+        ssh_keygen(&keys, "ec384", "ecdsa", Some("384")),
+        ssh_keygen(&keys, "rsa3072", "rsa", Some("3072")),
+    ];
+    let out = site.work.join("a/seed.toml");
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let site_key = site.key();
+    let mut args = seed_create_args("rack1-n07", "gpu", &site_key, out.to_str().unwrap()).to_vec();
+    for k in &good {
+        args.extend(["--ssh-key", k.to_str().unwrap()]);
+    }
+    site.builder(&args).ok();
+    place(
+        &site,
+        &fs::read(&out).unwrap(),
+        Some(&fs::read(minisig(&out)).unwrap()),
+    );
+    let imported = site.agent(&import_args(&[])).ok().json();
+    assert_eq!(imported["ssh_keys"], 3);
+    let expected: String = good
+        .iter()
+        .map(|k| fs::read_to_string(k).unwrap())
+        .collect();
+    assert_eq!(
+        fs::read_to_string(site.root.join("run/owui/ssh/owui-admin.keys")).unwrap(),
+        expected
+    );
+
+    let empty = site.work.join("bad");
+    fs::create_dir_all(&empty).unwrap();
+    let bad_out = empty.join("seed.toml");
+    let short = ssh_keygen(&keys, "rsa2048", "rsa", Some("2048"));
+    let with_options = keys.join("options.pub");
+    let ed = fs::read_to_string(&good[0]).unwrap();
+    fs::write(&with_options, format!("{ed}command=\"/bin/sh\" {ed}")).unwrap();
+    for (file, needle) in [
+        (&short, "2048 bits"),
+        (&with_options, "line 2: SSH public key"),
+    ] {
+        let mut args =
+            seed_create_args("rack1-n07", "gpu", &site_key, bad_out.to_str().unwrap()).to_vec();
+        args.extend(["--ssh-key", good[0].to_str().unwrap()]);
+        args.extend(["--ssh-key", file.to_str().unwrap()]);
+        let r = site.builder(&args);
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert!(r.stderr.contains(needle), "{}", r.stderr);
+        assert!(r.stderr.contains(file.to_str().unwrap()), "{}", r.stderr);
+        assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "{}", r.stderr);
+    }
+}

@@ -123,6 +123,12 @@ impl Node {
             ]),
             0o444,
         );
+        // Secure Boot on: attributes, then 1.
+        n.write(
+            super::secure_boot::SECURE_BOOT_VAR,
+            "\u{6}\0\0\0\u{1}",
+            0o644,
+        );
         n
     }
 

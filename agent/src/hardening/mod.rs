@@ -14,6 +14,7 @@
 //! - `redis`: Redis `maxclients` and `timeout`.
 //! - `sockets`: published ports and listening sockets (only 443, and 80
 //!   for the redirect, face users).
+//! - `secure_boot`: Secure Boot on, as the firmware reports it.
 //!
 //! The rules read the node through `files` (every read confined to the
 //! root and bounded) and `read` (Quadlet units with their drop-ins); the
@@ -37,6 +38,7 @@ mod images;
 mod read;
 mod redis;
 mod secret_modes;
+mod secure_boot;
 mod sockets;
 mod webui_env;
 
@@ -196,6 +198,11 @@ pub static RULES: &[Rule] = &[
         description: "TCP listeners: loopback only, but for the allowed ports",
         check: sockets::audit_sockets,
     },
+    Rule {
+        name: "secure-boot",
+        description: "Secure Boot on (the firmware's SecureBoot variable): off, the console can boot anything",
+        check: secure_boot::audit_secure_boot,
+    },
 ];
 
 /// What the rules of one audit share.
@@ -275,6 +282,7 @@ mod tests {
             "listening port 443/tcp",
             "listening port 5432/tcp",
             "listening port 11434/tcp",
+            "secure boot",
         ] {
             assert!(
                 a.checked.iter().any(|c| c == item),

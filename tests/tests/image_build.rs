@@ -363,7 +363,7 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     for unit in [
         "unit:nginx.service",
         "unit:open-webui.service",
-        "unit:open-terminal.service",
+        "unit:llama-server.service",
     ] {
         assert!(names.contains(&unit), "{unit} not in {names:?}");
     }

@@ -78,7 +78,8 @@ pub fn node_for(spec: &ImageSpec, mount: &Path, run_root: &Path, epoch: u64) -> 
 pub struct Prefilled {
     /// The signed bundle manifest of what was pre-filled (None: no content).
     pub manifest: Option<Manifest>,
-    /// Bytes of content (blobs), for the partition size.
+    /// Bytes the content takes on disk (the content store's blobs and
+    /// podman's unpacked layers both), for the partition size.
     pub bytes: u64,
 }
 
@@ -125,11 +126,39 @@ pub fn prefill(
         podman_store::normalise(&store.graph_root, epoch)?;
     }
     fs::remove_file(&bundle).at("removing", &bundle)?;
-    let bytes = report.manifest.blobs.iter().map(|b| b.size).sum();
+    // The blobs are there compressed, podman's store holds the layers
+    // unpacked: size the partition by what the tree takes, not the blobs.
+    let bytes = tree_bytes(mount)?;
     Ok(Prefilled {
         manifest: Some(report.manifest),
         bytes,
     })
+}
+
+/// What `dir` takes on an ext4 filesystem, roughly: every file's size in
+/// 4 KiB blocks, counted once however many hard links it has, and a block
+/// for each directory and link.
+fn tree_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    const BLOCK: u64 = 4096;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        total = total.saturating_add(BLOCK);
+        for entry in fs::read_dir(&d).at("reading", &d)? {
+            let path = entry.at("reading", &d)?.path();
+            let meta = fs::symlink_metadata(&path).at("reading", &path)?;
+            if meta.is_dir() {
+                pending.push(path);
+            } else if !meta.is_file() {
+                total = total.saturating_add(BLOCK);
+            } else if seen.insert((meta.dev(), meta.ino())) {
+                total = total.saturating_add(meta.len().div_ceil(BLOCK) * BLOCK);
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// Recreates `from` at `to` with every directory's entries made in name
@@ -293,4 +322,22 @@ fn reset_change_times(tree: &Path, epoch: u64, image: &Path) -> Result<()> {
         .arg(image)
         .output()?;
     fs::remove_file(&script_path).at("removing", &script_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_bytes_counts_blocks_and_each_hard_linked_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("a"), vec![0u8; 5000]).unwrap();
+        fs::hard_link(root.join("a"), root.join("sub/a-again")).unwrap();
+        fs::write(root.join("sub/b"), b"x").unwrap();
+        std::os::unix::fs::symlink("a", root.join("link")).unwrap();
+        // Two directories, a link, a 2-block file (once) and a 1-block file.
+        assert_eq!(tree_bytes(&root).unwrap(), (2 + 1 + 2 + 1) * 4096);
+    }
 }

@@ -56,58 +56,18 @@ fi
 BASE=${BENCH_DIR:-/var/tmp}
 mkdir -p "$BASE"
 W=$(mktemp -d "$BASE/owui-pull-bench.XXXXXX")
-REGISTRY_PID=
 cleanup() {
-    if [[ -n $REGISTRY_PID ]]; then
-        kill "$REGISTRY_PID" 2>/dev/null || true
-        wait "$REGISTRY_PID" 2>/dev/null || true
-    fi
+    bash "$REPO/scripts/local-registry.sh" stop "$W/reg"
     rm -rf "$W"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- the registry: TLS from a throwaway CA, htpasswd auth --------------------
+# --- the registry: TLS from a throwaway CA, a password (scripts/local-registry.sh)
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-HOST=127.0.0.1:$PORT
-USER=bench PASS=bench-password
+HOST=$(bash "$REPO/scripts/local-registry.sh" start "$W/reg")
+AUTH=$W/reg/auth.json CERTS=$W/reg/certs.d BLOBS=$W/reg/data/docker/registry/v2/blobs
 log "registry on $HOST (scratch $W)"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=bench-ca -keyout "$W/ca.key" -out "$W/ca.crt" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-    -keyout "$W/server.key" -out "$W/server.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$W/ext"
-openssl x509 -req -in "$W/server.csr" -CA "$W/ca.crt" -CAkey "$W/ca.key" -CAcreateserial \
-    -days 2 -extfile "$W/ext" -out "$W/server.crt" 2>/dev/null
-mkdir -p "$W/certs.d/$HOST"
-cp "$W/ca.crt" "$W/certs.d/$HOST/ca.crt"
-htpasswd -B -b -c "$W/htpasswd" "$USER" "$PASS" 2>/dev/null
-printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$HOST" "$(printf '%s:%s' "$USER" "$PASS" | base64 -w0)" \
-    >"$W/auth.json"
-cat >"$W/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $W/registry
-http:
-  addr: $HOST
-  tls:
-    certificate: $W/server.crt
-    key: $W/server.key
-auth:
-  htpasswd:
-    realm: bench
-    path: $W/htpasswd
-EOF
-/usr/bin/docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-REGISTRY_PID=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
 
 # --- the image: LAYERS tars of random bytes, pushed with skopeo --------------
 
@@ -141,10 +101,10 @@ read -r manifest manifest_size < <(blob "$W/manifest.json")
 printf '{"imageLayoutVersion":"1.0.0"}' >"$LAYOUT/oci-layout"
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
     "$manifest" "$manifest_size" >"$LAYOUT/index.json"
-skopeo copy --quiet --preserve-digests --dest-creds "$USER:$PASS" --dest-cert-dir "$W/certs.d/$HOST" \
+skopeo copy --quiet --preserve-digests --dest-authfile "$AUTH" --dest-cert-dir "$CERTS/$HOST" \
     "oci:$LAYOUT:bench" "docker://$HOST/bench/image:v1"
 rm -rf "$LAYOUT"
-BYTES=$(du -sb "$W/registry/docker/registry/v2/blobs" | cut -f1)
+BYTES=$(du -sb "$BLOBS" | cut -f1)
 REF=$HOST/bench/image@$manifest   # skopeo takes a tag or a digest, not both
 
 # --- timing --------------------------------------------------------------------
@@ -153,15 +113,15 @@ now() { date +%s%N; }
 best_ours= best_skopeo=
 for run in $(seq "$RUNS"); do
     rm -rf "$W/cache" "$W/skopeo-out"
-    cat "$W"/registry/docker/registry/v2/blobs/sha256/*/*/data >/dev/null
+    cat "$BLOBS"/sha256/*/*/data >/dev/null
     sync
     t0=$(now)
-    "$BUILDER" oci pull "$REF" --cache "$W/cache" --registry-config "$W/auth.json" \
-        --registry-certs "$W/certs.d" --quiet >/dev/null
+    "$BUILDER" oci pull "$REF" --cache "$W/cache" --registry-config "$AUTH" \
+        --registry-certs "$CERTS" --quiet >/dev/null
     sync
     t1=$(now)
     skopeo copy --quiet --preserve-digests --dest-oci-accept-uncompressed-layers \
-        --src-creds "$USER:$PASS" --src-cert-dir "$W/certs.d/$HOST" \
+        --src-authfile "$AUTH" --src-cert-dir "$CERTS/$HOST" \
         "docker://$REF" "oci:$W/skopeo-out:image"
     sync
     t2=$(now)

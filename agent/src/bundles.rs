@@ -116,7 +116,19 @@ pub fn apply(root: &Root, args: &BundleFile) -> Result<Applied> {
     let (seed, node) = config::node(root)?;
     let reader = open(root, file)?;
     let models_before = backend::gguf_files(node.gguf_dir.as_deref());
-    let report = apply::apply(&reader, &node, forces, progress.as_ref())?;
+    let applied = apply::apply(&reader, &node, forces, progress.as_ref());
+    // Under --root the store is a mounted disk's, not this host's: take
+    // away the mount podman's overlay driver leaves on it.
+    if let Some(store) = node
+        .podman
+        .as_ref()
+        .filter(|_| root.path() != Path::new("/"))
+    {
+        if store.graph_root.exists() {
+            owui_bundle::oci::unmount_below(&store.graph_root)?;
+        }
+    }
+    let report = applied?;
     let models_after = backend::gguf_files(node.gguf_dir.as_deref());
     tracing::info!(
         node = %seed.node,

@@ -54,6 +54,21 @@ apt_install() {
     apt_tree install -y --no-install-recommends "$@"
 }
 
+# Runs "$@", saying every 30 s that WHAT still runs: a DKMS compile shows
+# nothing for minutes. The sleeps hold no copy of stderr, so the builder's
+# read of it ends when this script does.
+ticking() {
+    what=$1
+    shift
+    (t=0; while sleep 30 >/dev/null 2>&1; do t=$((t + 30)); step "$what: still running after $t s"; done) &
+    ticker=$!
+    rc=0
+    "$@" || rc=$?
+    kill "$ticker" 2>/dev/null || true
+    wait "$ticker" 2>/dev/null || true
+    return "$rc"
+}
+
 # Downloads PKG=VERSION arguments, then checks each one the set pins.
 fetch_verified() {
     apt_install --download-only "$@"
@@ -92,7 +107,7 @@ build_modules() {
     export KBUILD_BUILD_TIMESTAMP="$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S UTC')"
     export KBUILD_BUILD_USER=owui KBUILD_BUILD_HOST=owui-builder
     step "compiling $MODULE_PACKAGE for $kver with DKMS (minutes; cached for later builds)"
-    apt_install "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES || {
+    ticking "the DKMS compile" apt_install "linux-headers-$kver=$kpkg" dkms "$MODULE_PACKAGE" $PACKAGES || {
         log=$(ls "$root"/var/lib/dkms/*/*/build/make.log 2>/dev/null | head -n 1)
         # The compiler's own errors, not the configure probes' or flags'.
         why=$([ -n "$log" ] && grep -m 3 -E ': error: |\*\*\* ' "$log" | cut -c1-300 | tr '\n' ' ')

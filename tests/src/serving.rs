@@ -79,6 +79,7 @@ pub fn tiny_model(path: &Path) {
 /// (runc, cgroupfs: TESTING.md), and the containers it started, removed
 /// when dropped.
 pub struct Podman {
+    graph_root: PathBuf,
     store: Vec<String>,
     conf: PathBuf,
     started: Vec<String>,
@@ -94,6 +95,7 @@ impl Podman {
         )
         .expect("write containers.conf");
         Podman {
+            graph_root: graph_root.to_path_buf(),
             store: vec![
                 "--root".into(),
                 graph_root.display().to_string(),
@@ -159,6 +161,8 @@ impl Drop for Podman {
         for name in &self.started {
             let _ = self.command().args(["rm", "-f", "-t", "2", name]).output();
         }
+        // The overlay driver leaves its own mount behind.
+        let _ = owui_bundle::oci::unmount_below(&self.graph_root);
     }
 }
 

@@ -112,12 +112,12 @@ fn open_webui_and_llama_server_from_a_signed_bundle_serve_a_chat() {
     ])
     .ok();
 
-    // The node: podman's store as the allinone agent.toml has it, and
-    // llama-server's models directory.
+    // The node: podman's store as the allinone agent.toml has it (overlay),
+    // and llama-server's models directory.
     fs::write(
         site.root.join("etc/owui/agent.toml"),
         "[bundles]\ngguf_models = \"/var/lib/owui/llama/models\"\n\
-         [bundles.podman]\ndriver = \"vfs\"\ngraph_root = \"/var/lib/containers/storage\"\nrun_root = \"/run/containers/storage\"\n",
+         [bundles.podman]\ndriver = \"overlay\"\ngraph_root = \"/var/lib/containers/storage\"\nrun_root = \"/run/containers/storage\"\n",
     )
     .unwrap();
     let applied = site
@@ -131,11 +131,21 @@ fn open_webui_and_llama_server_from_a_signed_bundle_serve_a_chat() {
     );
     let models = site.root.join("var/lib/owui/llama/models");
     assert!(models.join("tiny:latest.gguf").is_file());
+    // The overlay driver mounts its own directory; under --root the agent
+    // takes that mount away again, so nothing of the disk stays mounted.
+    let root = site.root.canonicalize().unwrap();
+    let mounted: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| Path::new(p).starts_with(&root))
+        .collect();
+    assert!(mounted.is_empty(), "left mounted under --root: {mounted:?}");
 
     let mut podman = Podman::new(
         &site.root.join("var/lib/containers/storage"),
         &site.root.join("run/containers/storage"),
-        "vfs",
+        "overlay",
         &work,
     );
     let [llama_port, webui_port, redis_port] = free_ports::<3>();

@@ -120,7 +120,7 @@ pub fn prefill(
     let applied = apply::apply(&reader, &node, apply::Forces::default(), progress);
     // containers/storage's overlay driver bind-mounts its own directory and
     // leaves the mount behind when skopeo exits.
-    unmount_below(mount)?;
+    owui_bundle::oci::unmount_below(mount)?;
     applied?;
     if let Some(store) = &node.podman {
         podman_store::normalise(&store.graph_root, epoch)?;
@@ -193,29 +193,6 @@ fn link_tree_sorted(
             let first = seen.entry(key).or_insert_with(|| src.clone()).clone();
             fs::hard_link(&first, &dst).at("linking", &dst)?;
         }
-    }
-    Ok(())
-}
-
-/// Detaches every mount at or below `dir`, deepest first.
-fn unmount_below(dir: &Path) -> Result<()> {
-    let info = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(info).at("reading", info)?;
-    let dir = dir.canonicalize().at("resolving", dir)?;
-    // Field 5 is the mount point, with spaces and the like as octal escapes.
-    let mut points: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(&dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
-        nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::Io {
-            action: "unmounting",
-            path: p.clone(),
-            source: e.into(),
-        })?;
     }
     Ok(())
 }

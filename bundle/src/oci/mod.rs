@@ -24,5 +24,5 @@ pub mod reference;
 pub use layout::{lists, Listed, Lists, OCI_MANIFEST};
 pub use materialise::write_layout;
 pub use pack::pack;
-pub use podman::{import, remove, stored_digest, PodmanStore};
+pub use podman::{import, remove, stored_digest, unmount_below, PodmanStore};
 pub use reference::{check_reference, ImageReference};

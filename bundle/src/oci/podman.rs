@@ -67,6 +67,33 @@ impl PodmanStore {
     }
 }
 
+/// Detaches every mount at or below `dir`, deepest first. containers/
+/// storage's overlay driver bind-mounts its own directory and leaves the
+/// mount behind when skopeo exits: harmless in the live node's store, a
+/// leftover on the host when the store is an image being built or a disk
+/// under `--root`.
+pub fn unmount_below(dir: &Path) -> Result<()> {
+    let info = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(info).at("reading", info)?;
+    let dir = dir.canonicalize().at("resolving", dir)?;
+    // Field 5 is the mount point, with spaces and the like as octal escapes.
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::Io {
+            action: "unmounting",
+            path: p.clone(),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
 /// `oci:DIR:REF`; the transport splits at the first colon, so DIR has none.
 fn layout_ref(layout: &Path, reference: &str) -> Result<String> {
     match layout.to_str() {

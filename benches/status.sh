@@ -19,8 +19,8 @@
 #
 # Method (also written into docs/performance.md):
 # - A scratch node root of role `allinone`: one small python3 HTTP server
-#   answers Open WebUI /health and /health/db ({"status": true}), Ollama
-#   /api/version ({"version": "0.0.0"}) and vLLM /health (200); a real
+#   answers Open WebUI /health, /health/db ({"status": true}) and /api/config, Ollama
+#   /api/version ({"version": "0.0.0"}) and vLLM and llama-server /health (200); a real
 #   redis-server and a real PostgreSQL (initdb into the scratch directory,
 #   unix socket only) on free ports; the role's systemd units in a real
 #   systemd booted with systemd-nspawn from the tree the agent's systemd
@@ -138,6 +138,7 @@ ANSWERS = {
     "/health": b'{"status": true}',       # Open WebUI (and vLLM: any 2xx)
     "/health/db": b'{"status": true}',    # Open WebUI
     "/api/version": b'{"version": "0.0.0"}',  # Ollama
+    "/api/config": b'{"name": "Open WebUI"}',  # Open WebUI, an administrator exists
 }
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn and Ollama do
@@ -217,6 +218,7 @@ run_root = "/run/containers/storage"
 open_webui_url = "$URL"
 ollama_url = "$URL"
 vllm_url = "$URL"
+llama_server_url = "$URL"
 postgres = "$PG_CONNINFO"
 redis = "127.0.0.1:$REDIS_PORT"
 disks = ["/"]

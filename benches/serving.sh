@@ -597,9 +597,12 @@ $(cat "$W/table.md")
   (differences of medians taken under the load below: each share moves by tens of
   milliseconds from run to run). None of this grows with the model (it does grow
   with the machine's load: compare the p90s), so the ratio says more about how fast the tiny model is than
-  about the appliance: the same fixed cost is 10 % of a direct TTFT of about
-  $BREAK_EVEN_MS ms, which a real model's prompt processing on a CPU or a loaded GPU
-  exceeds. Read the added milliseconds, not the ratio.
+  about the appliance: read the added milliseconds, not the ratio. The same fixed
+  cost is 10 % of a direct TTFT of about $BREAK_EVEN_MS ms. A model of billions of
+  parameters on a CPU, with a prompt of some length, takes longer than that to its
+  first token, and there the goal would hold; a GPU answering a short prompt can
+  take less, and there it would not, unless Open WebUI's own cost per request
+  shrinks. No real model was measured here.
 - Tokens/s here is 32 tokens over the whole answer, so it carries the same fixed
   cost as TTFT: llama-server decodes thousands of tokens per second (its own
   \`timings\`, in the table), and the answer is done a few milliseconds after the

@@ -164,6 +164,19 @@ mod tests {
         (path, sk)
     }
 
+    /// The seed `create` wrote, verified against the key that signed it.
+    fn verified(out: &Path, c: &Created, sk: &SecretKey) -> seed::VerifiedSeed {
+        let store = TrustStore::with_keys(vec![sk.public()], "test keys");
+        let signature = fs::read(&c.signature).unwrap();
+        seed::verify(
+            &store,
+            "seed.toml",
+            &fs::read(out).unwrap(),
+            Some(&signature),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_created_seed_verifies_against_the_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -265,15 +278,7 @@ mod tests {
             assert_eq!(fs::read_dir(out.parent().unwrap()).unwrap().count(), 0);
         }
         let c = create("n1", "app", &[], &good, &key, &out).unwrap();
-        let store = TrustStore::with_keys(vec![sk.public()], "test keys");
-        let bytes = fs::read(&out).unwrap();
-        let v = seed::verify(
-            &store,
-            "seed.toml",
-            &bytes,
-            Some(&fs::read(&c.signature).unwrap()),
-        )
-        .unwrap();
+        let v = verified(&out, &c, &sk);
         let admin = v.seed.admin.unwrap();
         assert_eq!(
             (admin.email.to_string(), admin.name.unwrap().to_string()),
@@ -321,15 +326,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.ssh_keys, 3);
-        let store = TrustStore::with_keys(vec![sk.public()], "test keys");
-        let bytes = fs::read(&out).unwrap();
-        let v = seed::verify(
-            &store,
-            "seed.toml",
-            &bytes,
-            Some(&fs::read(&c.signature).unwrap()),
-        )
-        .unwrap();
+        let v = verified(&out, &c, &sk);
         assert_eq!(v.seed.ssh_authorized_keys[0].as_str(), good);
 
         let empty = dir.path().join("out");

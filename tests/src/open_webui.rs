@@ -233,6 +233,14 @@ impl OpenWebUi {
         )
     }
 
+    /// Reads chat `id` back through the API and checks it holds `text`.
+    pub fn assert_chat_holds(&self, token: &str, id: &str, text: &str) {
+        let chat = self
+            .request("GET", &format!("/api/v1/chats/{id}"), Some(token), None)
+            .ok("reading the chat back");
+        assert!(chat.to_string().contains(text), "{chat}");
+    }
+
     /// A user's chat in the browser (tests/browser/chat.py): signs in,
     /// picks `model`, sends `prompt`, waits for the whole answer, saves
     /// `screenshot`; returns the chat's id.
@@ -381,15 +389,7 @@ impl ServingProof<'_> {
             BROWSER_PROMPT,
             &work.join("chat.png"),
         );
-        let chat = webui
-            .request(
-                "GET",
-                &format!("/api/v1/chats/{chat_id}"),
-                Some(&token),
-                None,
-            )
-            .ok("the browser's chat");
-        assert!(chat.to_string().contains(BROWSER_PROMPT), "{chat}");
+        webui.assert_chat_holds(&token, &chat_id, BROWSER_PROMPT);
 
         // A document uploaded, embedded by llama-server, and found again:
         // the answer's sources hold its text.

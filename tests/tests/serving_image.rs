@@ -269,13 +269,5 @@ fn the_booted_serving_image_answers_in_a_browser_and_keeps_the_chat_across_a_reb
     let webui = OpenWebUi::tls(NODE, vm.https_port, &ca);
     webui.wait_ok("/health", WEBUI_UP).unwrap();
     let token = webui.admin_token(ADMIN_EMAIL, &password);
-    let chat = webui
-        .request(
-            "GET",
-            &format!("/api/v1/chats/{chat_id}"),
-            Some(&token),
-            None,
-        )
-        .ok("the chat after a reboot");
-    assert!(chat.to_string().contains(BROWSER_PROMPT), "{chat}");
+    webui.assert_chat_holds(&token, &chat_id, BROWSER_PROMPT);
 }

@@ -61,3 +61,21 @@ replace_section() {
         END { exit bad }' "$doc" >"$doc.tmp.$$" || { rm -f "$doc.tmp.$$"; die "$doc: $end before $begin"; }
     mv "$doc.tmp.$$" "$doc"
 }
+
+# stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL (PID a child of this shell).
+stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

@@ -84,18 +84,6 @@ as_pg() {
     if [[ -n $PG_USER ]]; then (cd / && runuser -u "$PG_USER" -- "$@"); else "$@"; fi
 }
 
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     set +e
     stop_pid "$DAEMON_PID"
@@ -114,10 +102,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 wait_port() { # wait_port PORT WHAT
     local i

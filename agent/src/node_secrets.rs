@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use owui_bundle::error::IoContext;
+use owui_bundle::first_admin::FirstAdmin;
 use owui_bundle::fsutil::write_atomic;
 use owui_bundle::{Error, Result, Role};
 use rand_core::{OsRng, RngCore};
@@ -21,7 +22,7 @@ use rcgen::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config;
+use crate::config::{self, Seed};
 use crate::layout::Root;
 
 /// Where the read-only root links /etc/owui/secrets and /etc/owui/tls to
@@ -274,7 +275,10 @@ pub fn init(root: &Root) -> Result<Report> {
             )]))
         })?;
         let node = seed.node.clone();
-        s.env_file("open-webui.env", |s| open_webui_env(s, &node))?;
+        let admin = seed.admin.clone();
+        s.env_file("open-webui.env", |s| {
+            open_webui_env(s, &node, admin.as_ref())
+        })?;
         tls(&mut s, &node)?;
     }
     Ok(s.report)
@@ -283,7 +287,7 @@ pub fn init(root: &Root) -> Result<Report> {
 /// Open WebUI's secrets and per-node values (docs/images.md lists them). The
 /// endpoints are the node's own loopback services: right for the all-in-one;
 /// an app node of a cluster gets its db and gpu nodes' with enrolment.
-fn open_webui_env(s: &mut Secrets<'_>, node: &str) -> Result<EnvFile> {
+fn open_webui_env(s: &mut Secrets<'_>, node: &str, admin: Option<&FirstAdmin>) -> Result<EnvFile> {
     let db_password = s.value("postgres-openwebui-password")?;
     let database = format!("postgresql://openwebui:{db_password}@127.0.0.1:5432/openwebui");
     let terminals = serde_json::json!([{
@@ -302,20 +306,20 @@ fn open_webui_env(s: &mut Secrets<'_>, node: &str) -> Result<EnvFile> {
             ("PGVECTOR_DB_URL", database),
             ("OPENAI_API_KEY", s.value("vllm-api-key")?),
             ("TERMINAL_SERVER_CONNECTIONS", terminals.to_string()),
-            ("WEBUI_ADMIN_EMAIL", format!("admin@{node}")),
+            ("WEBUI_ADMIN_EMAIL", FirstAdmin::email_for(admin, node)),
             ("WEBUI_ADMIN_PASSWORD", s.value("admin-password")?),
-            ("WEBUI_ADMIN_NAME", "Administrator".to_string()),
+            ("WEBUI_ADMIN_NAME", FirstAdmin::name_for(admin)),
         ],
     })
 }
 
 /// Open WebUI's first administrator (the one `secrets init` names in
-/// `WEBUI_ADMIN_*`): its address and password, the first time this is
+/// `WEBUI_ADMIN_*`, from the seed's `[admin]`): its address and password, the first time this is
 /// asked and never again (a marker file beside the password records it).
 /// The READY banner prints them on the console, the one way to them
 /// before an operator can log in; the journal never sees them. None when
 /// they were shown already or the node has no such password.
-pub fn first_admin_login(root: &Root, node: &str) -> Result<Option<(String, String)>> {
+pub fn first_admin_login(root: &Root, seed: &Seed) -> Result<Option<(String, String)>> {
     let password_path = root.host(&Path::new(SECRETS_DIR).join("admin-password"))?;
     let shown = root.host(&Path::new(SECRETS_DIR).join("admin-password.shown"))?;
     if shown.exists() {
@@ -325,7 +329,8 @@ pub fn first_admin_login(root: &Root, node: &str) -> Result<Option<(String, Stri
         return Ok(None);
     };
     write_atomic(&shown, b"", 0o600)?;
-    Ok(Some((format!("admin@{node}"), password)))
+    let email = FirstAdmin::email_for(seed.admin.as_ref(), &seed.node);
+    Ok(Some((email, password)))
 }
 
 /// nginx's certificate: kept when the site put its own there, else a
@@ -508,9 +513,27 @@ mod tests {
             )
         );
         assert_eq!(get(&webui, "WEBUI_URL"), "https://ai-1");
+        // No [admin] in the seed: the node names its administrator.
+        assert_eq!(get(&webui, "WEBUI_ADMIN_EMAIL"), "admin@ai-1");
+        assert_eq!(get(&webui, "WEBUI_ADMIN_NAME"), "Administrator");
         assert_eq!(get(&webui, "WEBUI_SECRET_KEY").len(), 48);
         assert_ne!(get(&webui, "WEBUI_SECRET_KEY"), vllm_key);
         assert!(r.tls_ca_sha256.is_some());
+    }
+
+    #[test]
+    fn the_seeds_administrator_is_open_webuis_first() {
+        let (_tmp, root) = node("allinone");
+        fs::write(
+            root.seed().unwrap(),
+            "node = \"ai-1\"\nrole = \"allinone\"\n[admin]\nemail = \"ops@site.example\"\nname = \"Site Ops\"\n",
+        )
+        .unwrap();
+        init(&root).unwrap();
+        let webui = env(&root, "open-webui.env");
+        assert_eq!(get(&webui, "WEBUI_ADMIN_EMAIL"), "ops@site.example");
+        assert_eq!(get(&webui, "WEBUI_ADMIN_NAME"), "Site Ops");
+        assert_eq!(get(&webui, "WEBUI_ADMIN_PASSWORD").len(), 48);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! (/run/owui/seed.toml), records how they were checked
 //! (/run/owui/seed-origin.json, shown by `status`), writes the seed's SSH
 //! keys where sshd looks for owui-admin's (/run/owui/ssh/owui-admin.keys,
-//! docs/operator-access.md), and sets the hostname.
+//! docs/operator-access.md), its `[network]` as a systemd-networkd file
+//! (/run/systemd/network/10-owui-seed.network), and sets the hostname.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use owui_bundle::error::IoContext;
 use owui_bundle::fsutil::{read_regular_capped, write_atomic};
+use owui_bundle::node_network::NETWORKD_FILE;
 use owui_bundle::seed::{self, NodeName, SEED_MAX};
 use owui_bundle::sign::SIGNATURE_MAX;
 use owui_bundle::ssh_key;
@@ -232,6 +234,7 @@ pub fn import(
     // The exact bytes whose signature was checked.
     write_atomic(&run.join("seed.toml"), &found.bytes, 0o600)?;
     let ssh_keys = write_ssh_keys(root, &seed, &origin)?;
+    write_network(root, &seed)?;
     // Only the real root's hostname: a --root run works on a disk, not a host.
     let hostname_set = set_hostname && root.path() == Path::new("/");
     if hostname_set {
@@ -275,6 +278,26 @@ fn write_ssh_keys(root: &Root, seed: &Seed, origin: &SeedOrigin) -> Result<usize
     let text = ssh_key::authorized_keys(keys);
     write_atomic(&dir.join(SSH_KEYS_FILE), text.as_bytes(), 0o644)?;
     Ok(keys.len())
+}
+
+/// Writes the seed's `[network]` as a systemd-networkd file that sorts
+/// before the image's DHCP default, or removes one an earlier import wrote
+/// when the seed has none. Read by networkd when it starts (after this
+/// unit) and by `networkctl reload`.
+fn write_network(root: &Root, seed: &Seed) -> Result<()> {
+    let path = root.host(Path::new(NETWORKD_FILE))?;
+    match &seed.network {
+        Some(network) => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).at("creating", dir)?;
+            }
+            write_atomic(&path, network.networkd_file().as_bytes(), 0o644)
+        }
+        None => match fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", &path),
+            _ => Ok(()),
+        },
+    }
 }
 
 pub fn print_imported(i: &Imported) {
@@ -322,7 +345,7 @@ pub fn banner(root: &Root) -> Result<String> {
         seed.role.as_str(),
         seed.node
     );
-    if let Some((email, password)) = node_secrets::first_admin_login(root, &seed.node)? {
+    if let Some((email, password)) = node_secrets::first_admin_login(root, &seed)? {
         text.push_str(&format!(
             "\nOpen WebUI administrator {email}, first password {password} \
              (shown this once: change it after signing in)"
@@ -568,6 +591,61 @@ mod tests {
             .host(Path::new("/run/owui/seed.toml"))
             .unwrap()
             .exists());
+    }
+
+    #[test]
+    fn a_seeds_network_becomes_a_networkd_file_and_a_seed_without_removes_it() {
+        let (_dir, root, key) = root_with_image("app");
+        let file = root.host(Path::new(NETWORKD_FILE)).unwrap();
+        esp_seed(
+            &root,
+            "node = \"n1\"\nrole = \"app\"\n[network]\naddress = \"10.20.0.7/24\"\ngateway = \"10.20.0.1\"\n",
+            Some(&key),
+        );
+        import_esp(&root, false).unwrap();
+        let text = fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains("Address=10.20.0.7/24\nLinkLocalAddressing=no\n"),
+            "{text}"
+        );
+        assert!(text.contains("Gateway=10.20.0.1\n"), "{text}");
+        // A gateway off the address's network: refused, the file stays.
+        esp_seed(
+            &root,
+            "node = \"n1\"\nrole = \"app\"\n[network]\naddress = \"10.20.0.7/24\"\ngateway = \"10.9.0.1\"\n",
+            Some(&key),
+        );
+        let err = import_esp(&root, false).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        assert!(err.to_string().contains("[network] gateway"), "{err}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), text);
+        esp_seed(&root, "node = \"n1\"\nrole = \"app\"\n", Some(&key));
+        import_esp(&root, false).unwrap();
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn the_banner_names_the_seeds_administrator() {
+        let (_dir, root, _key) = root_with_image("app");
+        fs::create_dir_all(root.etc().unwrap()).unwrap();
+        fs::write(
+            root.seed().unwrap(),
+            "node = \"n1\"\nrole = \"app\"\n[admin]\nemail = \"ops@site.example\"\n",
+        )
+        .unwrap();
+        let secrets = root.host(Path::new("/etc/owui/secrets")).unwrap();
+        fs::create_dir_all(&secrets).unwrap();
+        fs::write(secrets.join("admin-password"), "0123abcd\n").unwrap();
+        fs::set_permissions(
+            secrets.join("admin-password"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let text = banner(&root).unwrap();
+        assert!(
+            text.contains("\nOpen WebUI administrator ops@site.example, first password 0123abcd"),
+            "{text}"
+        );
     }
 
     #[test]

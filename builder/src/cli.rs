@@ -282,6 +282,8 @@ pub enum SeedCommand {
         /// can log in over SSH.
         #[arg(long, value_name = "FILE")]
         ssh_key: Vec<PathBuf>,
+        #[command(flatten)]
+        settings: SeedSettings,
         /// Secret key to sign with (mode 0600): the one the image trusts.
         #[arg(long)]
         key: PathBuf,
@@ -291,6 +293,35 @@ pub enum SeedCommand {
         #[command(flatten)]
         output: Output,
     },
+}
+
+/// The seed's optional sections (docs/seeds.md), each checked as the node
+/// checks it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SeedSettings {
+    /// Open WebUI's first administrator's sign-in address (seed
+    /// `[admin] email`); default admin@NODE. Its password is made on the
+    /// node and shown once on the console.
+    #[arg(long, value_name = "EMAIL")]
+    pub admin_email: Option<String>,
+    /// The administrator's display name (needs --admin-email); default
+    /// "Administrator".
+    #[arg(long, value_name = "NAME", requires = "admin_email")]
+    pub admin_name: Option<String>,
+    /// A fixed address with its prefix (seed `[network] address`), e.g.
+    /// 10.20.0.7/24; none: DHCP on every wired port.
+    #[arg(long, value_name = "CIDR")]
+    pub address: Option<String>,
+    /// The default gateway, on the address's network (needs --address).
+    #[arg(long, value_name = "IP", requires = "address")]
+    pub gateway: Option<String>,
+    /// A DNS server; repeatable.
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// The MAC address of the wired port the settings are for; none: every
+    /// wired port (nodes with one).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -51,11 +51,12 @@ fn main() -> ExitCode {
             node,
             role,
             ssh_key,
+            settings,
             key,
             out,
             output,
         }) => finish(
-            seeds::create(&node, &role, &ssh_key, &key, &out),
+            seeds::create(&node, &role, &ssh_key, &settings, &key, &out),
             output.json,
             seeds::print_created,
         ),

@@ -5,12 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
+use std::net::IpAddr;
+
+use owui_bundle::first_admin::FirstAdmin;
 use owui_bundle::fsutil::{read_regular_capped, write_atomic};
+use owui_bundle::node_network::NodeNetwork;
 use owui_bundle::seed::{self, NodeName, Seed, SEED_MAX};
 use owui_bundle::ssh_key::SshPublicKey;
 use owui_bundle::{Error, Result};
 use serde::Serialize;
 
+use crate::cli::SeedSettings;
 use crate::keys::load_secret;
 
 #[derive(Debug, Serialize)]
@@ -59,6 +64,7 @@ pub fn create(
     node: &str,
     role: &str,
     ssh_keys: &[PathBuf],
+    settings: &SeedSettings,
     key: &Path,
     out: &Path,
 ) -> Result<Created> {
@@ -70,6 +76,8 @@ pub fn create(
         node: node.parse()?,
         role: seed::parse_role(role)?,
         ssh_authorized_keys,
+        admin: admin(settings)?,
+        network: network(settings)?,
     };
     let key = load_secret(key)?;
     let bytes = seed.to_bytes()?;
@@ -86,6 +94,45 @@ pub fn create(
         seed: out.to_path_buf(),
         signature: sig_path,
     })
+}
+
+/// The seed's `[admin]`, when --admin-email names one.
+fn admin(settings: &SeedSettings) -> Result<Option<FirstAdmin>> {
+    let Some(email) = &settings.admin_email else {
+        return Ok(None);
+    };
+    Ok(Some(FirstAdmin {
+        email: email.parse()?,
+        name: settings.admin_name.as_deref().map(str::parse).transpose()?,
+    }))
+}
+
+/// The seed's `[network]`, when any network flag is given; checked as the
+/// node checks it.
+fn network(settings: &SeedSettings) -> Result<Option<NodeNetwork>> {
+    let ip = |flag: &str, text: &str| {
+        text.parse::<IpAddr>()
+            .map_err(|_| Error::invalid(format!("{flag} {text:?}"), "is not an IP address"))
+    };
+    let network = NodeNetwork {
+        mac: settings.mac.as_deref().map(str::parse).transpose()?,
+        address: settings.address.as_deref().map(str::parse).transpose()?,
+        gateway: settings
+            .gateway
+            .as_deref()
+            .map(|g| ip("--gateway", g))
+            .transpose()?,
+        dns: settings
+            .dns
+            .iter()
+            .map(|d| ip("--dns", d))
+            .collect::<Result<_>>()?,
+    };
+    if network == NodeNetwork::default() {
+        return Ok(None);
+    }
+    network.check("the seed")?;
+    Ok(Some(network))
 }
 
 pub fn print_created(c: &Created) {
@@ -122,7 +169,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (key, sk) = key_file(dir.path());
         let out = dir.path().join("seed.toml");
-        let c = create("rack1-n07", "gpu", &[], &key, &out).unwrap();
+        let c = create(
+            "rack1-n07",
+            "gpu",
+            &[],
+            &SeedSettings::default(),
+            &key,
+            &out,
+        )
+        .unwrap();
         assert_eq!(c.key_id, sk.id.to_string());
         let store = TrustStore::with_keys(vec![sk.public()], "test keys");
         let bytes = fs::read(&out).unwrap();
@@ -143,7 +198,7 @@ mod tests {
             ("n1", "printer", key.as_path()),
             ("n1", "app", Path::new("/nonexistent/owui.key")),
         ] {
-            let err = create(node, role, &[], key, &out).unwrap_err();
+            let err = create(node, role, &[], &SeedSettings::default(), key, &out).unwrap_err();
             assert_ne!(err.exit_code(), 0);
             assert_eq!(
                 fs::read_dir(out.parent().unwrap()).unwrap().count(),
@@ -151,6 +206,86 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn admin_and_network_flags_become_signed_sections_and_bad_ones_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, sk) = key_file(dir.path());
+        let out = dir.path().join("out/seed.toml");
+        fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let good = SeedSettings {
+            admin_email: Some("ops@site.example".into()),
+            admin_name: Some("Site Ops".into()),
+            address: Some("10.20.0.7/24".into()),
+            gateway: Some("10.20.0.1".into()),
+            dns: vec!["10.20.0.2".into()],
+            mac: Some("52:54:00:12:34:56".into()),
+        };
+        for (bad, says) in [
+            (
+                SeedSettings {
+                    admin_email: Some("ops".into()),
+                    ..good.clone()
+                },
+                "no '@'",
+            ),
+            (
+                SeedSettings {
+                    address: Some("10.20.0.7".into()),
+                    ..good.clone()
+                },
+                "prefix length",
+            ),
+            (
+                SeedSettings {
+                    gateway: Some("10.21.0.1".into()),
+                    ..good.clone()
+                },
+                "not on the address's network",
+            ),
+            (
+                SeedSettings {
+                    dns: vec!["dns.site".into()],
+                    ..good.clone()
+                },
+                "--dns \"dns.site\"",
+            ),
+            (
+                SeedSettings {
+                    mac: Some("52:54:00".into()),
+                    ..good.clone()
+                },
+                "six hex pairs",
+            ),
+        ] {
+            let err = create("n1", "app", &[], &bad, &key, &out).unwrap_err();
+            assert_eq!(err.exit_code(), 3, "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+            assert_eq!(fs::read_dir(out.parent().unwrap()).unwrap().count(), 0);
+        }
+        let c = create("n1", "app", &[], &good, &key, &out).unwrap();
+        let store = TrustStore::with_keys(vec![sk.public()], "test keys");
+        let bytes = fs::read(&out).unwrap();
+        let v = seed::verify(
+            &store,
+            "seed.toml",
+            &bytes,
+            Some(&fs::read(&c.signature).unwrap()),
+        )
+        .unwrap();
+        let admin = v.seed.admin.unwrap();
+        assert_eq!(
+            (admin.email.to_string(), admin.name.unwrap().to_string()),
+            ("ops@site.example".into(), "Site Ops".into())
+        );
+        let file = v.seed.network.unwrap().networkd_file();
+        assert!(file.contains("MACAddress=52:54:00:12:34:56\n"), "{file}");
+        assert!(file.contains("Address=10.20.0.7/24\n"), "{file}");
+        assert!(
+            file.contains("Gateway=10.20.0.1\nDNS=10.20.0.2\n"),
+            "{file}"
+        );
     }
 
     #[test]
@@ -176,7 +311,15 @@ mod tests {
         )
         .unwrap();
         let out = dir.path().join("seed.toml");
-        let c = create("n1", "app", &[alice.clone(), team.clone()], &key, &out).unwrap();
+        let c = create(
+            "n1",
+            "app",
+            &[alice.clone(), team.clone()],
+            &SeedSettings::default(),
+            &key,
+            &out,
+        )
+        .unwrap();
         assert_eq!(c.ssh_keys, 3);
         let store = TrustStore::with_keys(vec![sk.public()], "test keys");
         let bytes = fs::read(&out).unwrap();
@@ -203,13 +346,29 @@ mod tests {
         ] {
             let bad = dir.path().join("bad.pub");
             fs::write(&bad, text).unwrap();
-            let err = create("n1", "app", &[alice.clone(), bad.clone()], &key, &out).unwrap_err();
+            let err = create(
+                "n1",
+                "app",
+                &[alice.clone(), bad.clone()],
+                &SeedSettings::default(),
+                &key,
+                &out,
+            )
+            .unwrap_err();
             assert_eq!(err.exit_code(), 3, "{err}");
             assert!(err.to_string().contains("bad.pub"), "{err}");
             assert!(err.to_string().contains(reason), "{err}");
             assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "{err}");
         }
-        let err = create("n1", "app", &[dir.path().join("none.pub")], &key, &out).unwrap_err();
+        let err = create(
+            "n1",
+            "app",
+            &[dir.path().join("none.pub")],
+            &SeedSettings::default(),
+            &key,
+            &out,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("none.pub"), "{err}");
         assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "{err}");
     }

@@ -5,6 +5,8 @@
 #[cfg(test)]
 #[macro_use]
 mod refused_inputs;
+// `string_serde!`, used by the seed's value types.
+mod string_serde;
 
 pub mod apply;
 pub mod archive;
@@ -15,12 +17,14 @@ pub mod create;
 pub mod digest;
 pub mod error;
 pub mod firmware;
+pub mod first_admin;
 pub mod fsutil;
 pub mod generation;
 pub mod have;
 pub mod huggingface;
 pub mod items;
 pub mod manifest;
+pub mod node_network;
 pub mod oci;
 pub mod ollama;
 pub mod outcome;

@@ -1,5 +1,7 @@
-//! The node seed: who a node is (`node = "<name>"`, `role = "<role>"`) and
-//! who may log in to it (`ssh_authorized_keys`, optional), the one per-host
+//! The node seed: who a node is (`node = "<name>"`, `role = "<role>"`),
+//! who may log in to it (`ssh_authorized_keys`), who Open WebUI's first
+//! administrator is (`[admin]`) and its address (`[network]`; the last
+//! three optional), the one per-host
 //! input a role image takes. Made and signed on the build side
 //! (`owui-builder seed create`), checked on the node (`owui-agent seed
 //! import`) against the image's trust store before any field is trusted.
@@ -16,6 +18,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::first_admin::FirstAdmin;
+use crate::node_network::NodeNetwork;
 use crate::role::Role;
 use crate::sign::SecretKey;
 use crate::ssh_key::SshPublicKey;
@@ -145,6 +149,12 @@ pub struct Seed {
     /// lets nobody in over SSH.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_authorized_keys: Vec<SshPublicKey>,
+    /// Open WebUI's first administrator; none: `admin@<node>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<FirstAdmin>,
+    /// The node's address; none: DHCP on every wired port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NodeNetwork>,
 }
 
 /// A seed as its file has it, with where each SSH key was written: the
@@ -157,6 +167,8 @@ struct SeedFile {
     role: Role,
     #[serde(default)]
     ssh_authorized_keys: Vec<toml::Spanned<String>>,
+    admin: Option<FirstAdmin>,
+    network: Option<NodeNetwork>,
 }
 
 impl Seed {
@@ -176,10 +188,15 @@ impl Seed {
                 })
             })
             .collect::<Result<_>>()?;
+        if let Some(network) = &file.network {
+            network.check(what)?;
+        }
         Ok(Seed {
             node: file.node,
             role: file.role,
             ssh_authorized_keys,
+            admin: file.admin,
+            network: file.network,
         })
     }
 
@@ -377,6 +394,8 @@ mod tests {
             node: "db-3".parse().unwrap(),
             role: Role::Db,
             ssh_authorized_keys: Vec::new(),
+            admin: None,
+            network: None,
         };
         let bytes = seed.to_bytes().unwrap();
         assert_eq!(bytes, b"node = \"db-3\"\nrole = \"db\"\n");

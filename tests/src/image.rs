@@ -152,12 +152,20 @@ pub fn report_overlay(overlay: &Path, after: &str, script: &str) {
 /// `owui-builder seed create`: `dir/seed.toml` and its signature by `key`,
 /// with the public keys in the `ssh_keys` files for owui-admin.
 pub fn signed_seed(dir: &Path, key: &Path, node: &str, role: &str, ssh_keys: &[&Path]) -> PathBuf {
+    let mut more = Vec::new();
+    for k in ssh_keys {
+        more.extend(["--ssh-key", k.to_str().unwrap()]);
+    }
+    signed_seed_with(dir, key, node, role, &more)
+}
+
+/// [`signed_seed`] with `more` arguments for `seed create` (--admin-email,
+/// --address, …).
+pub fn signed_seed_with(dir: &Path, key: &Path, node: &str, role: &str, more: &[&str]) -> PathBuf {
     let file = dir.join("seed.toml");
     let mut args =
         seed_create_args(node, role, key.to_str().unwrap(), file.to_str().unwrap()).to_vec();
-    for k in ssh_keys {
-        args.extend(["--ssh-key", k.to_str().unwrap()]);
-    }
+    args.extend(more);
     builder(&args).ok();
     file
 }
@@ -177,8 +185,13 @@ pub fn seed_medium_with_keys(
     role: &str,
     ssh_keys: &[&Path],
 ) -> PathBuf {
+    seed_medium_of(dir, &signed_seed(dir, key, node, role, ssh_keys))
+}
+
+/// The OWUI-SEED medium holding `file` (a seed from [`signed_seed`] or
+/// [`signed_seed_with`]) and its signature beside it.
+pub fn seed_medium_of(dir: &Path, file: &Path) -> PathBuf {
     let img = dir.join("seed.img");
-    let file = signed_seed(dir, key, node, role, ssh_keys);
     // mkfs.vfat -C will not write over an earlier medium.
     let _ = fs::remove_file(&img);
     let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
@@ -188,8 +201,11 @@ pub fn seed_medium_with_keys(
         .arg("2048")
         .stdout(std::process::Stdio::null()));
     for (from, to) in [
-        (file.clone(), "::seed.toml"),
-        (dir.join("seed.toml.minisig"), "::seed.toml.minisig"),
+        (file.to_path_buf(), "::seed.toml"),
+        (
+            PathBuf::from(format!("{}.minisig", file.display())),
+            "::seed.toml.minisig",
+        ),
     ] {
         ok(Command::new("mcopy")
             .env("MTOOLS_SKIP_CHECK", "1")

@@ -5,6 +5,7 @@ pub mod fake_http;
 pub mod image;
 pub mod nginx;
 pub mod nspawn;
+pub mod open_webui;
 pub mod pki;
 pub mod postgres;
 pub mod qemu;

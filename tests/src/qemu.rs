@@ -1,8 +1,8 @@
 //! Boots a disk image under qemu (UEFI firmware, software emulation: no KVM
 //! here) and watches its serial console for markers. The guest has one
 //! network card on qemu's user-mode network, restricted (it reaches
-//! nothing outside the VM), with its port 22 forwarded to a free port on
-//! the host's 127.0.0.1 ([`Boot::ssh_port`]).
+//! nothing outside the VM), with its ports 22 and 443 forwarded to free
+//! ports on the host's 127.0.0.1 ([`Boot::ssh_port`], [`Boot::https_port`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,32 @@ pub struct Boot {
     pub serial: PathBuf,
     /// The host port (on 127.0.0.1) that reaches the guest's port 22.
     pub ssh_port: u16,
+    /// The host port (on 127.0.0.1) that reaches the guest's nginx on 443.
+    pub https_port: u16,
+}
+
+/// The emulated machine: its memory and CPU model.
+#[derive(Clone, Copy)]
+pub struct Guest {
+    pub memory_mib: u32,
+    /// qemu's `-cpu`: TCG's default `qemu64` lacks SSE4.2 and POPCNT
+    /// (x86-64-v2), which Python wheels such as numpy's take as given;
+    /// `max` has every feature TCG emulates.
+    pub cpu: &'static str,
+}
+
+impl Guest {
+    /// What a boot test of the agent and its units needs.
+    pub const SMALL: Guest = Guest {
+        memory_mib: 1536,
+        cpu: "qemu64",
+    };
+    /// A guest that runs Open WebUI, PostgreSQL, Redis, nginx and
+    /// llama-server, as any x86-64-v2 server does.
+    pub const SERVING: Guest = Guest {
+        memory_mib: 3072,
+        cpu: "max",
+    };
 }
 
 impl Boot {
@@ -36,27 +62,31 @@ impl Boot {
     /// `extra` drives attached read-only; `dir` holds the firmware vars and
     /// the serial log.
     pub fn start(dir: &Path, disk: &Path, extra: &[&Path]) -> Boot {
+        Boot::start_guest(dir, disk, extra, Guest::SMALL)
+    }
+
+    /// [`Boot::start`] on another [`Guest`].
+    pub fn start_guest(dir: &Path, disk: &Path, extra: &[&Path], guest: Guest) -> Boot {
         let vars = dir.join("vars.fd");
         fs::copy(OVMF_VARS, &vars).expect("OVMF vars (package ovmf)");
         let serial = dir.join("serial.log");
         let _ = fs::remove_file(&serial);
-        let [ssh_port] = crate::free_ports::<1>();
+        let [ssh_port, https_port] = crate::free_ports::<2>();
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args([
-            "-machine", "q35", "-accel", "tcg", "-m", "1536", "-smp", "2",
-        ])
-        .args(["-display", "none", "-nodefaults", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=virtio,format=raw,file={}", disk.display()));
+        cmd.args(["-machine", "q35", "-accel", "tcg", "-smp", "2"])
+            .args(["-m", &guest.memory_mib.to_string(), "-cpu", guest.cpu])
+            .args(["-display", "none", "-nodefaults", "-no-reboot"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
+            .arg("-drive")
+            .arg(format!("if=virtio,format=raw,file={}", disk.display()));
         for d in extra {
             cmd.arg("-drive").arg(format!(
                 "if=virtio,format=raw,readonly=on,file={}",
@@ -65,7 +95,8 @@ impl Boot {
         }
         cmd.arg("-netdev")
             .arg(format!(
-                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,\
+                 hostfwd=tcp:127.0.0.1:{https_port}-:443"
             ))
             .args(["-device", "virtio-net-pci,netdev=net0"]);
         cmd.arg("-serial")
@@ -73,11 +104,11 @@ impl Boot {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        Boot::spawn(cmd, serial, ssh_port)
+        Boot::spawn(cmd, serial, ssh_port, https_port)
     }
 
     /// Runs `command`, a VM that writes its console to `serial`.
-    fn spawn(mut command: Command, serial: PathBuf, ssh_port: u16) -> Boot {
+    fn spawn(mut command: Command, serial: PathBuf, ssh_port: u16, https_port: u16) -> Boot {
         let child = command
             .spawn()
             .expect("qemu-system-x86_64 (package qemu-system-x86)");
@@ -87,6 +118,7 @@ impl Boot {
             restarts_left: EMULATOR_FAULT_RESTARTS,
             serial,
             ssh_port,
+            https_port,
         }
     }
 
@@ -199,6 +231,21 @@ impl Boot {
     }
 }
 
+impl Boot {
+    /// Waits up to `limit` for the VM to stop by itself (a reboot under
+    /// `-no-reboot`, a power-off); whether it did.
+    pub fn wait_stopped(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    }
+}
+
 impl Drop for Boot {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -223,7 +270,7 @@ mod tests {
                  exec sleep 60",
             )
             .args(["sh", dir.to_str().unwrap(), first, then]);
-        Boot::spawn(cmd, serial, 0)
+        Boot::spawn(cmd, serial, 0, 0)
     }
 
     #[test]

@@ -8,8 +8,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use crate::image::repo;
 use crate::registry::{ClientFiles, TestRegistry, PASSWORD};
@@ -247,45 +245,5 @@ impl Drop for Podman {
         }
         // The overlay driver leaves its own mount behind.
         let _ = owui_bundle::oci::unmount_below(&self.graph_root);
-    }
-}
-
-/// `curl` against a local HTTP service: (status, body).
-pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    let mut c = Command::new("curl");
-    c.args([
-        "-sS",
-        "-m",
-        "120",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-        url,
-    ]);
-    if let Some(t) = token {
-        c.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = c.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// Waits until `url` answers 200, up to `limit`; `Err` with the last answer.
-pub fn wait_ok(url: &str, limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (code, body) = http("GET", url, None, None);
-        if code == 200 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{url}: last answer {code} {body}"));
-        }
-        thread::sleep(Duration::from_millis(500));
     }
 }

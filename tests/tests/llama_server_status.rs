@@ -12,10 +12,10 @@ use std::fs;
 use std::time::Duration;
 
 use owui_tests::free_ports;
-use owui_tests::serving::{
-    http, llama_server_args, serving_image_layout, tiny_model, wait_ok, Podman,
-};
+use owui_tests::open_webui::OpenWebUi;
+use owui_tests::serving::{llama_server_args, serving_image_layout, tiny_model, Podman};
 use owui_tests::site::Site;
+use serde_json::json;
 
 /// The container name the check reads the log of (the unit's is
 /// `llama-server`; this one is in a store of the test's own).
@@ -59,7 +59,9 @@ fn a_model_llama_server_cannot_load_shows_its_own_error_in_status() {
     args.extend(llama_server_args(port));
     podman.run_detached(CONTAINER, &args);
     let base = format!("http://127.0.0.1:{port}");
-    if let Err(e) = wait_ok(&format!("{base}/health"), Duration::from_secs(60)) {
+    // Its OpenAI API, asked as Open WebUI asks it.
+    let server = OpenWebUi::plain(&base);
+    if let Err(e) = server.wait_ok("/health", Duration::from_secs(60)) {
         panic!("{e}\n{}", podman.logs(CONTAINER));
     }
 
@@ -84,19 +86,17 @@ fn a_model_llama_server_cannot_load_shows_its_own_error_in_status() {
     // Asked for, as Open WebUI would: the good model answers, the broken
     // one does not.
     let chat = |model: &str| {
-        http(
-            "POST",
-            &format!("{base}/v1/chat/completions"),
-            None,
-            Some(&format!(
-                r#"{{"model":"{model}","max_tokens":4,"messages":[{{"role":"user","content":"hi"}}]}}"#
-            )),
-        )
+        let body = json!({
+            "model": model,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        server.request("POST", "/v1/chat/completions", None, Some(&body))
     };
-    let (code, body) = chat("tiny");
-    assert_eq!(code, 200, "{body}\n{}", podman.logs(CONTAINER));
-    let (code, body) = chat("broken");
-    assert_eq!(code, 500, "{body}");
+    let answer = chat("tiny");
+    assert_eq!(answer.code, 200, "{}\n{}", answer.body, podman.logs(CONTAINER));
+    let answer = chat("broken");
+    assert_eq!(answer.code, 500, "{}", answer.body);
 
     let check = llama_check(&site, &podman);
     assert_eq!(check["state"], "degraded", "{check}");

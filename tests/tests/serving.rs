@@ -21,22 +21,29 @@ use std::time::Duration;
 
 use owui_tests::free_ports;
 use owui_tests::image::repo;
+use owui_tests::open_webui::{OpenWebUi, ServingProof};
 use owui_tests::redis::RedisServer;
 use owui_tests::registry::TestRegistry;
-use owui_tests::serving::{
-    http, llama_server_args, push_serving_images, tiny_model, wait_ok, Podman,
-};
+use owui_tests::serving::{llama_server_args, push_serving_images, tiny_model, Podman};
 use owui_tests::site::Site;
 
 const ADMIN_EMAIL: &str = "admin@rack1-n07.example";
 const ADMIN_PASSWORD: &str = "a long passphrase for the test";
 
-/// The image's Open WebUI settings (images/overlay/web/etc/owui/open-webui.env)
-/// with the keys this test must set replacing the image's values: ports,
-/// the inference server, Redis, and what the node's secrets file would add.
+/// The all-in-one image's Open WebUI settings (images/overlay/web's
+/// open-webui.env, then allinone's open-webui.backends.env) with the keys
+/// this test must set replacing the image's values: ports, the inference
+/// server, Redis, and what the node's secrets file would add.
 fn webui_env(dir: &Path, overrides: &[(&str, String)]) -> std::path::PathBuf {
-    let image = fs::read_to_string(repo().join("images/overlay/web/etc/owui/open-webui.env"))
-        .expect("the image's open-webui.env");
+    let image = [
+        "web/etc/owui/open-webui.env",
+        "allinone/etc/owui/open-webui.backends.env",
+    ]
+    .map(|f| {
+        fs::read_to_string(repo().join("images/overlay").join(f))
+            .unwrap_or_else(|e| panic!("the image's {f}: {e}"))
+    })
+    .concat();
     let mut lines: Vec<String> = image
         .lines()
         .filter(|l| {
@@ -155,13 +162,9 @@ fn open_webui_and_llama_server_from_a_signed_bundle_serve_a_chat() {
             ("PORT", webui_port.to_string()),
             ("OPENAI_API_BASE_URL", openai.clone()),
             ("OPENAI_API_KEY", "none".into()),
-            ("ENABLE_OLLAMA_API", "False".into()),
             ("REDIS_URL", redis.clone()),
             ("WEBSOCKET_REDIS_URL", redis),
-            ("RAG_EMBEDDING_ENGINE", "openai".into()),
             ("RAG_OPENAI_API_BASE_URL", openai),
-            ("RAG_OPENAI_API_KEY", "none".into()),
-            ("RAG_EMBEDDING_MODEL", "tiny:latest".into()),
             // No PostgreSQL with pgvector on the test host (Debian 12 has
             // none for PostgreSQL 15): Open WebUI's own SQLite and Chroma.
             ("VECTOR_DB", "chroma".into()),
@@ -187,108 +190,26 @@ fn open_webui_and_llama_server_from_a_signed_bundle_serve_a_chat() {
         ],
     );
 
-    let base = format!("http://127.0.0.1:{webui_port}");
-    if let Err(e) = wait_ok(&format!("{base}/health"), Duration::from_secs(300)) {
+    let webui = OpenWebUi::plain(&format!("http://127.0.0.1:{webui_port}"));
+    if let Err(e) = webui.wait_ok("/health", Duration::from_secs(300)) {
         panic!(
             "Open WebUI did not come up: {e}\n{}",
             podman.logs("owui-test-open-webui")
         );
     }
-
-    // Sign-in as the administrator the settings name; nobody else.
-    let (code, body) = http(
-        "POST",
-        &format!("{base}/api/v1/auths/signin"),
-        None,
-        Some(&format!(
-            r#"{{"email":"{ADMIN_EMAIL}","password":"{ADMIN_PASSWORD}"}}"#
-        )),
-    );
-    assert_eq!(code, 200, "{body}");
-    let signed_in: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(signed_in["role"], "admin", "{body}");
-    let token = signed_in["token"].as_str().unwrap().to_string();
-    let (code, body) = http(
-        "POST",
-        &format!("{base}/api/v1/auths/signin"),
-        None,
-        Some(&format!(
-            r#"{{"email":"{ADMIN_EMAIL}","password":"wrong"}}"#
-        )),
-    );
-    assert!(
-        (400..500).contains(&code),
-        "a wrong password: {code} {body}"
-    );
-    let (code, body) = http(
-        "POST",
-        &format!("{base}/api/v1/auths/signup"),
-        None,
-        Some(r#"{"name":"x","email":"first@example.org","password":"whatever-it-is"}"#),
-    );
-    assert!(
-        (400..500).contains(&code),
-        "sign-up is closed: {code} {body}"
-    );
-
-    // The bundle's model, through Open WebUI from llama-server.
-    let (code, body) = http("GET", &format!("{base}/api/models"), Some(&token), None);
-    assert_eq!(code, 200, "{body}");
-    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let ids: Vec<&str> = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
-    assert!(
-        ids.contains(&"tiny:latest"),
-        "models listed: {ids:?}\n{}",
-        podman.logs("owui-test-llama-server")
-    );
-
-    // The image's settings hold administrators to model access control
-    // too (BYPASS_ADMIN_ACCESS_CONTROL=False): a model nobody registered is
-    // refused, even to the administrator, until one registers it (in the
-    // UI: Workspace, Models) and grants it to whoever may use it.
-    let chat = || {
-        http(
-            "POST",
-            &format!("{base}/api/chat/completions"),
-            Some(&token),
-            Some(
-                r#"{"model":"tiny:latest","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}"#,
-            ),
-        )
+    let proof = ServingProof {
+        webui: &webui,
+        email: ADMIN_EMAIL,
+        password: ADMIN_PASSWORD,
+        model: "tiny:latest",
+        embeddings_url: &format!("http://127.0.0.1:{llama_port}/v1"),
+        logs: &|| {
+            format!(
+                "--- llama-server ---\n{}\n--- Open WebUI ---\n{}",
+                podman.logs("owui-test-llama-server"),
+                podman.logs("owui-test-open-webui")
+            )
+        },
     };
-    let (code, body) = chat();
-    assert!(
-        code == 400 && body.contains("Model not found"),
-        "an unregistered model: {code} {body}"
-    );
-    let (code, body) = http(
-        "POST",
-        &format!("{base}/api/v1/models/create"),
-        Some(&token),
-        Some(r#"{"id":"tiny:latest","name":"tiny","meta":{},"params":{}}"#),
-    );
-    assert_eq!(code, 200, "registering the model: {body}");
-
-    // A streamed chat completion: chunks, then the end. The tiny model's
-    // words are noise, so the test reads the stream's shape, not its text.
-    let (code, body) = chat();
-    assert_eq!(code, 200, "{body}");
-    let chunks: Vec<serde_json::Value> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| serde_json::from_str(d).ok())
-        .collect();
-    assert!(body.contains("data: [DONE]"), "{body}");
-    assert!(
-        chunks
-            .iter()
-            .any(|c| c["choices"][0]["finish_reason"].is_string()),
-        "no chunk finished the answer: {body}"
-    );
+    proof.prove(&work);
 }

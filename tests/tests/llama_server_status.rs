@@ -94,7 +94,13 @@ fn a_model_llama_server_cannot_load_shows_its_own_error_in_status() {
         server.request("POST", "/v1/chat/completions", None, Some(&body))
     };
     let answer = chat("tiny");
-    assert_eq!(answer.code, 200, "{}\n{}", answer.body, podman.logs(CONTAINER));
+    assert_eq!(
+        answer.code,
+        200,
+        "{}\n{}",
+        answer.body,
+        podman.logs(CONTAINER)
+    );
     let answer = chat("broken");
     assert_eq!(answer.code, 500, "{}", answer.body);
 

@@ -20,7 +20,8 @@
 # Method (also written into docs/performance.md):
 # - A scratch node root of role `allinone`: one small python3 HTTP server
 #   answers Open WebUI /health, /health/db ({"status": true}) and /api/config, Ollama
-#   /api/version ({"version": "0.0.0"}) and vLLM and llama-server /health (200); a real
+#   /api/version ({"version": "0.0.0"}), vLLM and llama-server /health (200) and
+#   llama-server's /models (no model failed); a real
 #   redis-server and a real PostgreSQL (initdb into the scratch directory,
 #   unix socket only) on free ports; the role's systemd units in a real
 #   systemd booted with systemd-nspawn from the tree the agent's systemd
@@ -123,6 +124,7 @@ ANSWERS = {
     "/health/db": b'{"status": true}',    # Open WebUI
     "/api/version": b'{"version": "0.0.0"}',  # Ollama
     "/api/config": b'{"name": "Open WebUI"}',  # Open WebUI, an administrator exists
+    "/models": b'{"data": [], "object": "list"}',  # llama-server's router, no model failed
 }
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn and Ollama do

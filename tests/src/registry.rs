@@ -134,14 +134,21 @@ impl TestRegistry {
     /// [`TestRegistry::push`] converted to a Docker v2 schema 2 manifest
     /// (new digests); returns the manifest's digest.
     pub fn push_as_docker(&self, layout: &Path, name: &str, repo_tag: &str) -> String {
+        self.push_converted(layout, name, repo_tag, &["--format", "v2s2"])
+    }
+
+    /// [`TestRegistry::push`] with the layers gzip-compressed, as skopeo
+    /// pushes by default (new digests); returns the manifest's digest.
+    pub fn push_compressed(&self, layout: &Path, name: &str, repo_tag: &str) -> String {
+        self.push_converted(layout, name, repo_tag, &[])
+    }
+
+    fn push_converted(&self, layout: &Path, name: &str, repo_tag: &str, how: &[&str]) -> String {
         let from = format!("oci:{}:{name}", layout.display());
         let to = format!("docker://{}/{repo_tag}", self.host());
-        self.skopeo(
-            "copy",
-            "dest",
-            &["--quiet", "--format", "v2s2"],
-            &[&from, &to],
-        );
+        let mut extra = vec!["--quiet"];
+        extra.extend(how);
+        self.skopeo("copy", "dest", &extra, &[&from, &to]);
         let raw = self.skopeo("inspect", "", &["--raw"], &[&to]);
         format!("sha256:{}", hex::encode(Sha256::digest(&raw)))
     }
@@ -205,13 +212,24 @@ impl Drop for TestRegistry {
 }
 
 /// A TCP proxy to `target` that closes each connection once it has passed
-/// `cut_after` bytes from the server to the client.
+/// `cut_after` bytes from the server to the client (or, stalling, keeps it
+/// open and sends nothing more).
 pub struct CuttingProxy {
     pub port: u16,
 }
 
 impl CuttingProxy {
     pub fn start(target: u16, cut_after: u64) -> CuttingProxy {
+        CuttingProxy::run(target, cut_after, false)
+    }
+
+    /// Passes `stall_after` bytes from the server, then holds the
+    /// connection open in silence: a registry that stops mid-transfer.
+    pub fn stalling(target: u16, stall_after: u64) -> CuttingProxy {
+        CuttingProxy::run(target, stall_after, true)
+    }
+
+    fn run(target: u16, cut_after: u64, hold: bool) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         thread::spawn(move || {
@@ -239,6 +257,12 @@ impl CuttingProxy {
                             break;
                         }
                         left -= n as u64;
+                    }
+                    if hold {
+                        // The sockets stay open as long as the test runs.
+                        loop {
+                            thread::sleep(Duration::from_secs(3600));
+                        }
                     }
                     let _ = c_write.shutdown(std::net::Shutdown::Both);
                     let _ = s_read.shutdown(std::net::Shutdown::Both);

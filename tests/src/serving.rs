@@ -38,12 +38,35 @@ impl PushedImages {
 pub fn push_serving_images(registry: &TestRegistry, dir: &Path) -> PushedImages {
     let host = registry.host();
     let client = registry.client_files(dir, &[&host], PASSWORD);
+    let certs = client.certs.join(&host);
+    let refs = serving_images(&[
+        "--push",
+        &host,
+        "--cert-dir",
+        &certs.display().to_string(),
+        "--authfile",
+        &client.auth.display().to_string(),
+    ]);
+    PushedImages { refs, client }
+}
+
+/// The OCI image layout of serving image `name` (`open-webui`,
+/// `llama-server`), built or taken from the cache.
+pub fn serving_image_layout(name: &str) -> PathBuf {
+    serving_images(&[])
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, layout)| PathBuf::from(layout))
+        .unwrap_or_else(|| panic!("serving-images.sh printed no {name}"))
+}
+
+/// `scripts/serving-images.sh` on the test cache with `args`: the
+/// `(name, reference or layout)` lines it printed.
+fn serving_images(args: &[&str]) -> Vec<(String, String)> {
     let out = Command::new("bash")
         .arg(repo().join("scripts/serving-images.sh"))
-        .args(["--cache", IMAGE_CACHE, "--push", &host, "--cert-dir"])
-        .arg(client.certs.join(&host))
-        .arg("--authfile")
-        .arg(&client.auth)
+        .args(["--cache", IMAGE_CACHE])
+        .args(args)
         .output()
         .expect("running scripts/serving-images.sh");
     assert!(
@@ -51,12 +74,30 @@ pub fn push_serving_images(registry: &TestRegistry, dir: &Path) -> PushedImages 
         "serving-images.sh failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let refs = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(n, r)| (n.to_string(), r.to_string()))
-        .collect();
-    PushedImages { refs, client }
+        .collect()
+}
+
+/// llama-server's arguments as its Quadlet unit gives them, on `port`.
+pub fn llama_server_args(port: u16) -> Vec<String> {
+    let unit = fs::read_to_string(repo().join("units/llama-server.container"))
+        .expect("units/llama-server.container");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .expect("llama-server.container has Exec=");
+    exec.split_whitespace()
+        .map(|a| {
+            if a == "8000" {
+                port.to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Writes the tiny model llama.cpp runs to `path`.
@@ -80,6 +121,8 @@ pub struct Podman {
     graph_root: PathBuf,
     store: Vec<String>,
     conf: PathBuf,
+    /// The same store for a `podman` run without these flags (the agent's).
+    storage_conf: PathBuf,
     started: Vec<String>,
 }
 
@@ -92,6 +135,16 @@ impl Podman {
              [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
         )
         .expect("write containers.conf");
+        let storage_conf = dir.join("storage.conf");
+        fs::write(
+            &storage_conf,
+            format!(
+                "[storage]\ndriver = \"{driver}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                graph_root.display(),
+                run_root.display()
+            ),
+        )
+        .expect("write storage.conf");
         Podman {
             graph_root: graph_root.to_path_buf(),
             store: vec![
@@ -103,8 +156,39 @@ impl Podman {
                 driver.into(),
             ],
             conf,
+            storage_conf,
             started: Vec::new(),
         }
+    }
+
+    /// The environment under which a plain `podman` uses this store and
+    /// these settings.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [
+            ("CONTAINERS_CONF", self.conf.display().to_string()),
+            (
+                "CONTAINERS_STORAGE_CONF",
+                self.storage_conf.display().to_string(),
+            ),
+        ]
+    }
+
+    /// Copies the image in the OCI layout `layout` into the store; returns
+    /// its ID.
+    pub fn pull_layout(&self, layout: &Path) -> String {
+        let out = self
+            .command()
+            .args(["pull", "-q"])
+            .arg(format!("oci:{}", layout.display()))
+            .output()
+            .expect("podman");
+        assert!(
+            out.status.success(),
+            "podman pull {}: {}",
+            layout.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     fn command(&self) -> Command {

@@ -339,11 +339,10 @@ fn a_connection_cut_mid_blob_fails_cleanly() {
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
-#[test]
-fn a_registry_that_does_not_answer_times_out_naming_the_reference() {
-    let f = Fixture::new("silence\n");
-    let peer = SilentPeer::start();
-    let reference = format!("127.0.0.1:{}/owui/app:v1@{}", peer.port, f.digest);
+/// A pull that must fail within a bounded time (the fixture's
+/// `--registry-timeout 3`), exit 1, naming the reference and the registry.
+fn assert_gives_up(f: &Fixture, host: &str, needles: &[&str]) {
+    let reference = format!("{host}/owui/app:v1@{}", f.digest);
     let start = Instant::now();
     let run = f.pull(&reference, &[]);
     assert!(
@@ -351,19 +350,55 @@ fn a_registry_that_does_not_answer_times_out_naming_the_reference() {
         "{:?}",
         start.elapsed()
     );
-    assert_fails(&run, 1, &["owui/app", &peer.port.to_string()]);
+    let registry = format!("from registry {host}");
+    assert_fails(&run, 1, &[&reference, &registry]);
+    assert_fails(&run, 1, needles);
+    assert!(f.cache_leftovers().is_empty(), "{:?}", f.cache_leftovers());
+}
+
+#[test]
+fn a_registry_that_does_not_answer_times_out_naming_the_reference() {
+    let f = Fixture::new(&noise(4 << 20));
+    // Accepts the connection and never says a word (not even TLS).
+    let peer = SilentPeer::start();
+    assert_gives_up(
+        &f,
+        &format!("127.0.0.1:{}", peer.port),
+        &["no answer within 3 s"],
+    );
+    // Nothing listens there at all.
+    let [closed] = owui_tests::free_ports::<1>();
+    assert_gives_up(&f, &format!("127.0.0.1:{closed}"), &["Connection refused"]);
+    // Answers the manifest, then stops in the middle of the layer and
+    // holds the connection open.
+    let proxy = CuttingProxy::stalling(f.registry.port, 1 << 20);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    f.registry
+        .client_files(f.work.path(), &[&f.registry.host(), &host], PASSWORD);
+    assert_gives_up(&f, &host, &["no answer within 3 s"]);
 }
 
 #[test]
 fn a_digest_the_registry_does_not_have_is_named() {
     let f = Fixture::new("present\n");
-    let missing = format!(
-        "{}/owui/app:v1@sha256:{}",
-        f.registry.host(),
-        "0".repeat(64)
-    );
+    let absent = format!("sha256:{}", "0".repeat(64));
+    let missing = format!("{}/owui/app:v1@{absent}", f.registry.host());
     let run = f.pull(&missing, &[]);
-    assert_fails(&run, 3, &["not found", &"0".repeat(64)]);
+    assert_fails(
+        &run,
+        3,
+        &[
+            &missing,
+            "the digest is not there",
+            &format!("repository owui/app has no manifest or index {absent}"),
+        ],
+    );
+    assert!(f.cached_blobs().is_empty(), "{:?}", f.cached_blobs());
+    // A repository the registry does not have at all (docker-registry
+    // says MANIFEST_UNKNOWN here too; others say NAME_UNKNOWN).
+    let elsewhere = format!("{}/owui/nothing:v1@{}", f.registry.host(), f.digest);
+    let run = f.pull(&elsewhere, &[]);
+    assert_fails(&run, 3, &[&elsewhere, "repository owui/nothing has no"]);
 }
 
 #[test]
@@ -382,13 +417,29 @@ fn an_index_resolves_to_linux_amd64_and_one_without_it_is_refused() {
         (&index.clone().into(), &amd.into())
     );
 
-    let arm_only = build_test_oci_index(&layout, "arm", &[("arm64", "arm only\n")]).unwrap();
+    let arm_only = build_test_oci_index(
+        &layout,
+        "arm",
+        &[("arm64", "arm only\n"), ("ppc64le", "power\n")],
+    )
+    .unwrap();
     f.registry.push(&layout, "arm", "owui/arm:v1", true);
-    let run = f.pull(
-        &format!("{}/owui/arm:v1@{arm_only}", f.registry.host()),
-        &[],
+    let before = f.cached_blobs();
+    let reference = format!("{}/owui/arm:v1@{arm_only}", f.registry.host());
+    let run = f.pull(&reference, &[]);
+    assert_fails(
+        &run,
+        3,
+        &[
+            &reference,
+            "no linux/amd64 image; it holds: linux/arm64, linux/ppc64le",
+        ],
     );
-    assert_fails(&run, 3, &["no linux/amd64 image", "linux/arm64"]);
+    // Refused on the index alone: no image of it came over.
+    let mut expected = before;
+    expected.push(arm_only[7..].to_string());
+    expected.sort();
+    assert_eq!(f.cached_blobs(), expected);
 }
 
 #[test]
@@ -409,39 +460,121 @@ fn a_mirror_serves_another_registrys_image_by_the_same_digest() {
     assert_fails(&run, 1, &["origin.example"]);
 }
 
-#[test]
-fn build_refuses_a_tag_only_pull_before_any_work() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// `owui-builder build` of a minimal spec in `dir` whose one `[[oci]]`
+/// entry is `reference` (pulled), its content partition `content`, and
+/// `more` arguments; the spec is at line 14. Returns the run and the
+/// `--out` directory.
+fn build_pulling(dir: &Path, reference: &str, content: &str, more: &[&str]) -> (Run, PathBuf) {
     let keys = dir.join("keys");
     let r = builder(&["key", "generate", "--out", keys.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let spec = dir.join("mini.toml");
     fs::write(
         &spec,
-        "role = \"app\"\nversion = \"0.1.0\"\n[debian]\nsuite = \"trixie\"\n\
-         mirror = \"http://deb.debian.org/debian\"\ncomponents = [\"main\"]\n\
-         packages = [\"systemd\"]\n[partitions]\nesp = 128\nroot = 1024\n\
-         content = \"auto\"\ndata = 256\n\n[[oci]]\nref = \"127.0.0.1:9/owui/app:v1\"\n",
+        format!(
+            "role = \"app\"\nversion = \"0.1.0\"\n[debian]\nsuite = \"trixie\"\n\
+             mirror = \"http://deb.debian.org/debian\"\ncomponents = [\"main\"]\n\
+             packages = [\"systemd\"]\n[partitions]\nesp = 128\nroot = 1024\n\
+             content = {content}\ndata = 256\n\n[[oci]]\nref = \"{reference}\"\n"
+        ),
     )
     .unwrap();
-    let (out, cache) = (dir.join("out"), dir.join("cache"));
-    let r = builder(&[
+    let out = dir.join("out");
+    let key = keys.join("owui.key");
+    let units = owui_tests::image::repo().join("units");
+    let mut args = vec![
         "build",
         spec.to_str().unwrap(),
         "--key",
-        keys.join("owui.key").to_str().unwrap(),
+        key.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
         "--agent",
         "/bin/true",
         "--units",
-        owui_tests::image::repo().join("units").to_str().unwrap(),
-    ]);
+        units.to_str().unwrap(),
+    ];
+    args.extend(more);
+    (builder(&args), out)
+}
+
+#[test]
+fn build_refuses_a_tag_only_pull_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (r, out) = build_pulling(
+        tmp.path(),
+        "127.0.0.1:9/owui/app:v1",
+        "\"auto\"",
+        &["--cache", cache.to_str().unwrap()],
+    );
     assert_fails(&r, 3, &["mini.toml line 14: oci.ref", "names no digest"]);
     assert!(!out.exists() && !cache.exists());
+}
+
+#[test]
+fn build_refuses_a_pulled_image_over_the_content_partition_before_writing() {
+    // 2 MiB of layer; a 64 MiB partition holds it, but not with the room
+    // the filesystem needs on top (3 % and 64 MiB).
+    let f = Fixture::new(&noise(2 << 20));
+    let (r, out) = build_pulling(f.work.path(), &f.reference(), "64", &f.client_args());
+    assert_fails(
+        &r,
+        3,
+        &[
+            "mini.toml line 11: partitions.content",
+            // The layer is a plain tar: podman's copy unpacked doubles it.
+            "64 MiB is too small for 4199415 bytes of content: it needs at least 70 MiB",
+        ],
+    );
+    assert!(!out.exists(), "{}", out.display());
+    // Pulled into the cache all the same: the next try has it offline.
+    assert_eq!(f.cached_blobs().len(), 3, "{:?}", f.cached_blobs());
+}
+
+#[test]
+fn build_counts_what_a_compressed_layer_unpacks_to_before_writing() {
+    // 48 MiB of one letter: a gzip layer of some 50 KiB that podman's store
+    // will hold unpacked beside it.
+    let f = Fixture::new("small\n");
+    let layout = f.work.path().join("big");
+    build_test_oci_image(&layout, "big", &"a".repeat(48 << 20)).unwrap();
+    let digest = f.registry.push_compressed(&layout, "big", "owui/big:v1");
+    let reference = format!("{}/owui/big:v1@{digest}", f.registry.host());
+    let (r, out) = build_pulling(f.work.path(), &reference, "100", &f.client_args());
+    assert_fails(
+        &r,
+        3,
+        &[
+            "mini.toml line 11: partitions.content",
+            "100 MiB is too small for ",
+            "bytes of content: it needs at least 115 MiB",
+        ],
+    );
+    // The unpacked layer counted, beside the few KiB the blobs take.
+    let counted: u64 = r
+        .stderr
+        .split("too small for ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {}", r.stderr));
+    assert!((48 << 20..49 << 20).contains(&counted), "{counted}");
+    assert!(!out.exists(), "{}", out.display());
+    let layer: u64 = f
+        .cached_blobs()
+        .iter()
+        .map(|b| {
+            fs::metadata(f.cache.join("oci/blobs/sha256").join(b))
+                .unwrap()
+                .len()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        layer < 1 << 20,
+        "the layer is {layer} bytes: not compressed?"
+    );
 }
 
 #[test]

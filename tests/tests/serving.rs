@@ -24,7 +24,7 @@ use owui_tests::image::repo;
 use owui_tests::open_webui::{OpenWebUi, ServingProof};
 use owui_tests::redis::RedisServer;
 use owui_tests::registry::TestRegistry;
-use owui_tests::serving::{push_serving_images, tiny_model, Podman};
+use owui_tests::serving::{llama_server_args, push_serving_images, tiny_model, Podman};
 use owui_tests::site::Site;
 
 const ADMIN_EMAIL: &str = "admin@rack1-n07.example";
@@ -56,24 +56,6 @@ fn webui_env(dir: &Path, overrides: &[(&str, String)]) -> std::path::PathBuf {
     let path = dir.join("open-webui.env");
     fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
-}
-
-/// llama-server's arguments as its Quadlet unit gives them, on `port`.
-fn llama_server_args(port: u16) -> Vec<String> {
-    let unit = fs::read_to_string(repo().join("units/llama-server.container")).unwrap();
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("Exec="))
-        .expect("llama-server.container has Exec=");
-    exec.split_whitespace()
-        .map(|a| {
-            if a == "8000" {
-                port.to_string()
-            } else {
-                a.to_string()
-            }
-        })
-        .collect()
 }
 
 #[test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::dbus::Bus;
 use super::engine::Policy;
+use super::llama::{self, LlamaProbe};
 use super::outcome::CheckResult;
 use super::probes::{self, Expect, Thresholds};
 use super::space::{self, Limits, Sources};
@@ -30,6 +31,9 @@ pub struct HealthConfig {
     pub vllm_url: String,
     /// llama-server, the all-in-one role's inference server.
     pub llama_server_url: String,
+    /// Its container (units/llama-server.container's `ContainerName=`),
+    /// whose log says why a model failed to load.
+    pub llama_server_container: String,
     /// libpq keyword/value connection string.
     pub postgres: String,
     /// `host:port` or a unix socket path.
@@ -82,6 +86,7 @@ impl Default for HealthConfig {
             ollama_url: "http://127.0.0.1:11434".into(),
             vllm_url: "http://127.0.0.1:8000".into(),
             llama_server_url: "http://127.0.0.1:8000".into(),
+            llama_server_container: "llama-server".into(),
             postgres: "host=/run/postgresql user=owui_agent dbname=postgres".into(),
             redis: "127.0.0.1:6379".into(),
             redis_password_file: None,
@@ -125,6 +130,8 @@ pub enum Probe {
         url: String,
         expect: Expect,
     },
+    /// llama-server's router and the models it failed to load.
+    LlamaServer(LlamaProbe),
     Disk {
         /// As configured, and on the host.
         mount: PathBuf,
@@ -206,6 +213,7 @@ impl CheckDef {
     pub async fn run(&self, probes: &Probes) -> CheckResult {
         match &self.probe {
             Probe::Http { url, expect } => probes::http(&probes.http, url, *expect).await,
+            Probe::LlamaServer(p) => llama::check(&probes.http, p).await,
             Probe::Unit { unit } => systemd::check(&probes.bus().await?, unit).await,
             Probe::FailedUnits => systemd::failed_units(&probes.bus().await?).await,
             Probe::Disk {
@@ -386,11 +394,13 @@ pub fn checks(role: Role, cfg: &HealthConfig, root: &Root) -> owui_bundle::Resul
         out.push(http("vllm", &cfg.vllm_url, "/health", Expect::Success));
     }
     if role == Role::Allinone {
-        out.push(http(
-            "llama-server",
-            &cfg.llama_server_url,
-            "/health",
-            Expect::Success,
+        out.push(def(
+            "llama-server".into(),
+            "http",
+            Probe::LlamaServer(LlamaProbe {
+                url: cfg.llama_server_url.clone(),
+                container: cfg.llama_server_container.clone(),
+            }),
         ));
     }
     if gpu {

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod catalog;
 pub mod dbus;
 pub mod engine;
+pub mod llama;
 pub mod outcome;
 pub mod postgres;
 pub mod probes;

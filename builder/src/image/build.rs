@@ -138,34 +138,6 @@ impl Stages {
     }
 }
 
-/// Sizes of the files under each content source: the partition check runs
-/// on this before any work, then again on what was actually packed.
-fn estimate_content_bytes(spec: &ImageSpec) -> Result<u64> {
-    fn size_of(path: &Path) -> Result<u64> {
-        let meta = fs::metadata(path).at("reading", path)?;
-        if !meta.is_dir() {
-            return Ok(meta.len());
-        }
-        let mut total = 0;
-        for entry in fs::read_dir(path).at("reading", path)? {
-            total += size_of(&entry.at("reading", path)?.path())?;
-        }
-        Ok(total)
-    }
-    let c = &spec.content;
-    let mut total = 0;
-    for p in c
-        .oci
-        .iter()
-        .filter_map(|o| o.source.as_ref())
-        .chain(c.ollama.iter().map(|m| &m.gguf))
-        .chain(c.huggingface.iter().map(|h| &h.path))
-    {
-        total += size_of(p)?;
-    }
-    Ok(total)
-}
-
 /// Part of the rootfs cache key: bump it when the way the tree is made
 /// changes (rootfs.rs, the assets), so no stale stage output is reused.
 const TREE_FORMAT: u32 = 4;
@@ -391,7 +363,7 @@ pub fn build(opts: &BuildOptions<'_>) -> Result<BuildReport> {
     let spec = opts.spec;
     check_tools(spec)?;
     spec.check_sources()?;
-    spec.content_mib(estimate_content_bytes(spec)?)?;
+    spec.content_mib(content::estimate_bytes(spec)?)?;
     fs::create_dir_all(opts.out).at("creating", opts.out)?;
     let scratch = tempfile::Builder::new()
         .prefix(".owui-build-")

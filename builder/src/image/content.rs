@@ -135,6 +135,73 @@ pub fn prefill(
     })
 }
 
+/// What the content will take, from its sources, before any work: the
+/// partition check runs on this, then again on the pre-filled tree. Each
+/// source counts its files' sizes; a container image's layers count again
+/// as podman will hold them, unpacked ([`unpacked_bytes`]).
+pub fn estimate_bytes(spec: &ImageSpec) -> Result<u64> {
+    fn size_of(path: &Path, layers: bool) -> Result<u64> {
+        let meta = fs::metadata(path).at("reading", path)?;
+        if !meta.is_dir() {
+            let unpacked = if layers { unpacked_bytes(path)? } else { 0 };
+            return Ok(meta.len().saturating_add(unpacked));
+        }
+        let mut total = 0u64;
+        for entry in fs::read_dir(path).at("reading", path)? {
+            total = total.saturating_add(size_of(&entry.at("reading", path)?.path(), layers)?);
+        }
+        Ok(total)
+    }
+    let c = &spec.content;
+    let mut total = 0u64;
+    for p in c.oci.iter().filter_map(|o| o.source.as_ref()) {
+        total = total.saturating_add(size_of(p, true)?);
+    }
+    for p in c
+        .ollama
+        .iter()
+        .map(|m| &m.gguf)
+        .chain(c.huggingface.iter().map(|h| &h.path))
+    {
+        total = total.saturating_add(size_of(p, false)?);
+    }
+    Ok(total)
+}
+
+/// What a blob of an OCI layout takes once podman has unpacked it, as far
+/// as its own bytes say without unpacking: a gzip layer's trailer (its
+/// size modulo 4 GiB; a layer of several gzip members says only its last
+/// one's), a zstd frame's declared size, a tar's own size; nothing for
+/// what is not a layer (a manifest, a config). A lower bound at worst: the
+/// check on the pre-filled tree has the last word.
+pub fn unpacked_bytes(blob: &Path) -> Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs::File::open(blob).at("opening", blob)?;
+    let mut head = Vec::with_capacity(512);
+    (&mut file)
+        .take(512)
+        .read_to_end(&mut head)
+        .at("reading", blob)?;
+    let len = file.metadata().at("reading", blob)?.len();
+    if head.starts_with(&[0x1f, 0x8b]) && len >= 18 {
+        let mut trailer = [0u8; 4];
+        file.seek(SeekFrom::End(-4)).at("reading", blob)?;
+        file.read_exact(&mut trailer).at("reading", blob)?;
+        return Ok(u64::from(u32::from_le_bytes(trailer)));
+    }
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        // No declared size: at least its own.
+        return Ok(zstd::zstd_safe::get_frame_content_size(&head)
+            .ok()
+            .flatten()
+            .unwrap_or(len));
+    }
+    if head.get(257..262) == Some(b"ustar".as_slice()) {
+        return Ok(len);
+    }
+    Ok(0)
+}
+
 /// What `dir` takes on an ext4 filesystem, roughly: every file's size in
 /// 4 KiB blocks, counted once however many hard links it has, and a block
 /// for each directory and link.
@@ -316,5 +383,36 @@ mod tests {
         std::os::unix::fs::symlink("a", root.join("link")).unwrap();
         // Two directories, a link, a 2-block file (once) and a 1-block file.
         assert_eq!(tree_bytes(&root).unwrap(), (2 + 1 + 2 + 1) * 4096);
+    }
+
+    #[test]
+    fn a_layer_counts_what_it_unpacks_to() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("zeros"), vec![0u8; 3 << 20]).unwrap();
+        let sh = |script: &str| {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script}");
+        };
+        sh("tar -cf plain zeros && gzip -c < plain > gz");
+        let plain = dir.path().join("plain");
+        let layer = fs::read(&plain).unwrap();
+        assert_eq!(unpacked_bytes(&plain).unwrap(), layer.len() as u64);
+        // gzip, as registries and skopeo compress layers: a few KiB that
+        // unpack to 3 MiB.
+        let gz = dir.path().join("gz");
+        assert!(fs::metadata(&gz).unwrap().len() < 64 << 10);
+        assert_eq!(unpacked_bytes(&gz).unwrap(), layer.len() as u64);
+        let zst = dir.path().join("zst");
+        fs::write(&zst, zstd::bulk::compress(&layer, 3).unwrap()).unwrap();
+        assert_eq!(unpacked_bytes(&zst).unwrap(), layer.len() as u64);
+        // Not a layer.
+        let config = dir.path().join("config");
+        fs::write(&config, br#"{"architecture":"amd64","os":"linux"}"#).unwrap();
+        assert_eq!(unpacked_bytes(&config).unwrap(), 0);
     }
 }

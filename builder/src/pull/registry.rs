@@ -146,11 +146,11 @@ impl Registry {
                     .pull_manifest_raw(&reference, &self.auth, ACCEPT),
             )
             .map_err(|e| {
-                let which = digest.map_or_else(
-                    || format!(":{}", tag.unwrap_or("latest")),
-                    |d| d.to_string(),
-                );
-                self.error(&format!("manifest {which}"), e)
+                let asked = match digest {
+                    Some(d) => Asked::Manifest(d),
+                    None => Asked::Tag(tag.unwrap_or("latest")),
+                };
+                self.error(&asked, e)
             })?;
         let actual = Sha256Digest::of(&data);
         if let Some(expected) = digest.filter(|d| **d != actual) {
@@ -210,7 +210,7 @@ impl Registry {
                         format!("{e}; nothing was kept"),
                     )
                 }
-                e => self.error(&format!("blob {}", blob.digest), e),
+                e => self.error(&Asked::Blob(&blob.digest), e),
             })?;
         if out.left != 0 {
             return Err(Error::untrusted(
@@ -235,19 +235,8 @@ impl Registry {
     }
 
     /// Our error for a failed request, naming the registry and reference.
-    fn error(&self, part: &str, e: OciDistributionError) -> Error {
-        let what = self.what(part);
-        let not_found = |codes: &[&OciErrorCode]| {
-            codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                )
-            })
-        };
+    fn error(&self, asked: &Asked, e: OciDistributionError) -> Error {
+        let what = self.what(&asked.to_string());
         let denied = |codes: &[&OciErrorCode]| {
             codes
                 .iter()
@@ -261,8 +250,20 @@ impl Registry {
             } => self.credentials_refused(&what),
             OciDistributionError::RegistryError { ref envelope, .. } => {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-                if not_found(&codes) {
-                    Error::invalid(what, "not found on the registry")
+                if codes.iter().any(|c| matches!(c, OciErrorCode::NameUnknown)) {
+                    Error::invalid(
+                        what,
+                        format!("the registry has no repository {}", self.repository),
+                    )
+                } else if codes.iter().any(|c| {
+                    matches!(
+                        c,
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::BlobUnknown
+                            | OciErrorCode::NotFound
+                    )
+                }) {
+                    Error::invalid(what, asked.missing(&self.repository))
                 } else if denied(&codes) {
                     self.credentials_refused(&what)
                 } else {
@@ -271,7 +272,7 @@ impl Registry {
             }
             OciDistributionError::ServerError { code: 404, .. }
             | OciDistributionError::ImageManifestNotFoundError(_) => {
-                Error::invalid(what, "not found on the registry")
+                Error::invalid(what, asked.missing(&self.repository))
             }
             OciDistributionError::RequestError(ref r) if r.is_timeout() => unreachable_error(
                 &what,
@@ -306,6 +307,39 @@ impl Registry {
             ),
         };
         Error::untrusted(what, detail)
+    }
+}
+
+/// What a request asked the registry for.
+enum Asked<'a> {
+    Manifest(&'a Sha256Digest),
+    Tag(&'a str),
+    Blob(&'a Sha256Digest),
+}
+
+impl Asked<'_> {
+    /// Why the registry has it not: the digest (or tag) named, not a bare 404.
+    fn missing(&self, repository: &str) -> String {
+        match self {
+            Asked::Manifest(d) => format!(
+                "the digest is not there: repository {repository} has no manifest or index {d} \
+                 (a digest from another registry or repository, or one deleted since)"
+            ),
+            Asked::Tag(t) => format!("repository {repository} has no tag {t:?}"),
+            Asked::Blob(d) => format!(
+                "repository {repository} has no blob {d}, though the image's manifest lists it"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Asked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Asked::Manifest(d) => write!(f, "manifest {d}"),
+            Asked::Tag(t) => write!(f, "manifest :{t}"),
+            Asked::Blob(d) => write!(f, "blob {d}"),
+        }
     }
 }
 

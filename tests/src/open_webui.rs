@@ -87,7 +87,7 @@ impl OpenWebUi {
         upload: Option<&Path>,
     ) -> Answer {
         let mut c = Command::new("curl");
-        c.args(["-sS", "-m", "120", "-X", method, "-w", "\n%{http_code}"])
+        c.args(["-sS", "-m", "600", "-X", method, "-w", "\n%{http_code}"])
             .args(&self.curl)
             .arg(format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -304,6 +304,9 @@ pub struct ServingProof<'a> {
     pub model: &'a str,
     /// The inference server's OpenAI API as Open WebUI reaches it.
     pub embeddings_url: &'a str,
+    /// How long a step may take that loads a model or embeds a document
+    /// (minutes in an emulated VM, seconds on a host).
+    pub slow: Duration,
     /// The inference server's and Open WebUI's logs, for failure messages.
     pub logs: &'a dyn Fn() -> String,
 }
@@ -396,7 +399,7 @@ impl ServingProof<'_> {
         webui.embed_with(&token, model, self.embeddings_url);
         let doc = work.join("launch-codes.txt");
         fs::write(&doc, format!("{SECRET_FACT}\n")).unwrap();
-        let file = webui.upload(&token, &doc, Duration::from_secs(120));
+        let file = webui.upload(&token, &doc, self.slow);
         let answer = webui
             .complete(&token, model, "What is the launch code?", &[&file], false)
             .ok("a question about the document");

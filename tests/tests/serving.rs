@@ -202,6 +202,7 @@ fn open_webui_and_llama_server_from_a_signed_bundle_serve_a_chat() {
         email: ADMIN_EMAIL,
         password: ADMIN_PASSWORD,
         model: "tiny:latest",
+        slow: Duration::from_secs(120),
         embeddings_url: &format!("http://127.0.0.1:{llama_port}/v1"),
         logs: &|| {
             format!(

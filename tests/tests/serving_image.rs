@@ -240,6 +240,7 @@ fn the_booted_serving_image_answers_in_a_browser_and_keeps_the_chat_across_a_reb
         email: ADMIN_EMAIL,
         password: &password,
         model: "tiny:latest",
+        slow: Duration::from_secs(900),
         embeddings_url: "http://127.0.0.1:8000/v1",
         logs: &logs,
     };

@@ -30,6 +30,8 @@ use crate::{node_secrets, trust_cmd};
 
 /// The label a seed medium's FAT volume carries (`mkfs.vfat -n OWUI-SEED`).
 pub const MEDIUM_LABEL: &str = "OWUI-SEED";
+/// Where a seed may sit on the image's own ESP (the `--from` default).
+pub const ESP_SEED: &str = "/efi/owui/seed.toml";
 /// udev may still be naming disks when the seed unit starts.
 const MEDIUM_WAIT: Duration = Duration::from_secs(10);
 /// Where the imported seed goes, and the record of how it was checked.
@@ -82,20 +84,32 @@ struct Found {
     signature: Option<Vec<u8>>,
 }
 
-fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
-    let info_path = root.host(Path::new("/usr/lib/owui/image.json"))?;
+/// Where the image says what it is (role, version), written by owui-builder.
+pub const IMAGE_INFO: &str = "/usr/lib/owui/image.json";
+
+/// The image's role; None when this is not a role image.
+pub fn image_role(root: &Root) -> Result<Option<String>> {
+    let info_path = root.host(Path::new(IMAGE_INFO))?;
     let Ok(bytes) = fs::read(&info_path) else {
-        return Ok(()); // not a role image: nothing to hold the seed to
+        return Ok(None);
     };
     let info: ImageInfo = serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(info_path.display().to_string(), e.to_string()))?;
-    if info.role != seed.role.as_str() {
+    Ok(Some(info.role))
+}
+
+fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
+    let Some(image) = image_role(root)? else {
+        return Ok(()); // not a role image: nothing to hold the seed to
+    };
+    if image != seed.role.as_str() {
         return Err(Error::refused(
             from,
             format!(
-                "is the seed of a {} node, but this is the {} image",
+                "is the seed of a {} node ({}), but this is the {image} image; \
+                 make this node's seed with `owui-builder seed create --role {image}`",
                 seed.role.as_str(),
-                info.role
+                seed.node,
             ),
         ));
     }
@@ -126,9 +140,16 @@ fn read_seed_files(root: &Root, path: &Path, from: String, described: String) ->
 fn read_medium(root: &Root) -> Result<Option<Found>> {
     use nix::mount::{mount, umount, MsFlags};
     let device = root.host(&Path::new("/dev/disk/by-label").join(MEDIUM_LABEL))?;
+    // Only a running node's udev names disks late; a disk under --root is
+    // as it is.
+    let wait = if root.path() == Path::new("/") {
+        MEDIUM_WAIT
+    } else {
+        Duration::ZERO
+    };
     let start = Instant::now();
     while !device.exists() {
-        if start.elapsed() > MEDIUM_WAIT {
+        if start.elapsed() >= wait {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -160,19 +181,25 @@ fn read_medium(root: &Root) -> Result<Option<Found>> {
     found.map(Some)
 }
 
-/// The first seed found: on the medium, then at each `from` path.
-fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Found> {
+/// The first seed found: on the medium, then at each `from` path; None
+/// when there is none.
+fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Option<Found>> {
     if medium {
         if let Some(found) = read_medium(root)? {
-            return Ok(found);
+            return Ok(Some(found));
         }
     }
     for f in from {
         if root.host(f)?.exists() {
             let shown = f.display().to_string();
-            return read_seed_files(root, f, shown.clone(), format!("the seed {shown}"));
+            return read_seed_files(root, f, shown.clone(), format!("the seed {shown}")).map(Some);
         }
     }
+    Ok(None)
+}
+
+/// The error for "no seed anywhere", naming where it looked.
+fn none_found(from: &[PathBuf], medium: bool) -> Error {
     let mut looked = from
         .iter()
         .map(|p| p.display().to_string())
@@ -180,13 +207,13 @@ fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Found> {
     if medium {
         looked.insert(0, format!("a volume labelled {MEDIUM_LABEL}"));
     }
-    Err(Error::invalid(
+    Error::invalid(
         "node seed",
         format!(
             "none found (looked at {}); `owui-builder seed create` makes one per node (docs/seeds.md)",
             looked.join(", ")
         ),
-    ))
+    )
 }
 
 /// The seed, its signature checked first against the node's trust store;
@@ -219,7 +246,23 @@ pub fn import(
     set_hostname: bool,
     insecure: bool,
 ) -> Result<Imported> {
-    let found = find(root, from, medium)?;
+    import_found(root, from, medium, set_hostname, insecure)?
+        .map(|(imported, _)| imported)
+        .ok_or_else(|| none_found(from, medium))
+}
+
+/// [`import`], with None when no seed is there at all (the first-boot
+/// gate says so in its own words).
+pub fn import_found(
+    root: &Root,
+    from: &[PathBuf],
+    medium: bool,
+    set_hostname: bool,
+    insecure: bool,
+) -> Result<Option<(Imported, Seed)>> {
+    let Some(found) = find(root, from, medium)? else {
+        return Ok(None);
+    };
     let (seed, origin) = check_signature(root, &found, insecure)?;
     check_role(root, &seed, &found.described)?;
     // Every check passed: only now is anything written.
@@ -239,14 +282,15 @@ pub fn import(
             Error::invalid(format!("hostname {:?}", seed.node.as_str()), e.to_string())
         })?;
     }
-    Ok(Imported {
-        node: seed.node,
+    let imported = Imported {
+        node: seed.node.clone(),
         role: seed.role.as_str().to_string(),
         from: PathBuf::from(found.from),
         hostname_set,
         origin,
         ssh_keys,
-    })
+    };
+    Ok(Some((imported, seed)))
 }
 
 /// Writes owui-admin's authorized keys from the seed: all of them from a

@@ -290,6 +290,10 @@ pub enum SeedCommand {
         out: PathBuf,
         #[command(flatten)]
         output: Output,
+        /// LAB ONLY: let the node run on a disk that leaves MIB MiB (256 or
+        /// more) for data, below the image's partitions.data.
+        #[arg(long, value_name = "MIB")]
+        lab_data_min_mib: Option<u64>,
     },
 }
 

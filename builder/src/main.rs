@@ -54,8 +54,9 @@ fn main() -> ExitCode {
             key,
             out,
             output,
+            lab_data_min_mib,
         }) => finish(
-            seeds::create(&node, &role, &ssh_key, &key, &out),
+            seeds::create(&node, &role, &ssh_key, &key, &out, lab_data_min_mib),
             output.json,
             seeds::print_created,
         ),

@@ -61,6 +61,7 @@ pub fn create(
     ssh_keys: &[PathBuf],
     key: &Path,
     out: &Path,
+    lab_data_min_mib: Option<u64>,
 ) -> Result<Created> {
     let mut ssh_authorized_keys = Vec::new();
     for file in ssh_keys {
@@ -70,7 +71,17 @@ pub fn create(
         node: node.parse()?,
         role: seed::parse_role(role)?,
         ssh_authorized_keys,
+        lab_data_min_mib,
     };
+    if let Some(min) = lab_data_min_mib.filter(|m| *m < seed::LAB_DATA_MIN_FLOOR_MIB) {
+        return Err(Error::invalid(
+            "--lab-data-min-mib",
+            format!(
+                "{min} MiB is below the {} MiB a data partition needs at least",
+                seed::LAB_DATA_MIN_FLOOR_MIB
+            ),
+        ));
+    }
     let key = load_secret(key)?;
     let bytes = seed.to_bytes()?;
     let signature = seed.sign(&key, &bytes);
@@ -122,7 +133,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (key, sk) = key_file(dir.path());
         let out = dir.path().join("seed.toml");
-        let c = create("rack1-n07", "gpu", &[], &key, &out).unwrap();
+        let c = create("rack1-n07", "gpu", &[], &key, &out, None).unwrap();
         assert_eq!(c.key_id, sk.id.to_string());
         let store = TrustStore::with_keys(vec![sk.public()], "test keys");
         let bytes = fs::read(&out).unwrap();
@@ -143,7 +154,7 @@ mod tests {
             ("n1", "printer", key.as_path()),
             ("n1", "app", Path::new("/nonexistent/owui.key")),
         ] {
-            let err = create(node, role, &[], key, &out).unwrap_err();
+            let err = create(node, role, &[], key, &out, None).unwrap_err();
             assert_ne!(err.exit_code(), 0);
             assert_eq!(
                 fs::read_dir(out.parent().unwrap()).unwrap().count(),
@@ -176,7 +187,15 @@ mod tests {
         )
         .unwrap();
         let out = dir.path().join("seed.toml");
-        let c = create("n1", "app", &[alice.clone(), team.clone()], &key, &out).unwrap();
+        let c = create(
+            "n1",
+            "app",
+            &[alice.clone(), team.clone()],
+            &key,
+            &out,
+            None,
+        )
+        .unwrap();
         assert_eq!(c.ssh_keys, 3);
         let store = TrustStore::with_keys(vec![sk.public()], "test keys");
         let bytes = fs::read(&out).unwrap();
@@ -203,13 +222,22 @@ mod tests {
         ] {
             let bad = dir.path().join("bad.pub");
             fs::write(&bad, text).unwrap();
-            let err = create("n1", "app", &[alice.clone(), bad.clone()], &key, &out).unwrap_err();
+            let err =
+                create("n1", "app", &[alice.clone(), bad.clone()], &key, &out, None).unwrap_err();
             assert_eq!(err.exit_code(), 3, "{err}");
             assert!(err.to_string().contains("bad.pub"), "{err}");
             assert!(err.to_string().contains(reason), "{err}");
             assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "{err}");
         }
-        let err = create("n1", "app", &[dir.path().join("none.pub")], &key, &out).unwrap_err();
+        let err = create(
+            "n1",
+            "app",
+            &[dir.path().join("none.pub")],
+            &key,
+            &out,
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("none.pub"), "{err}");
         assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "{err}");
     }

@@ -145,7 +145,18 @@ pub struct Seed {
     /// lets nobody in over SSH.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_authorized_keys: Vec<SshPublicKey>,
+    // First-boot gate (issue 20), kept last and apart from the other
+    // sections: LAB ONLY, lowers the image's least data partition size
+    // (partitions.data) to this many MiB, so a lab VM or a small test disk
+    // can run a role image; never below LAB_DATA_MIN_FLOOR_MIB. None: the
+    // image's minimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_data_min_mib: Option<u64>,
 }
+
+/// The least `lab_data_min_mib` a seed may give: the least `partitions.data`
+/// an image spec may have (docs/images.md).
+pub const LAB_DATA_MIN_FLOOR_MIB: u64 = 256;
 
 /// A seed as its file has it, with where each SSH key was written: the
 /// TOML parser places an error in a list at the list, and an operator
@@ -157,6 +168,9 @@ struct SeedFile {
     role: Role,
     #[serde(default)]
     ssh_authorized_keys: Vec<toml::Spanned<String>>,
+    // First-boot gate (issue 20): see Seed::lab_data_min_mib.
+    #[serde(default)]
+    lab_data_min_mib: Option<toml::Spanned<u64>>,
 }
 
 impl Seed {
@@ -176,10 +190,23 @@ impl Seed {
                 })
             })
             .collect::<Result<_>>()?;
+        let lab_data_min_mib = match file.lab_data_min_mib {
+            Some(min) if *min.get_ref() < LAB_DATA_MIN_FLOOR_MIB => {
+                return Err(Loc::at(Path::new(what), text, min.span().start).err(
+                    "lab_data_min_mib",
+                    format!(
+                        "{} MiB is below the {LAB_DATA_MIN_FLOOR_MIB} MiB a data partition needs at least",
+                        min.get_ref()
+                    ),
+                ))
+            }
+            min => min.map(toml::Spanned::into_inner),
+        };
         Ok(Seed {
             node: file.node,
             role: file.role,
             ssh_authorized_keys,
+            lab_data_min_mib,
         })
     }
 
@@ -344,6 +371,31 @@ mod tests {
         assert_eq!(none.to_bytes().unwrap(), b"node = \"n1\"\nrole = \"app\"\n");
     }
 
+    #[test]
+    fn a_lab_seed_lowers_the_data_minimum_but_not_below_the_floor() {
+        let lab = Seed::parse(
+            "seed.toml",
+            b"node = \"n1\"\nrole = \"app\"\nlab_data_min_mib = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(lab.lab_data_min_mib, Some(1024));
+        assert_eq!(
+            Seed::parse("seed.toml", &lab.to_bytes().unwrap()).unwrap(),
+            lab
+        );
+        let err = Seed::parse(
+            "seed.toml",
+            b"node = \"n1\"\nrole = \"app\"\nlab_data_min_mib = 16\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 3") && msg.contains("lab_data_min_mib") && msg.contains("256 MiB"),
+            "{msg}"
+        );
+    }
+
     /// A bad key anywhere in the list is refused with the file, the line
     /// of that entry, the seed key and the SSH key named.
     #[test]
@@ -377,6 +429,7 @@ mod tests {
             node: "db-3".parse().unwrap(),
             role: Role::Db,
             ssh_authorized_keys: Vec::new(),
+            lab_data_min_mib: None,
         };
         let bytes = seed.to_bytes().unwrap();
         assert_eq!(bytes, b"node = \"db-3\"\nrole = \"db\"\n");

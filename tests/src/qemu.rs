@@ -2,9 +2,13 @@
 //! here) and watches its serial console for markers. The guest has one
 //! network card on qemu's user-mode network, restricted (it reaches
 //! nothing outside the VM), with its port 22 forwarded to a free port on
-//! the host's 127.0.0.1 ([`Boot::ssh_port`]).
+//! the host's 127.0.0.1 ([`Boot::ssh_port`]). [`Boot::start_with_monitor`]
+//! adds qemu's monitor on a socket and a free PCIe slot, so a test can plug
+//! a drive in while the guest runs ([`Boot::hotplug_drive`]).
 
 use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,13 +33,64 @@ pub struct Boot {
     pub serial: PathBuf,
     /// The host port (on 127.0.0.1) that reaches the guest's port 22.
     pub ssh_port: u16,
+    /// qemu's human monitor, when the VM was started with one.
+    monitor: Option<PathBuf>,
 }
+
+/// The PCIe root port a hot-plugged drive goes into (q35's root bus itself
+/// takes no hot-plugged device).
+const HOTPLUG_PORT: &str = "hotplug0";
 
 impl Boot {
     /// Starts qemu on `disk` (written to: first boot repartitions it) with
     /// `extra` drives attached read-only; `dir` holds the firmware vars and
     /// the serial log.
     pub fn start(dir: &Path, disk: &Path, extra: &[&Path]) -> Boot {
+        let (cmd, serial, ssh_port) = Boot::command(dir, disk, extra);
+        Boot::spawn(cmd, serial, ssh_port)
+    }
+
+    /// [`Boot::start`] with qemu's monitor on a socket in `dir` and an empty
+    /// PCIe port for [`Boot::hotplug_drive`].
+    pub fn start_with_monitor(dir: &Path, disk: &Path, extra: &[&Path]) -> Boot {
+        let (mut cmd, serial, ssh_port) = Boot::command(dir, disk, extra);
+        let monitor = dir.join("monitor.sock");
+        let _ = fs::remove_file(&monitor);
+        cmd.arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", monitor.display()))
+            .arg("-device")
+            .arg(format!("pcie-root-port,id={HOTPLUG_PORT},chassis=1"));
+        let mut boot = Boot::spawn(cmd, serial, ssh_port);
+        boot.monitor = Some(monitor);
+        boot
+    }
+
+    /// Plugs `image` into the running VM as a read-only virtio disk, as a
+    /// technician plugs in a stick; returns what the monitor answered.
+    pub fn hotplug_drive(&self, id: &str, image: &Path) -> String {
+        let socket = self.monitor.as_ref().expect("started with a monitor");
+        let mut monitor = UnixStream::connect(socket).expect("qemu's monitor socket");
+        monitor
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut answer = monitor_reply(&mut monitor);
+        for command in [
+            format!(
+                "drive_add 0 if=none,id={id},format=raw,readonly=on,file={}",
+                image.display()
+            ),
+            format!("device_add virtio-blk-pci,drive={id},id={id}-dev,bus={HOTPLUG_PORT}"),
+        ] {
+            monitor
+                .write_all(format!("{command}\n").as_bytes())
+                .unwrap();
+            answer.push_str(&monitor_reply(&mut monitor));
+        }
+        answer
+    }
+
+    /// The qemu command line of [`Boot::start`], its serial log and SSH port.
+    fn command(dir: &Path, disk: &Path, extra: &[&Path]) -> (Command, PathBuf, u16) {
         let vars = dir.join("vars.fd");
         fs::copy(OVMF_VARS, &vars).expect("OVMF vars (package ovmf)");
         let serial = dir.join("serial.log");
@@ -73,7 +128,7 @@ impl Boot {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        Boot::spawn(cmd, serial, ssh_port)
+        (cmd, serial, ssh_port)
     }
 
     /// Runs `command`, a VM that writes its console to `serial`.
@@ -87,6 +142,7 @@ impl Boot {
             restarts_left: EMULATOR_FAULT_RESTARTS,
             serial,
             ssh_port,
+            monitor: None,
         }
     }
 
@@ -197,6 +253,19 @@ impl Boot {
         let to = from + log[from..].find(end)?;
         Some(log[from..to].to_string())
     }
+}
+
+/// What the human monitor prints up to its next `(qemu) ` prompt.
+fn monitor_reply(monitor: &mut UnixStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.ends_with(b"(qemu) ") {
+        match monitor.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Drop for Boot {

@@ -161,17 +161,19 @@ pub fn gate(root: &Root) -> Result<Gate> {
     Ok(gate)
 }
 
-/// The rest of the boot, now that the gate is open: starting the default
-/// target again starts the units its conditions held back.
+/// The rest of the boot, now that the gate is open: starting
+/// multi-user.target again starts the units its conditions held back (not
+/// default.target: started from here, its alias graphical.target starts
+/// none of them; tried under systemd-nspawn).
 fn start_the_rest() -> Result<()> {
     let status = Command::new("systemctl")
-        .args(["--no-block", "start", "default.target"])
+        .args(["--no-block", "start", "multi-user.target"])
         .status()
         .map_err(|e| Error::tool("systemctl", e.to_string()))?;
     if !status.success() {
         return Err(Error::tool(
             "systemctl",
-            format!("start default.target: {status}"),
+            format!("start multi-user.target: {status}"),
         ));
     }
     Ok(())

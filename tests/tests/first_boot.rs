@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use owui_builder::image::disk::{read_gpt, DATA_LABEL};
 use owui_tests::image::{
-    boot_disk, build, keys, repo, report_overlay, seed_medium, BOOT_CMDLINE, BOOT_PACKAGES,
-    BOOT_UNITS, REPORT_BEGIN, REPORT_END,
+    boot_disk, build, keys, repo, report_overlay, seed_medium, spec_head, BOOT_CMDLINE,
+    BOOT_PACKAGES, BOOT_UNITS, REPORT_BEGIN, REPORT_END,
 };
 use owui_tests::qemu::Boot;
 
@@ -48,19 +48,12 @@ fn write_spec(dir: &Path) -> PathBuf {
     report_overlay(&overlay, "multi-user.target", REPORT_SCRIPT);
     let images = repo().join("images/overlay");
     let spec = format!(
-        r#"role = "app"
-version = "0.1.0"
-[debian]
-suite = "trixie"
-mirror = "http://deb.debian.org/debian"
-components = ["main"]
+        r#"{head}components = ["main"]
 packages = [{BOOT_PACKAGES}]
 [units]
 enable = [{BOOT_UNITS}]
 [overlay]
 dirs = ["{common}", "{app}", "overlay"]
-[overlay.modes]
-"etc/sudoers.d/owui-admin" = "0440"
 [partitions]
 esp = 128
 root = 1024
@@ -69,6 +62,7 @@ data = {DATA_MIB}
 [kernel]
 cmdline = [{BOOT_CMDLINE}]
 "#,
+        head = spec_head("app"),
         common = images.join("common").display(),
         app = images.join("app").display(),
     );

@@ -55,6 +55,9 @@ pub enum Command {
     /// This node's secrets and TLS files (made on the node, never in the image).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The gate every boot passes: seed, disk and clock before the services.
+    #[command(subcommand)]
+    FirstBoot(FirstBootCommand),
     /// This node's PostgreSQL cluster and Open WebUI's database.
     #[command(subcommand)]
     Db(DbCommand),
@@ -115,6 +118,33 @@ pub enum SecretsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirstBootCommand {
+    /// Check this node's preconditions; start its services or say what is missing.
+    ///
+    /// Run at every boot by owui-seed.service, and again when a seed medium
+    /// appears while the node waits. Imports the seed as `seed import` does
+    /// (medium, then /efi/owui/seed.toml; signature, then role), checks that
+    /// the disk leaves the data partition the image's least size (or the
+    /// lab seed's lab_data_min_mib) and that the clock is not behind the
+    /// image's build. All hold: writes /run/owui/gate-open, the condition of
+    /// every unit that needs the seed, the data partition or the secrets,
+    /// and, if the node was waiting, starts the rest of the boot. One does
+    /// not: prints what is wrong, what was seen and what to do, puts the
+    /// same text above the login prompt (/run/issue.d) and exits 0, so a
+    /// waiting node has no failed unit; `owui-agent status` shows it too.
+    Gate {
+        /// Print the outcome as one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 when the disk leaves the data partition its least size, else 1.
+    ///
+    /// systemd-repart's ExecCondition in the image: on a disk too small it
+    /// does not run (and so does not fail); the gate says why.
+    DiskFits,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod db_setup;
+pub mod firstboot;
 pub mod gpu;
 pub mod hardening;
 pub mod health;

@@ -4,18 +4,30 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use owui_agent::{
-    as_root, bundles, daemon, db_setup, gpu, node_secrets, seed_cmd, status, trust_cmd,
+    as_root, bundles, daemon, db_setup, firstboot, gpu, node_secrets, seed_cmd, status, trust_cmd,
 };
 use owui_bundle::outcome::{finish, init_logging};
 
 use owui_agent::cli::{
-    BundleCommand, Cli, Command, DbCommand, GpuCommand, SecretsCommand, SeedCommand, TrustCommand,
+    BundleCommand, Cli, Command, DbCommand, FirstBootCommand, GpuCommand, SecretsCommand,
+    SeedCommand, TrustCommand,
 };
 use owui_agent::layout::Root;
 
 /// `status` has its own exit codes: the node's overall state.
 fn status_command(root: &Root, json: bool) -> ExitCode {
     use std::io::IsTerminal;
+    // A node the first-boot gate holds has no services to check: say what
+    // it waits for, in the console's words.
+    if let Some(waiting) = status::waiting(root) {
+        return match status::print_waiting(&waiting, json) {
+            Ok(()) => ExitCode::from(status::exit_code(waiting.overall)),
+            Err(e) => {
+                eprintln!("error: writing status: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let doc = match status::collect(root) {
         Ok(doc) => doc,
         Err(e) => return owui_bundle::outcome::fail(&e, json),
@@ -111,6 +123,19 @@ fn main() -> ExitCode {
             json,
             seed_cmd::print_imported,
         ),
+        Command::FirstBoot(FirstBootCommand::Gate { json }) => {
+            finish(firstboot::gate(&root), json, firstboot::print)
+        }
+        Command::FirstBoot(FirstBootCommand::DiskFits) => {
+            match firstboot::disk_fits(&root) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("the disk is too small for the data partition; the first-boot gate says more");
+                    ExitCode::from(1)
+                }
+                Err(e) => owui_bundle::outcome::fail(&e, false),
+            }
+        }
         Command::Seed(SeedCommand::Banner) => {
             finish(seed_cmd::banner(&root), false, |line| println!("{line}"))
         }

@@ -32,6 +32,8 @@ use crate::{node_secrets, trust_cmd};
 
 /// The label a seed medium's FAT volume carries (`mkfs.vfat -n OWUI-SEED`).
 pub const MEDIUM_LABEL: &str = "OWUI-SEED";
+/// Where a seed may sit on the image's own ESP (the `--from` default).
+pub const ESP_SEED: &str = "/efi/owui/seed.toml";
 /// udev may still be naming disks when the seed unit starts.
 const MEDIUM_WAIT: Duration = Duration::from_secs(10);
 /// Where the imported seed goes, and the record of how it was checked.
@@ -84,20 +86,32 @@ struct Found {
     signature: Option<Vec<u8>>,
 }
 
-fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
-    let info_path = root.host(Path::new("/usr/lib/owui/image.json"))?;
+/// Where the image says what it is (role, version), written by owui-builder.
+pub const IMAGE_INFO: &str = "/usr/lib/owui/image.json";
+
+/// The image's role; None when this is not a role image.
+pub fn image_role(root: &Root) -> Result<Option<String>> {
+    let info_path = root.host(Path::new(IMAGE_INFO))?;
     let Ok(bytes) = fs::read(&info_path) else {
-        return Ok(()); // not a role image: nothing to hold the seed to
+        return Ok(None);
     };
     let info: ImageInfo = serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(info_path.display().to_string(), e.to_string()))?;
-    if info.role != seed.role.as_str() {
+    Ok(Some(info.role))
+}
+
+fn check_role(root: &Root, seed: &Seed, from: &str) -> Result<()> {
+    let Some(image) = image_role(root)? else {
+        return Ok(()); // not a role image: nothing to hold the seed to
+    };
+    if image != seed.role.as_str() {
         return Err(Error::refused(
             from,
             format!(
-                "is the seed of a {} node, but this is the {} image",
+                "is the seed of a {} node ({}), but this is the {image} image; \
+                 make this node's seed with `owui-builder seed create --role {image}`",
                 seed.role.as_str(),
-                info.role
+                seed.node,
             ),
         ));
     }
@@ -128,9 +142,16 @@ fn read_seed_files(root: &Root, path: &Path, from: String, described: String) ->
 fn read_medium(root: &Root) -> Result<Option<Found>> {
     use nix::mount::{mount, umount, MsFlags};
     let device = root.host(&Path::new("/dev/disk/by-label").join(MEDIUM_LABEL))?;
+    // Only a running node's udev names disks late; a disk under --root is
+    // as it is.
+    let wait = if root.path() == Path::new("/") {
+        MEDIUM_WAIT
+    } else {
+        Duration::ZERO
+    };
     let start = Instant::now();
     while !device.exists() {
-        if start.elapsed() > MEDIUM_WAIT {
+        if start.elapsed() >= wait {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -162,19 +183,25 @@ fn read_medium(root: &Root) -> Result<Option<Found>> {
     found.map(Some)
 }
 
-/// The first seed found: on the medium, then at each `from` path.
-fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Found> {
+/// The first seed found: on the medium, then at each `from` path; None
+/// when there is none.
+fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Option<Found>> {
     if medium {
         if let Some(found) = read_medium(root)? {
-            return Ok(found);
+            return Ok(Some(found));
         }
     }
     for f in from {
         if root.host(f)?.exists() {
             let shown = f.display().to_string();
-            return read_seed_files(root, f, shown.clone(), format!("the seed {shown}"));
+            return read_seed_files(root, f, shown.clone(), format!("the seed {shown}")).map(Some);
         }
     }
+    Ok(None)
+}
+
+/// The error for "no seed anywhere", naming where it looked.
+fn none_found(from: &[PathBuf], medium: bool) -> Error {
     let mut looked = from
         .iter()
         .map(|p| p.display().to_string())
@@ -182,13 +209,13 @@ fn find(root: &Root, from: &[PathBuf], medium: bool) -> Result<Found> {
     if medium {
         looked.insert(0, format!("a volume labelled {MEDIUM_LABEL}"));
     }
-    Err(Error::invalid(
+    Error::invalid(
         "node seed",
         format!(
             "none found (looked at {}); `owui-builder seed create` makes one per node (docs/seeds.md)",
             looked.join(", ")
         ),
-    ))
+    )
 }
 
 /// The seed, its signature checked first against the node's trust store;
@@ -221,7 +248,23 @@ pub fn import(
     set_hostname: bool,
     insecure: bool,
 ) -> Result<Imported> {
-    let found = find(root, from, medium)?;
+    import_found(root, from, medium, set_hostname, insecure)?
+        .map(|(imported, _)| imported)
+        .ok_or_else(|| none_found(from, medium))
+}
+
+/// [`import`], with None when no seed is there at all (the first-boot
+/// gate says so in its own words).
+pub fn import_found(
+    root: &Root,
+    from: &[PathBuf],
+    medium: bool,
+    set_hostname: bool,
+    insecure: bool,
+) -> Result<Option<(Imported, Seed)>> {
+    let Some(found) = find(root, from, medium)? else {
+        return Ok(None);
+    };
     let (seed, origin) = check_signature(root, &found, insecure)?;
     check_role(root, &seed, &found.described)?;
     // Every check passed: only now is anything written.
@@ -242,14 +285,15 @@ pub fn import(
             Error::invalid(format!("hostname {:?}", seed.node.as_str()), e.to_string())
         })?;
     }
-    Ok(Imported {
-        node: seed.node,
+    let imported = Imported {
+        node: seed.node.clone(),
         role: seed.role.as_str().to_string(),
         from: PathBuf::from(found.from),
         hostname_set,
         origin,
         ssh_keys,
-    })
+    };
+    Ok(Some((imported, seed)))
 }
 
 /// Writes owui-admin's authorized keys from the seed: all of them from a
@@ -283,18 +327,31 @@ fn write_ssh_keys(root: &Root, seed: &Seed, origin: &SeedOrigin) -> Result<usize
 /// Writes the seed's `[network]` as a systemd-networkd file that sorts
 /// before the image's DHCP default, or removes one an earlier import wrote
 /// when the seed has none. Read by networkd when it starts (after this
-/// unit) and by `networkctl reload`.
+/// unit); on a node that waited at the first-boot gate networkd runs
+/// already, so the live root asks it to read its files again.
 fn write_network(root: &Root, seed: &Seed) -> Result<()> {
     let path = root.host(Path::new(NETWORKD_FILE))?;
+    write_or_remove_network(&path, seed)?;
+    if root.path() == Path::new("/") {
+        match std::process::Command::new("networkctl").arg("reload").output() {
+            Ok(out) if out.status.success() => {}
+            // Not running yet (the usual first boot): it reads the file when it starts.
+            other => tracing::debug!(?other, "networkctl reload"),
+        }
+    }
+    Ok(())
+}
+
+fn write_or_remove_network(path: &Path, seed: &Seed) -> Result<()> {
     match &seed.network {
         Some(network) => {
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir).at("creating", dir)?;
             }
-            write_atomic(&path, network.networkd_file().as_bytes(), 0o644)
+            write_atomic(path, network.networkd_file().as_bytes(), 0o644)
         }
-        None => match fs::remove_file(&path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", &path),
+        None => match fs::remove_file(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),
             _ => Ok(()),
         },
     }

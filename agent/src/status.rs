@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use owui_bundle::apply::Node;
 
 use crate::config::{self, Seed};
+use crate::firstboot;
 use crate::hardening::Audit;
 use crate::health;
 use crate::health::catalog::{self, CheckDef, Probes};
@@ -74,6 +75,37 @@ pub struct Bundles {
     pub generation: Option<u64>,
     pub channels: BTreeMap<String, ChannelState>,
     pub last_applied: Option<AppliedBundle>,
+}
+
+/// `status` of a node the first-boot gate holds (docs/status.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitingDoc {
+    pub schema: String,
+    /// Failed: the node serves nothing until the fix.
+    pub overall: State,
+    pub first_boot: Vec<firstboot::Problem>,
+}
+
+/// The waiting document when the gate holds the node, else None.
+pub fn waiting(root: &Root) -> Option<WaitingDoc> {
+    match firstboot::recorded(root)? {
+        firstboot::Gate::Waiting { problems } => Some(WaitingDoc {
+            schema: SCHEMA.to_string(),
+            overall: State::Failed,
+            first_boot: problems,
+        }),
+        firstboot::Gate::Open { .. } => None,
+    }
+}
+
+/// The gate's message as the console showed it, or the document.
+pub fn print_waiting(doc: &WaitingDoc, json: bool) -> io::Result<()> {
+    let text = if json {
+        serde_json::to_string_pretty(doc).map_err(io::Error::from)?
+    } else {
+        firstboot::message(&doc.first_boot)
+    };
+    writeln!(io::stdout().lock(), "{text}")
 }
 
 /// Exit code of `status` for each overall state (docs/exit-codes.md).

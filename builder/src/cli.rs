@@ -322,6 +322,10 @@ pub struct SeedSettings {
     /// wired port (nodes with one).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
+    /// LAB ONLY: let the node run on a disk that leaves MIB MiB (256 or
+    /// more) for data, below the image's partitions.data.
+    #[arg(long, value_name = "MIB")]
+    pub lab_data_min_mib: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

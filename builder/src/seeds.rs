@@ -76,9 +76,22 @@ pub fn create(
         node: node.parse()?,
         role: seed::parse_role(role)?,
         ssh_authorized_keys,
+        lab_data_min_mib: settings.lab_data_min_mib,
         admin: admin(settings)?,
         network: network(settings)?,
     };
+    if let Some(min) = settings
+        .lab_data_min_mib
+        .filter(|m| *m < seed::LAB_DATA_MIN_FLOOR_MIB)
+    {
+        return Err(Error::invalid(
+            "--lab-data-min-mib",
+            format!(
+                "{min} MiB is below the {} MiB a data partition needs at least",
+                seed::LAB_DATA_MIN_FLOOR_MIB
+            ),
+        ));
+    }
     let key = load_secret(key)?;
     let bytes = seed.to_bytes()?;
     let signature = seed.sign(&key, &bytes);
@@ -234,6 +247,7 @@ mod tests {
             gateway: Some("10.20.0.1".into()),
             dns: vec!["10.20.0.2".into()],
             mac: Some("52:54:00:12:34:56".into()),
+            lab_data_min_mib: None,
         };
         for (bad, says) in [
             (

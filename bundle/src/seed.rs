@@ -149,6 +149,13 @@ pub struct Seed {
     /// lets nobody in over SSH.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_authorized_keys: Vec<SshPublicKey>,
+    /// LAB ONLY: lowers the image's least data partition size
+    /// (partitions.data) to this many MiB, so a lab VM or a small test disk
+    /// can run a role image; never below LAB_DATA_MIN_FLOOR_MIB. None: the
+    /// image's minimum. A plain value, so before the sections (TOML writes
+    /// a table's keys before its sub-tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_data_min_mib: Option<u64>,
     /// Open WebUI's first administrator; none: `admin@<node>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<FirstAdmin>,
@@ -156,6 +163,10 @@ pub struct Seed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NodeNetwork>,
 }
+
+/// The least `lab_data_min_mib` a seed may give: the least `partitions.data`
+/// an image spec may have (docs/images.md).
+pub const LAB_DATA_MIN_FLOOR_MIB: u64 = 256;
 
 /// A seed as its file has it, with where each SSH key was written: the
 /// TOML parser places an error in a list at the list, and an operator
@@ -167,6 +178,9 @@ struct SeedFile {
     role: Role,
     #[serde(default)]
     ssh_authorized_keys: Vec<toml::Spanned<String>>,
+    // See Seed::lab_data_min_mib.
+    #[serde(default)]
+    lab_data_min_mib: Option<toml::Spanned<u64>>,
     admin: Option<FirstAdmin>,
     network: Option<NodeNetwork>,
 }
@@ -191,12 +205,25 @@ impl Seed {
         if let Some(network) = &file.network {
             network.check(what)?;
         }
+        let lab_data_min_mib = match file.lab_data_min_mib {
+            Some(min) if *min.get_ref() < LAB_DATA_MIN_FLOOR_MIB => {
+                return Err(Loc::at(Path::new(what), text, min.span().start).err(
+                    "lab_data_min_mib",
+                    format!(
+                        "{} MiB is below the {LAB_DATA_MIN_FLOOR_MIB} MiB a data partition needs at least",
+                        min.get_ref()
+                    ),
+                ))
+            }
+            min => min.map(toml::Spanned::into_inner),
+        };
         Ok(Seed {
             node: file.node,
             role: file.role,
             ssh_authorized_keys,
             admin: file.admin,
             network: file.network,
+            lab_data_min_mib,
         })
     }
 
@@ -361,6 +388,31 @@ mod tests {
         assert_eq!(none.to_bytes().unwrap(), b"node = \"n1\"\nrole = \"app\"\n");
     }
 
+    #[test]
+    fn a_lab_seed_lowers_the_data_minimum_but_not_below_the_floor() {
+        let lab = Seed::parse(
+            "seed.toml",
+            b"node = \"n1\"\nrole = \"app\"\nlab_data_min_mib = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(lab.lab_data_min_mib, Some(1024));
+        assert_eq!(
+            Seed::parse("seed.toml", &lab.to_bytes().unwrap()).unwrap(),
+            lab
+        );
+        let err = Seed::parse(
+            "seed.toml",
+            b"node = \"n1\"\nrole = \"app\"\nlab_data_min_mib = 16\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 3") && msg.contains("lab_data_min_mib") && msg.contains("256 MiB"),
+            "{msg}"
+        );
+    }
+
     /// A bad key anywhere in the list is refused with the file, the line
     /// of that entry, the seed key and the SSH key named.
     #[test]
@@ -396,6 +448,7 @@ mod tests {
             ssh_authorized_keys: Vec::new(),
             admin: None,
             network: None,
+            lab_data_min_mib: None,
         };
         let bytes = seed.to_bytes().unwrap();
         assert_eq!(bytes, b"node = \"db-3\"\nrole = \"db\"\n");

@@ -29,6 +29,15 @@ pub const BOOT_UNITS: &str = r#""var.mount", "efi.mount", "owui-seed.service",
 /// qemu logs.
 pub const BOOT_CMDLINE: &str = r#""console=ttyS0,115200", "systemd.show_status=false""#;
 
+/// The first lines of a test spec: `role`, version 0.1.0, and the Debian
+/// suite and mirror of every test image.
+pub fn spec_head(role: &str) -> String {
+    format!(
+        "role = \"{role}\"\nversion = \"0.1.0\"\n[debian]\nsuite = \"trixie\"\n\
+         mirror = \"http://deb.debian.org/debian\"\n"
+    )
+}
+
 /// The lines the report script prints around its output.
 pub const REPORT_BEGIN: &str = "BOOT-TEST-STATUS-BEGIN";
 pub const REPORT_END: &str = "BOOT-TEST-STATUS-END";

@@ -3,8 +3,13 @@
 //! network card on qemu's user-mode network, restricted (it reaches
 //! nothing outside the VM), with its ports 22 and 443 forwarded to free
 //! ports on the host's 127.0.0.1 ([`Boot::ssh_port`], [`Boot::https_port`]).
+//! [`Boot::start_with_monitor`] adds qemu's monitor on a socket and a free
+//! PCIe slot, so a test can plug a drive in while the guest runs
+//! ([`Boot::hotplug_drive`]).
 
 use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,6 +36,8 @@ pub struct Boot {
     pub ssh_port: u16,
     /// The host port (on 127.0.0.1) that reaches the guest's nginx on 443.
     pub https_port: u16,
+    /// qemu's human monitor, when the VM was started with one.
+    monitor: Option<PathBuf>,
 }
 
 /// The emulated machine: its memory and CPU model.
@@ -57,6 +64,10 @@ impl Guest {
     };
 }
 
+/// The PCIe root port a hot-plugged drive goes into (q35's root bus itself
+/// takes no hot-plugged device).
+const HOTPLUG_PORT: &str = "hotplug0";
+
 impl Boot {
     /// Starts qemu on `disk` (written to: first boot repartitions it) with
     /// `extra` drives attached read-only; `dir` holds the firmware vars and
@@ -67,6 +78,57 @@ impl Boot {
 
     /// [`Boot::start`] on another [`Guest`].
     pub fn start_guest(dir: &Path, disk: &Path, extra: &[&Path], guest: Guest) -> Boot {
+        let (cmd, serial, ssh_port, https_port) = Boot::command(dir, disk, extra, guest);
+        Boot::spawn(cmd, serial, ssh_port, https_port)
+    }
+
+    /// [`Boot::start`] with qemu's monitor on a socket in `dir` and an empty
+    /// PCIe port for [`Boot::hotplug_drive`].
+    pub fn start_with_monitor(dir: &Path, disk: &Path, extra: &[&Path]) -> Boot {
+        let (mut cmd, serial, ssh_port, https_port) = Boot::command(dir, disk, extra, Guest::SMALL);
+        let monitor = dir.join("monitor.sock");
+        let _ = fs::remove_file(&monitor);
+        cmd.arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", monitor.display()))
+            .arg("-device")
+            .arg(format!("pcie-root-port,id={HOTPLUG_PORT},chassis=1"));
+        let mut boot = Boot::spawn(cmd, serial, ssh_port, https_port);
+        boot.monitor = Some(monitor);
+        boot
+    }
+
+    /// Plugs `image` into the running VM as a read-only virtio disk, as a
+    /// technician plugs in a stick; returns what the monitor answered.
+    pub fn hotplug_drive(&self, id: &str, image: &Path) -> String {
+        let socket = self.monitor.as_ref().expect("started with a monitor");
+        let mut monitor = UnixStream::connect(socket).expect("qemu's monitor socket");
+        monitor
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut answer = monitor_reply(&mut monitor);
+        for command in [
+            format!(
+                "drive_add 0 if=none,id={id},format=raw,readonly=on,file={}",
+                image.display()
+            ),
+            format!("device_add virtio-blk-pci,drive={id},id={id}-dev,bus={HOTPLUG_PORT}"),
+        ] {
+            monitor
+                .write_all(format!("{command}\n").as_bytes())
+                .unwrap();
+            answer.push_str(&monitor_reply(&mut monitor));
+        }
+        answer
+    }
+
+    /// The qemu command line of [`Boot::start_guest`], its serial log and
+    /// the SSH and HTTPS ports.
+    fn command(
+        dir: &Path,
+        disk: &Path,
+        extra: &[&Path],
+        guest: Guest,
+    ) -> (Command, PathBuf, u16, u16) {
         let vars = dir.join("vars.fd");
         fs::copy(OVMF_VARS, &vars).expect("OVMF vars (package ovmf)");
         let serial = dir.join("serial.log");
@@ -104,7 +166,7 @@ impl Boot {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        Boot::spawn(cmd, serial, ssh_port, https_port)
+        (cmd, serial, ssh_port, https_port)
     }
 
     /// Runs `command`, a VM that writes its console to `serial`.
@@ -119,6 +181,7 @@ impl Boot {
             serial,
             ssh_port,
             https_port,
+            monitor: None,
         }
     }
 
@@ -244,6 +307,19 @@ impl Boot {
         }
         false
     }
+}
+
+/// What the human monitor prints up to its next `(qemu) ` prompt.
+fn monitor_reply(monitor: &mut UnixStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.ends_with(b"(qemu) ") {
+        match monitor.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Drop for Boot {

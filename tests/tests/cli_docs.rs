@@ -124,3 +124,145 @@ fn man_pages_are_generated_from_the_current_definitions() {
         "docs/man is stale for {stale:?}: run OWUI_UPDATE_MAN=1 cargo test -p owui-tests --test cli_docs"
     );
 }
+
+/// What a technician may be told to type or read, found in `text`: each
+/// `owui-agent …`/`owui-builder …` command in backticks or on a unit's
+/// `Exec…=` line, each man page (`owui-agent-status(1)`, `man
+/// owui-agent-status`) and each `docs/….md`; returned are those that do
+/// not exist in this tree (a subcommand or long flag the CLI lacks, a page
+/// docs/man/ lacks, a document docs/ lacks).
+fn missing_references(text: &str, programs: &[clap::Command]) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let exec = line
+            .trim_start()
+            .strip_prefix("Exec")
+            .and_then(|l| l.split_once('='))
+            .map(|(_, v)| v.trim_start_matches(['-', '!', '+', '@', ':']));
+        let mut spans: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+        spans.extend(exec.and_then(|v| v.strip_prefix("/usr/bin/")));
+        for span in spans {
+            let mut words = span.split_whitespace();
+            let Some(program) = words
+                .next()
+                .and_then(|p| programs.iter().find(|c| c.get_name() == p))
+            else {
+                continue;
+            };
+            let mut cmd = program.clone();
+            let mut leaf = false;
+            for word in words {
+                if let Some(flag) = word.strip_prefix("--") {
+                    let flag = flag.split('=').next().unwrap_or(flag);
+                    let known = cmd
+                        .get_arguments()
+                        .chain(program.get_arguments())
+                        .any(|a| a.get_long() == Some(flag))
+                        || flag == "help";
+                    if !known {
+                        found.push(format!("`{span}`: no --{flag}"));
+                    }
+                    continue;
+                }
+                let a_word = word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if leaf || !a_word || cmd.get_subcommands().next().is_none() {
+                    leaf = true; // an argument, a placeholder (NAME, …)
+                    continue;
+                }
+                match cmd.find_subcommand(word) {
+                    Some(sub) => cmd = sub.clone(),
+                    None => {
+                        found.push(format!("`{span}`: no command {word:?}"));
+                        break;
+                    }
+                }
+            }
+        }
+        for (i, _) in line.match_indices("owui-") {
+            let rest = &line[i..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            let page =
+                rest[name.len()..].starts_with("(1)") || line[..i].trim_end().ends_with("man");
+            let program = ["owui-agent-", "owui-builder-"]
+                .iter()
+                .any(|p| name.starts_with(p));
+            if page && program && !man_dir().join(format!("{name}.1")).exists() {
+                found.push(format!("man page {name}"));
+            }
+        }
+        for (i, _) in line.match_indices("docs/") {
+            let doc: String = line[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+                .collect();
+            let doc = doc.trim_end_matches('.');
+            if doc.ends_with(".md") && !repo().join(doc).exists() {
+                found.push(format!("document {doc}"));
+            }
+        }
+    }
+    found
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every file under `dir` as text (binary files skipped).
+fn texts(dir: &std::path::Path, out: &mut Vec<(PathBuf, String)>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            texts(&path, out);
+        } else if let Ok(text) = fs::read_to_string(&path) {
+            out.push((path, text));
+        }
+    }
+}
+
+/// Issue 20: a console message that sends a technician to a command or a
+/// page that does not exist (first boot once said "owui-builder seeds
+/// writes one per node") is a dead end on a site with no other help.
+#[test]
+fn the_images_text_names_only_commands_pages_and_docs_that_exist() {
+    let programs: Vec<clap::Command> = programs()
+        .into_iter()
+        .map(|mut p| {
+            p.build();
+            p
+        })
+        .collect();
+    // The check itself catches what it is for.
+    let bad = "none found; `owui-builder seeds` writes one per node (docs/seed.md)\n\
+               ExecStart=/usr/bin/owui-agent seed import --from-medium\n\
+               see owui-agent-seeds(1) or `owui-agent first-boot gate --json`";
+    assert_eq!(
+        missing_references(bad, &programs),
+        [
+            "`owui-builder seeds`: no command \"seeds\"",
+            "document docs/seed.md",
+            "`owui-agent seed import --from-medium`: no --from-medium",
+            "man page owui-agent-seeds",
+        ]
+    );
+    // What ships in the image (units, overlays: udev rules, drop-ins, the
+    // agent's config) and what the agent and the shared library print.
+    let mut files = Vec::new();
+    for dir in ["units", "images/overlay", "agent/src", "bundle/src"] {
+        texts(&repo().join(dir), &mut files);
+    }
+    let problems: Vec<String> = files
+        .iter()
+        .flat_map(|(path, text)| {
+            missing_references(text, &programs)
+                .into_iter()
+                .map(move |p| format!("{}: {p}", path.display()))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -48,6 +48,7 @@ hostname
 data=/dev/disk/by-partlabel/owui-data
 set -- $(dumpe2fs -h $data 2>/dev/null | sed -n 's/^Block count: *//p; s/^Block size: *//p')
 echo "data $(blockdev --getsize64 $data) $(( $1 * $2 )) $(df --output=target /var/lib/owui | tail -n 1)"
+echo "failed: $(systemctl --failed --plain --no-legend | one_line)"
 echo REPORT_END
 "#;
 
@@ -400,6 +401,8 @@ fn a_role_image_builds_boots_to_ready_reproduces_and_refuses_a_flipped_root_byte
     );
     // /var/lib/owui (content, uploads, bundles, secrets) is on it.
     assert_eq!(data_line[2], "/var", "{report}");
+    // A healthy node has no failed unit (issue 20).
+    assert_eq!(lines.next().map(str::trim), Some("failed:"), "{report}");
     // Status lists each partition's space: /var on the grown partition,
     // healthy; the root and the ESP read-only.
     let parts = status["partitions"].as_array().unwrap();

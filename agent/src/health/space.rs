@@ -154,13 +154,26 @@ impl Sources {
         Ok(Sources {
             mountinfo: "/proc/self/mountinfo".into(),
             sys_dev_block: "/sys/dev/block".into(),
-            data_definition: root.host(Path::new(DATA_DEFINITION))?,
+            data_definition: data_definition(root)?,
         })
     }
 }
 
 /// Written by the builder (builder/src/image/rootfs.rs).
 pub const DATA_DEFINITION: &str = "/usr/lib/repart.d/50-owui-data.conf";
+/// The same definition with a lab seed's lower minimum, written by the
+/// first-boot gate; systemd-repart reads it in place of the image's.
+pub const DATA_DEFINITION_LAB: &str = "/run/repart.d/50-owui-data.conf";
+
+/// The data partition's definition in force: the lab one when the gate
+/// wrote it, else the image's.
+pub fn data_definition(root: &Root) -> owui_bundle::Result<PathBuf> {
+    let lab = root.host(Path::new(DATA_DEFINITION_LAB))?;
+    if lab.exists() {
+        return Ok(lab);
+    }
+    root.host(Path::new(DATA_DEFINITION))
+}
 
 /// The mount holding `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +238,7 @@ fn device(sys_dev_block: &Path, dev: &str) -> Device {
 
 /// `Label=` and `SizeMinBytes=` of a repart.d definition; None when there
 /// is none (not an image) or it has no minimum.
-fn minimum(definition: &Path) -> Option<Minimum> {
+pub fn minimum(definition: &Path) -> Option<Minimum> {
     let text = fs::read_to_string(definition).ok()?;
     let value = |key: &str| {
         text.lines()

@@ -333,7 +333,10 @@ fn write_network(root: &Root, seed: &Seed) -> Result<()> {
     let path = root.host(Path::new(NETWORKD_FILE))?;
     write_or_remove_network(&path, seed)?;
     if root.path() == Path::new("/") {
-        match std::process::Command::new("networkctl").arg("reload").output() {
+        match std::process::Command::new("networkctl")
+            .arg("reload")
+            .output()
+        {
             Ok(out) if out.status.success() => {}
             // Not running yet (the usual first boot): it reads the file when it starts.
             other => tracing::debug!(?other, "networkctl reload"),

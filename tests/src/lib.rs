@@ -3,6 +3,7 @@
 pub mod dbus;
 pub mod fake_http;
 pub mod image;
+pub mod netns;
 pub mod nginx;
 pub mod nspawn;
 pub mod open_webui;

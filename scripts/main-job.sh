@@ -23,7 +23,8 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "main-job.sh: run as root (mmdebstrap builds the image's root filesystem)" >&2
     exit 1
 fi
-need="minisign mmdebstrap erofs-utils cryptsetup-bin dosfstools mtools binutils e2fsprogs systemd skopeo docker-registry apache2-utils openssl curl python3-pip python3-venv"
+# protobuf-compiler: the agent's etcd client (etcd-client) builds its gRPC code with protoc.
+need="protobuf-compiler minisign mmdebstrap erofs-utils cryptsetup-bin dosfstools mtools binutils e2fsprogs systemd skopeo docker-registry apache2-utils openssl curl python3-pip python3-venv"
 missing=$(for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq

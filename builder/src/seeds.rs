@@ -79,6 +79,7 @@ pub fn create(
         lab_data_min_mib: settings.lab_data_min_mib,
         admin: admin(settings)?,
         network: network(settings)?,
+        cluster: None,
     };
     if let Some(min) = settings
         .lab_data_min_mib

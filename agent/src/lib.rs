@@ -6,6 +6,7 @@ pub mod as_root;
 pub mod backend;
 pub mod bundles;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod db_setup;

@@ -238,6 +238,43 @@ impl ClusterCa {
     }
 }
 
+/// How long a CRL is good for: the control nodes write a new one whenever
+/// a node is removed and at least this often.
+pub const CRL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl ClusterCa {
+    /// A CRL (PEM) listing `serials` (hex, as [`Issued::serial`]), number
+    /// `number` (increasing with every CRL written), made at `now`.
+    pub fn crl(&self, serials: &[String], number: u64, now: SystemTime) -> Result<String> {
+        let revoked_certs = serials
+            .iter()
+            .map(|hex| {
+                let bytes = hex::decode(hex).map_err(|_| {
+                    Error::invalid("revoked serial", format!("{hex:?} is not hex"))
+                })?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: to_offset(now),
+                    reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: to_offset(now - BACKDATE),
+            next_update: to_offset(now + CRL_LIFETIME),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer()?)
+            .and_then(|crl| crl.pem())
+            .map_err(rcgen_err("certificate revocation list"))
+    }
+}
+
 /// A new key and a CSR for it (PEM each: key, request); the node keeps the
 /// key and sends the request. The CSR names the node only for logs: the CA
 /// writes the names the join token was bound to.
@@ -268,10 +305,13 @@ fn issued(params: &CertificateParams, cert_pem: String, end: SystemTime) -> Issu
 }
 
 fn random_serial() -> SerialNumber {
-    // 127 bits: positive as DER INTEGER, unguessable (CA/B BR 7.1).
+    // 126 random bits (CA/B BR 7.1 asks for 64): the top bit clear keeps
+    // the DER INTEGER positive and the next one set keeps its first byte
+    // non-zero, so the serial's bytes are exactly what DER writes and what
+    // readers (CRLs, x509 parsers) give back.
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
-    bytes[0] &= 0x7f;
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
     SerialNumber::from_slice(&bytes)
 }
 
@@ -395,6 +435,24 @@ mod tests {
         assert_eq!(named.serial, issued.serial);
         assert_eq!(named.not_after, issued.not_after);
         assert!(named.not_before + BACKDATE.as_secs() <= unix_secs(now) + 1);
+    }
+
+    #[test]
+    fn a_crl_lists_the_serials_given() {
+        let now = SystemTime::now();
+        let ca = ClusterCa::generate("rome", now).unwrap();
+        let (issued, _) = ca
+            .issue_with_key(&who("app-1", Role::App), now, NODE_CERT_LIFETIME)
+            .unwrap();
+        let pem = ca.crl(&[issued.serial.clone()], 7, now).unwrap();
+        let der = pem_der("crl", &pem, "X509 CRL").unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+        let listed: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex::encode(r.raw_serial()))
+            .collect();
+        assert_eq!(listed, [issued.serial]);
+        assert!(ca.crl(&["zz".into()], 8, now).is_err());
     }
 
     #[test]

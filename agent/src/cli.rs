@@ -103,6 +103,10 @@ pub enum ClusterCommand {
         /// How long to wait for a control node to answer.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         patience: std::time::Duration,
+        /// Exit 0 with a note when the seed names no site (the boot unit
+        /// runs join on every node; a node alone has nothing to do).
+        #[arg(long)]
+        if_seeded: bool,
         #[command(flatten)]
         output: Output,
     },

@@ -146,9 +146,10 @@ fn main() -> ExitCode {
         Command::Cluster(ClusterCommand::Join {
             token,
             patience,
+            if_seeded,
             output,
         }) => finish(
-            cluster::cmd::join(&root, token.as_deref(), patience),
+            cluster::cmd::join(&root, token.as_deref(), patience, if_seeded),
             output.json,
             cluster::cmd::print_joined,
         ),

@@ -18,7 +18,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::internal("starting the async runtime", e.to_string()))
 }
 
-pub fn join(root: &Root, token: Option<&str>, patience: Duration) -> Result<Joined> {
+pub fn join(
+    root: &Root,
+    token: Option<&str>,
+    patience: Duration,
+    if_seeded: bool,
+) -> Result<Joined> {
+    if if_seeded && load_seed(root)?.cluster.is_none() {
+        return Ok(Joined::alone(&load_seed(root)?));
+    }
     let token = token
         .map(|t| {
             t.parse::<JoinToken>()
@@ -33,6 +41,10 @@ pub fn renew(root: &Root, force: bool, patience: Duration) -> Result<Joined> {
 }
 
 pub fn print_joined(j: &Joined) {
+    let Some(cert) = &j.certificate else {
+        println!("{} ({}) runs alone: its seed names no site", j.node, j.role);
+        return;
+    };
     let via = j
         .via
         .as_deref()
@@ -40,7 +52,7 @@ pub fn print_joined(j: &Joined) {
         .unwrap_or_default();
     println!(
         "{} ({}) {} in site {}{via}: certificate {} valid until {}",
-        j.node, j.role, j.action, j.site, j.serial, j.not_after
+        j.node, j.role, j.action, cert.site, cert.serial, cert.not_after
     );
 }
 

@@ -40,14 +40,32 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub struct Joined {
     pub node: String,
     pub role: String,
-    pub site: String,
-    /// "enrolled", "renewed", "self-certified" (a control node), or
-    /// "already enrolled".
+    /// "enrolled", "renewed", "self-certified" (a control node), "already
+    /// enrolled", or "alone" (the seed names no site).
     pub action: &'static str,
     /// The control node that answered, when one did.
     pub via: Option<String>,
+    /// None for a node alone.
+    pub certificate: Option<CertificateSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateSummary {
+    pub site: String,
     pub serial: String,
     pub not_after: String,
+}
+
+impl Joined {
+    pub fn alone(seed: &Seed) -> Joined {
+        Joined {
+            node: seed.node.to_string(),
+            role: seed.role.to_string(),
+            action: "alone",
+            via: None,
+            certificate: None,
+        }
+    }
 }
 
 /// The seed's cluster section, or why the node has none.
@@ -64,11 +82,13 @@ fn joined(seed: &Seed, action: &'static str, via: Option<String>, c: &CertifiedN
     Joined {
         node: seed.node.to_string(),
         role: seed.role.to_string(),
-        site: c.site.clone(),
         action,
         via,
-        serial: c.serial.clone(),
-        not_after: utc(c.not_after),
+        certificate: Some(CertificateSummary {
+            site: c.site.clone(),
+            serial: c.serial.clone(),
+            not_after: utc(c.not_after),
+        }),
     }
 }
 

@@ -104,7 +104,9 @@ impl ServerCertVerifier for PinnedCa {
         let inner = WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(clock_hint)
     }
 
     fn verify_tls12_signature(
@@ -139,6 +141,30 @@ impl ServerCertVerifier for PinnedCa {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// A certificate that is not valid yet or any more by this node's clock is
+/// most often the clock's fault: say so with both times.
+fn clock_hint(e: rustls::Error) -> rustls::Error {
+    use rustls::CertificateError::{ExpiredContext, NotValidYetContext};
+    let secs = |t: UnixTime| owui_bundle::cluster::token::utc(t.as_secs());
+    match &e {
+        rustls::Error::InvalidCertificate(NotValidYetContext { time, not_before }) => {
+            rustls::Error::General(format!(
+                "the control node's certificate is valid from {}, but this node's clock says {}: set the clock (chrony, or the firmware's) and run again",
+                secs(*not_before),
+                secs(*time)
+            ))
+        }
+        rustls::Error::InvalidCertificate(ExpiredContext { time, not_after }) => {
+            rustls::Error::General(format!(
+                "the control node's certificate expired at {}, and this node's clock says {}: if the clock is wrong, set it and run again",
+                secs(*not_after),
+                secs(*time)
+            ))
+        }
+        _ => e,
     }
 }
 

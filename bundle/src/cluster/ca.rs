@@ -249,9 +249,8 @@ impl ClusterCa {
         let revoked_certs = serials
             .iter()
             .map(|hex| {
-                let bytes = hex::decode(hex).map_err(|_| {
-                    Error::invalid("revoked serial", format!("{hex:?} is not hex"))
-                })?;
+                let bytes = hex::decode(hex)
+                    .map_err(|_| Error::invalid("revoked serial", format!("{hex:?} is not hex")))?;
                 Ok(rcgen::RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: to_offset(now),

@@ -61,6 +61,9 @@ pub enum Command {
     /// This node's PostgreSQL cluster and Open WebUI's database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// The site: enrol, the agent API of control nodes, tokens, removal.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run one command as root, for a reason that goes to the journal.
     ///
     /// The one program the operator account owui-admin may run through
@@ -79,6 +82,69 @@ pub enum Command {
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Enrol this node into the site its seed names, with no typing.
+    ///
+    /// A control node certifies itself with the CA its seed carries. Any
+    /// other node makes its key here and sends a CSR with its seed's join
+    /// token to a control node whose certificate chains to the seed's CA
+    /// pin; unreachable control nodes are retried with growing waits for
+    /// --patience. Writes /var/lib/owui/cluster/{ca.crt,node.crt,node.key}
+    /// (the key 0600). Does nothing on a node that is enrolled already.
+    Join {
+        /// A join token to use instead of the seed's (`cluster token
+        /// create` on a control node makes one).
+        #[arg(long)]
+        token: Option<String>,
+        /// How long to wait for a control node to answer.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        patience: std::time::Duration,
+        /// Exit 0 with a note when the seed names no site (the boot unit
+        /// runs join on every node; a node alone has nothing to do).
+        #[arg(long)]
+        if_seeded: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Renew this node's certificate once two thirds of its life are gone.
+    ///
+    /// Over mutual TLS with the current certificate, for a new key made
+    /// here. A removed node is refused (exit 5).
+    Renew {
+        /// Renew now, however long the certificate has left.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for a control node to answer.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        patience: std::time::Duration,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Join tokens, made on a control node.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a single-use join token for one node and role (control nodes).
+    ///
+    /// Prints the token: give it to the node as `owui-agent cluster join
+    /// --token TOKEN`. It holds a secret; it is not logged.
+    Create {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        role: String,
+        /// How long the token is valid (at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        output: Output,
     },
 }
 

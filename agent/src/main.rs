@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use owui_agent::{
-    as_root, bundles, daemon, db_setup, firstboot, gpu, node_secrets, seed_cmd, status, trust_cmd,
+    as_root, bundles, cluster, daemon, db_setup, firstboot, gpu, node_secrets, seed_cmd, status,
+    trust_cmd,
 };
 use owui_bundle::outcome::{finish, init_logging};
 
 use owui_agent::cli::{
-    BundleCommand, Cli, Command, DbCommand, FirstBootCommand, GpuCommand, SecretsCommand,
-    SeedCommand, TrustCommand,
+    BundleCommand, Cli, ClusterCommand, Command, DbCommand, FirstBootCommand, GpuCommand,
+    SecretsCommand, SeedCommand, TokenCommand, TrustCommand,
 };
 use owui_agent::layout::Root;
 
@@ -142,6 +143,35 @@ fn main() -> ExitCode {
         Command::Db(DbCommand::Setup { json }) => {
             finish(db_setup::setup(&root), json, db_setup::print)
         }
+        Command::Cluster(ClusterCommand::Join {
+            token,
+            patience,
+            if_seeded,
+            output,
+        }) => finish(
+            cluster::cmd::join(&root, token.as_deref(), patience, if_seeded),
+            output.json,
+            cluster::cmd::print_joined,
+        ),
+        Command::Cluster(ClusterCommand::Renew {
+            force,
+            patience,
+            output,
+        }) => finish(
+            cluster::cmd::renew(&root, force, patience),
+            output.json,
+            cluster::cmd::print_joined,
+        ),
+        Command::Cluster(ClusterCommand::Token(TokenCommand::Create {
+            node,
+            role,
+            ttl,
+            output,
+        })) => finish(
+            cluster::cmd::token_create(&root, &node, &role, ttl),
+            output.json,
+            cluster::cmd::print_token,
+        ),
         Command::Secrets(SecretsCommand::Init { json }) => {
             finish(node_secrets::init(&root), json, node_secrets::print)
         }

@@ -28,6 +28,9 @@ pub enum Command {
     /// Node seeds: who each node is, signed for its first boot.
     #[command(subcommand)]
     Seed(SeedCommand),
+    /// The cluster: the site (CA, token key, site file), then a seed per node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Container images from OCI registries: pull into the cache, lock tags
     /// to digests.
     #[command(subcommand)]
@@ -284,6 +287,71 @@ pub enum SeedCommand {
         ssh_key: Vec<PathBuf>,
         #[command(flatten)]
         settings: SeedSettings,
+        /// Secret key to sign with (mode 0600): the one the image trusts.
+        #[arg(long)]
+        key: PathBuf,
+        /// The seed file to write (seed.toml).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make a site: its cluster CA, join-token key and site file.
+    ///
+    /// Writes DIR/site.toml and DIR/ca.crt (public), DIR/ca.key and
+    /// DIR/token.key (0600: keep them with the signing key). Refuses a DIR
+    /// that holds anything: a site is made once (docs/cluster.md).
+    Init {
+        /// The site's name (lower case, as a host name).
+        #[arg(long)]
+        name: String,
+        /// The cluster network, e.g. 10.20.0.0/24: every node address is in
+        /// it and services listen on it only.
+        #[arg(long, value_name = "CIDR")]
+        network: String,
+        /// A control node as NAME=ADDRESS (it runs etcd and the CA's agent
+        /// API); give 1, 3 or 5.
+        #[arg(long, value_name = "NAME=ADDRESS", required = true)]
+        control: Vec<String>,
+        /// The address clients reach Open WebUI at (held by an app node).
+        #[arg(long, value_name = "IP")]
+        front_door: Option<String>,
+        /// The site directory to make.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Write one node's seed for the site, signed.
+    ///
+    /// A control node's seed (a name in the site's control list) carries
+    /// the cluster CA and token key; any other node's carries the CA pin
+    /// and a single-use join token bound to its name and role, which
+    /// expires after --token-ttl. Writes FILE (0600) and FILE.minisig, as
+    /// `seed create` does.
+    Seed {
+        /// The site directory `cluster init` made.
+        #[arg(long)]
+        site: PathBuf,
+        /// The node's name (its hostname).
+        #[arg(long)]
+        node: String,
+        /// The node's role: app, db or gpu (the image's).
+        #[arg(long)]
+        role: String,
+        /// An SSH public key file for owui-admin; repeatable (as `seed create`).
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Vec<PathBuf>,
+        #[command(flatten)]
+        settings: SeedSettings,
+        /// How long the join token is valid (at most 30 days): the node must
+        /// enrol before then.
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        token_ttl: std::time::Duration,
         /// Secret key to sign with (mode 0600): the one the image trusts.
         #[arg(long)]
         key: PathBuf,

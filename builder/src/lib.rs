@@ -4,6 +4,7 @@
 
 pub mod bundles;
 pub mod cli;
+pub mod cluster;
 pub mod image;
 pub mod images;
 pub mod keys;

@@ -3,10 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use owui_builder::{bundles, images, keys, oci, seeds};
+use owui_builder::{bundles, cluster, images, keys, oci, seeds};
 use owui_bundle::outcome::{finish, init_logging};
 
-use owui_builder::cli::{BundleCommand, Cli, Command, KeyCommand, OciCommand, SeedCommand};
+use owui_builder::cli::{
+    BundleCommand, Cli, ClusterCommand, Command, KeyCommand, OciCommand, SeedCommand,
+};
 
 fn main() -> ExitCode {
     init_logging();
@@ -59,6 +61,42 @@ fn main() -> ExitCode {
             seeds::create(&node, &role, &ssh_key, &settings, &key, &out),
             output.json,
             seeds::print_created,
+        ),
+        Command::Cluster(ClusterCommand::Init {
+            name,
+            network,
+            control,
+            front_door,
+            out,
+            output,
+        }) => finish(
+            cluster::init(&name, &network, &control, front_door.as_deref(), &out),
+            output.json,
+            cluster::print_initialised,
+        ),
+        Command::Cluster(ClusterCommand::Seed {
+            site,
+            node,
+            role,
+            ssh_key,
+            settings,
+            token_ttl,
+            key,
+            out,
+            output,
+        }) => finish(
+            cluster::seed(&cluster::SeedRequest {
+                site_dir: &site,
+                node: &node,
+                role: &role,
+                ssh_keys: &ssh_key,
+                settings: &settings,
+                token_ttl,
+                key: &key,
+                out: &out,
+            }),
+            output.json,
+            cluster::print_seed,
         ),
         Command::Oci(OciCommand::Pull {
             reference,

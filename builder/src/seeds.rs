@@ -68,18 +68,21 @@ pub fn create(
     key: &Path,
     out: &Path,
 ) -> Result<Created> {
+    let seed = build(node, role, ssh_keys, settings)?;
+    write_signed(&seed, key, out)
+}
+
+/// The seed the flags describe, every field checked as the node checks it.
+pub fn build(
+    node: &str,
+    role: &str,
+    ssh_keys: &[PathBuf],
+    settings: &SeedSettings,
+) -> Result<Seed> {
     let mut ssh_authorized_keys = Vec::new();
     for file in ssh_keys {
         ssh_authorized_keys.extend(read_ssh_keys(file)?);
     }
-    let seed = Seed {
-        node: node.parse()?,
-        role: seed::parse_role(role)?,
-        ssh_authorized_keys,
-        lab_data_min_mib: settings.lab_data_min_mib,
-        admin: admin(settings)?,
-        network: network(settings)?,
-    };
     if let Some(min) = settings
         .lab_data_min_mib
         .filter(|m| *m < seed::LAB_DATA_MIN_FLOOR_MIB)
@@ -92,15 +95,32 @@ pub fn create(
             ),
         ));
     }
+    Ok(Seed {
+        node: node.parse()?,
+        role: seed::parse_role(role)?,
+        ssh_authorized_keys,
+        lab_data_min_mib: settings.lab_data_min_mib,
+        admin: admin(settings)?,
+        network: network(settings)?,
+        cluster: None,
+    })
+}
+
+/// Signs `seed` with `key` (checked first) and writes `out` and
+/// `out.minisig`; the seed's bytes are parsed back first, so a seed the node
+/// would refuse is never written.
+pub fn write_signed(seed: &Seed, key: &Path, out: &Path) -> Result<Created> {
     let key = load_secret(key)?;
     let bytes = seed.to_bytes()?;
+    Seed::parse(&out.display().to_string(), &bytes)?;
     let signature = seed.sign(&key, &bytes);
     let sig_path = PathBuf::from(format!("{}.minisig", out.display()));
-    // 0600: seeds will carry join tokens; the signature is public.
+    // 0600: seeds carry join tokens, control seeds the cluster CA; the
+    // signature is public.
     write_atomic(out, &bytes, 0o600)?;
     write_atomic(&sig_path, signature.as_bytes(), 0o644)?;
     Ok(Created {
-        node: seed.node,
+        node: seed.node.clone(),
         role: seed.role.as_str().to_string(),
         key_id: key.id.to_string(),
         ssh_keys: seed.ssh_authorized_keys.len(),

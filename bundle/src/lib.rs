@@ -11,6 +11,7 @@ mod string_serde;
 pub mod apply;
 pub mod archive;
 pub mod channels;
+pub mod cluster;
 pub mod command;
 pub mod crash;
 pub mod create;

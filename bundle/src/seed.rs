@@ -17,6 +17,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::SeedCluster;
 use crate::error::{Error, Result};
 use crate::first_admin::FirstAdmin;
 use crate::node_network::NodeNetwork;
@@ -162,6 +163,9 @@ pub struct Seed {
     /// The node's address; none: DHCP on every wired port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NodeNetwork>,
+    /// The site the node enrols into; none: a node alone (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<SeedCluster>,
 }
 
 /// The least `lab_data_min_mib` a seed may give: the least `partitions.data`
@@ -183,6 +187,7 @@ struct SeedFile {
     lab_data_min_mib: Option<toml::Spanned<u64>>,
     admin: Option<FirstAdmin>,
     network: Option<NodeNetwork>,
+    cluster: Option<SeedCluster>,
 }
 
 impl Seed {
@@ -205,6 +210,9 @@ impl Seed {
         if let Some(network) = &file.network {
             network.check(what)?;
         }
+        if let Some(cluster) = &file.cluster {
+            cluster.check(what, &file.node, file.role)?;
+        }
         let lab_data_min_mib = match file.lab_data_min_mib {
             Some(min) if *min.get_ref() < LAB_DATA_MIN_FLOOR_MIB => {
                 return Err(Loc::at(Path::new(what), text, min.span().start).err(
@@ -223,6 +231,7 @@ impl Seed {
             ssh_authorized_keys,
             admin: file.admin,
             network: file.network,
+            cluster: file.cluster,
             lab_data_min_mib,
         })
     }
@@ -448,6 +457,7 @@ mod tests {
             ssh_authorized_keys: Vec::new(),
             admin: None,
             network: None,
+            cluster: None,
             lab_data_min_mib: None,
         };
         let bytes = seed.to_bytes().unwrap();

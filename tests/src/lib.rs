@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
+pub mod cluster;
 pub mod dbus;
 pub mod fake_http;
 pub mod image;

@@ -47,7 +47,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn of(out: Output) -> Run {
         use std::os::unix::process::ExitStatusExt;
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -80,7 +80,7 @@ pub fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Run::from(cmd.output().expect("running a workspace binary"))
+    Run::of(cmd.output().expect("running a workspace binary"))
 }
 
 impl Site {

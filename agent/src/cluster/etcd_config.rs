@@ -6,19 +6,17 @@
 //! The rules, for every control node alike: mutual TLS for clients and peers
 //! from the cluster CA, https URLs only, listening on the node's cluster
 //! address (and 127.0.0.1 for clients, for the local agent), never on every
-//! address; pre-vote on; a backend quota and auto-compaction (values below).
+//! address; certificates on the site's revocation list refused; pre-vote on;
+//! a backend quota and auto-compaction (values below).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use owui_bundle::cluster::site::{ControlNode, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use owui_bundle::error::{Error, Result};
 use owui_bundle::seed::NodeName;
-
-/// Where etcd serves clients (the agent, Patroni) and peers: IANA's ports.
-pub const CLIENT_PORT: u16 = 2379;
-pub const PEER_PORT: u16 = 2380;
 
 /// The backend quota: 2 GiB, etcd's own default and the size it is tested at,
 /// written out so the value does not depend on the packaged version. Our
@@ -37,14 +35,6 @@ pub const QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 pub const AUTO_COMPACTION_MODE: &str = "periodic";
 pub const AUTO_COMPACTION_RETENTION: &str = "1h";
 
-/// A control node: a member of the etcd cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub name: NodeName,
-    /// Its address on the cluster network.
-    pub address: IpAddr,
-}
-
 /// The files etcd's TLS reads, all issued from the cluster CA. The node's
 /// certificate serves both as server and as client certificate (peers
 /// connect to each other with it), so it carries both key usages.
@@ -60,13 +50,17 @@ pub struct TlsFiles {
 pub struct EtcdNode<'a> {
     /// The site's name; the cluster token is derived from it, so members of
     /// two sites never take each other for the same cluster.
-    pub site: &'a str,
+    pub site: &'a NodeName,
     /// This node's name: one of `members`.
     pub name: &'a NodeName,
     /// Every control node, this one included.
-    pub members: &'a [Member],
+    pub members: &'a [ControlNode],
     pub data_dir: &'a Path,
     pub tls: &'a TlsFiles,
+    /// The CA's revocation list (PEM): etcd refuses clients and peers whose
+    /// certificate it lists. etcd reads it at every handshake and refuses
+    /// every connection while it is missing, so it must exist first.
+    pub crl: &'a Path,
 }
 
 /// `https://ADDRESS:PORT` (IPv6 in brackets).
@@ -75,21 +69,21 @@ fn url(address: IpAddr, port: u16) -> String {
 }
 
 /// Where an etcd client reaches every member: the agent's endpoint list.
-pub fn client_endpoints(members: &[Member]) -> Vec<String> {
+pub fn client_endpoints(members: &[ControlNode]) -> Vec<String> {
     members
         .iter()
-        .map(|m| url(m.address, CLIENT_PORT))
+        .map(|m| url(m.address, ETCD_CLIENT_PORT))
         .collect()
 }
 
 /// The cluster token for a site's etcd.
-pub fn cluster_token(site: &str) -> String {
+pub fn cluster_token(site: &NodeName) -> String {
     format!("owui-{site}")
 }
 
 /// Checks the member list: 1, 3 or 5 members, names and addresses unique,
 /// no address that means "every address" or loopback.
-fn check_members(members: &[Member]) -> Result<()> {
+fn check_members(members: &[ControlNode]) -> Result<()> {
     match members.len() {
         1 | 3 | 5 => {}
         0 => {
@@ -123,21 +117,21 @@ fn check_members(members: &[Member]) -> Result<()> {
     let mut names = BTreeSet::new();
     let mut addresses = BTreeSet::new();
     for m in members {
-        if !names.insert(m.name.as_str()) {
+        if !names.insert(m.node.as_str()) {
             return Err(Error::invalid(
-                format!("control node {}", m.name),
+                format!("control node {}", m.node),
                 "listed twice",
             ));
         }
         if !addresses.insert(m.address) {
             return Err(Error::invalid(
-                format!("control node {}", m.name),
+                format!("control node {}", m.node),
                 format!("address {} is another control node's too", m.address),
             ));
         }
         if m.address.is_unspecified() || m.address.is_loopback() || m.address.is_multicast() {
             return Err(Error::invalid(
-                format!("control node {}", m.name),
+                format!("control node {}", m.node),
                 format!(
                     "address {} is not a cluster address (etcd listens on the node's own \
                      cluster address only)",
@@ -177,16 +171,10 @@ fn env_path(what: &str, path: &Path) -> Result<String> {
 /// Renders the environment file for `node`.
 pub fn render(node: &EtcdNode<'_>) -> Result<String> {
     check_members(node.members)?;
-    let site: NodeName = node.site.parse().map_err(|_| {
-        Error::invalid(
-            format!("site name {:?}", node.site),
-            "must be a lower-case host name (a-z, 0-9, '-', '.')",
-        )
-    })?;
     let me = node
         .members
         .iter()
-        .find(|m| &m.name == node.name)
+        .find(|m| &m.node == node.name)
         .ok_or_else(|| {
             Error::invalid(
                 format!("node {}", node.name),
@@ -197,19 +185,20 @@ pub fn render(node: &EtcdNode<'_>) -> Result<String> {
     let ca = env_path("cluster CA file", &node.tls.ca)?;
     let cert = env_path("node certificate file", &node.tls.cert)?;
     let key = env_path("node key file", &node.tls.key)?;
+    let crl = env_path("revocation list file", node.crl)?;
 
-    let peer_url = url(me.address, PEER_PORT);
-    let client_url = url(me.address, CLIENT_PORT);
-    let local_client_url = url(IpAddr::V4(Ipv4Addr::LOCALHOST), CLIENT_PORT);
+    let peer_url = url(me.address, ETCD_PEER_PORT);
+    let client_url = url(me.address, ETCD_CLIENT_PORT);
+    let local_client_url = url(IpAddr::V4(Ipv4Addr::LOCALHOST), ETCD_CLIENT_PORT);
     let initial_cluster = node
         .members
         .iter()
-        .map(|m| format!("{}={}", m.name, url(m.address, PEER_PORT)))
+        .map(|m| format!("{}={}", m.node, url(m.address, ETCD_PEER_PORT)))
         .collect::<Vec<_>>()
         .join(",");
 
     let quota = QUOTA_BACKEND_BYTES.to_string();
-    let vars: [(&str, &str); 25] = [
+    let vars: [(&str, &str); 27] = [
         ("ETCD_NAME", node.name.as_str()),
         ("ETCD_DATA_DIR", &data_dir),
         // Listen on the cluster address (and loopback for the local
@@ -225,18 +214,20 @@ pub fn render(node: &EtcdNode<'_>) -> Result<String> {
         // Read only on the first start (an empty data directory); a member
         // that restarts rejoins from its data directory.
         ("ETCD_INITIAL_CLUSTER_STATE", "new"),
-        ("ETCD_INITIAL_CLUSTER_TOKEN", &cluster_token(&site)),
+        ("ETCD_INITIAL_CLUSTER_TOKEN", &cluster_token(node.site)),
         // Clients: TLS with a certificate from the cluster CA, nothing else.
         ("ETCD_CERT_FILE", &cert),
         ("ETCD_KEY_FILE", &key),
         ("ETCD_TRUSTED_CA_FILE", &ca),
         ("ETCD_CLIENT_CERT_AUTH", "true"),
+        ("ETCD_CLIENT_CRL_FILE", &crl),
         ("ETCD_AUTO_TLS", "false"),
         // Peers: the same, with the same node certificate.
         ("ETCD_PEER_CERT_FILE", &cert),
         ("ETCD_PEER_KEY_FILE", &key),
         ("ETCD_PEER_TRUSTED_CA_FILE", &ca),
         ("ETCD_PEER_CLIENT_CERT_AUTH", "true"),
+        ("ETCD_PEER_CRL_FILE", &crl),
         ("ETCD_PEER_AUTO_TLS", "false"),
         // A member that was cut off does not force an election when it
         // comes back (it asks first), so a flapping link cannot depose a
@@ -276,10 +267,10 @@ mod tests {
         n.parse().unwrap()
     }
 
-    fn members(n: u8) -> Vec<Member> {
+    fn members(n: u8) -> Vec<ControlNode> {
         (1..=n)
-            .map(|i| Member {
-                name: name(&format!("ctl{i}")),
+            .map(|i| ControlNode {
+                node: name(&format!("ctl{i}")),
                 address: IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)),
             })
             .collect()
@@ -293,14 +284,15 @@ mod tests {
         }
     }
 
-    fn render_for(me: &str, members: &[Member]) -> Result<String> {
+    fn render_for(me: &str, members: &[ControlNode]) -> Result<String> {
         let me = name(me);
         render(&EtcdNode {
-            site: "lab1",
+            site: &name("lab1"),
             name: &me,
             members,
             data_dir: Path::new("/var/lib/etcd/owui"),
             tls: &tls(),
+            crl: Path::new("/etc/owui/cluster/ca.crl"),
         })
     }
 
@@ -349,6 +341,8 @@ mod tests {
             ("ETCD_PEER_CERT_FILE", "/etc/owui/cluster/node.pem"),
             ("ETCD_KEY_FILE", "/etc/owui/cluster/node.key"),
             ("ETCD_PEER_KEY_FILE", "/etc/owui/cluster/node.key"),
+            ("ETCD_CLIENT_CRL_FILE", "/etc/owui/cluster/ca.crl"),
+            ("ETCD_PEER_CRL_FILE", "/etc/owui/cluster/ca.crl"),
             ("ETCD_PRE_VOTE", "true"),
             ("ETCD_QUOTA_BACKEND_BYTES", "2147483648"),
             ("ETCD_AUTO_COMPACTION_MODE", "periodic"),
@@ -372,8 +366,8 @@ mod tests {
 
     #[test]
     fn ipv6_members_are_bracketed() {
-        let members = vec![Member {
-            name: name("ctl1"),
+        let members = vec![ControlNode {
+            node: name("ctl1"),
             address: "2001:db8::1".parse().unwrap(),
         }];
         let text = render_for("ctl1", &members).unwrap();
@@ -404,7 +398,7 @@ mod tests {
     #[test]
     fn bad_member_lists_are_refused() {
         let mut twice = members(3);
-        twice[2].name = name("ctl1");
+        twice[2].node = name("ctl1");
         let err = render_for("ctl1", &twice).unwrap_err().to_string();
         assert!(err.contains("listed twice"), "{err}");
 
@@ -425,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_and_site_names_that_need_quoting_are_refused() {
+    fn paths_that_need_quoting_are_refused() {
         let me = name("ctl1");
         let m = members(1);
         for (dir, why) in [
@@ -435,26 +429,17 @@ mod tests {
             ("var/lib/etcd", "absolute"),
         ] {
             let err = render(&EtcdNode {
-                site: "lab1",
+                site: &name("lab1"),
                 name: &me,
                 members: &m,
                 data_dir: Path::new(dir),
                 tls: &tls(),
+                crl: Path::new("/etc/owui/cluster/ca.crl"),
             })
             .unwrap_err()
             .to_string();
             assert!(err.contains("etcd data directory"), "{dir:?}: {err}");
             assert!(err.contains(why), "{dir:?}: {err}");
         }
-        let err = render(&EtcdNode {
-            site: "Lab 1",
-            name: &me,
-            members: &m,
-            data_dir: Path::new("/var/lib/etcd"),
-            tls: &tls(),
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("site name \"Lab 1\""), "{err}");
     }
 }

@@ -184,13 +184,20 @@ pub enum Expect {
 pub enum TokenClaim {
     /// This call used the token: go on with the enrolment.
     Claimed,
-    /// The token was used before (by `by`, at `at`): refuse.
-    AlreadyUsed { by: String, at: String },
+    /// The token was used before, to enrol `node` through control node
+    /// `by` at `at`: refuse.
+    AlreadyUsed {
+        node: String,
+        by: String,
+        at: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
 struct ClaimRecord {
-    /// The node whose agent accepted the token.
+    /// The node the token enrolled.
+    node: String,
+    /// The control node whose agent accepted it.
     by: String,
     at: String,
     /// Tells this claim from another one by the same node.
@@ -587,14 +594,16 @@ impl ClusterState {
         Ok(nodes)
     }
 
-    /// Uses join token `id`: succeeds ([`TokenClaim::Claimed`]) for exactly
-    /// one call across all clients, ever. One transaction: create the key
-    /// only if it was never created (create_revision 0); no lock.
-    pub async fn claim_token(&self, id: &str) -> Result<TokenClaim> {
+    /// Uses join token `id` to enrol `node`: succeeds
+    /// ([`TokenClaim::Claimed`]) for exactly one call across all clients,
+    /// ever. One transaction: create the key only if it was never created
+    /// (create_revision 0); no lock.
+    pub async fn claim_token(&self, id: &str, node: &NodeName) -> Result<TokenClaim> {
         check_segment("join token id", id)?;
         let key = token_key(id);
         let nonce = random_hex();
         let mine = serde_json::to_vec(&ClaimRecord {
+            node: node.to_string(),
             by: self.inner.node.to_string(),
             at: now(),
             nonce: nonce.clone(),
@@ -625,6 +634,7 @@ impl ClusterState {
             Ok(TokenClaim::Claimed)
         } else {
             Ok(TokenClaim::AlreadyUsed {
+                node: theirs.node,
                 by: theirs.by,
                 at: theirs.at,
             })

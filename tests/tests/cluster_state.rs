@@ -561,16 +561,17 @@ fn a_stopped_member_leaves_the_cluster_writable_and_rejoins() {
         let failed: Vec<_> = probes.iter().filter_map(|p| p.as_ref().err()).collect();
         assert_eq!(failed.len(), 1, "{probes:?}");
         assert_eq!(failed[0].endpoint, down);
-        let err = ClusterState::connect(&[down.clone()], &site.client_tls, &name("app1"))
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(unreachable_endpoints(&err), [down.clone()]);
+        let err =
+            ClusterState::connect(std::slice::from_ref(&down), &site.client_tls, &name("app1"))
+                .await
+                .err()
+                .unwrap();
+        assert_eq!(unreachable_endpoints(&err), std::slice::from_ref(&down));
         assert!(err.to_string().contains(&down), "{err}");
     });
     site.members[0].start();
     site.client(|| async {
-        let alone = site.connect(&[down.clone()]).await;
+        let alone = site.connect(std::slice::from_ref(&down)).await;
         // A linearizable read through the restarted member alone: it has a
         // leader again and the write made while it was down.
         let value = eventually("the member to rejoin", Duration::from_secs(20), || {

@@ -16,7 +16,9 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use owui_agent::cluster::etcd_config::{self, client_endpoints, EtcdNode, TlsFiles};
+use owui_agent::cluster::etcd_config::{
+    self, client_endpoints, local_endpoint, EtcdNode, TlsFiles,
+};
 use owui_agent::cluster::state::{
     ClusterState, Expect, HealthSummary, NodeRecord, StateError, TokenClaim,
 };
@@ -64,6 +66,8 @@ fn certify(ca: &ClusterCa, dir: &Path, node: &str, role: Role, address: IpAddr) 
 struct Member {
     endpoint: String,
     net: Node,
+    /// Its certificate (node cN), for a client on the member itself.
+    tls: TlsFiles,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Mutex<Option<Child>>,
@@ -195,6 +199,7 @@ impl Site {
             members.push(Member {
                 endpoint,
                 net,
+                tls,
                 env,
                 log: tmp.path().join(format!("{}.log", control.node)),
                 child: Mutex::new(None),
@@ -230,21 +235,7 @@ impl Site {
     /// Runs the future `body` makes on a thread inside the client's
     /// namespace, with its own runtime.
     fn client<T: Send, F: Future<Output = T>>(&self, body: impl FnOnce() -> F + Send) -> T {
-        let netns = self.client_net.netns_path();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    let ns = fs::File::open(&netns).unwrap();
-                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(body())
-                })
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        on(&self.client_net, body)
     }
 
     /// The client (node app1), retrying while the cluster starts.
@@ -277,6 +268,26 @@ impl Drop for Site {
             }
         }
     }
+}
+
+/// Runs the future `body` makes on a thread inside `net`'s namespace, with
+/// its own runtime (every socket it opens is in that namespace).
+fn on<T: Send, F: Future<Output = T>>(net: &Node, body: impl FnOnce() -> F + Send) -> T {
+    let netns = net.netns_path();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let ns = fs::File::open(&netns).unwrap();
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(body())
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
 }
 
 /// Polls `probe` until it gives a value, up to `limit`.
@@ -622,5 +633,74 @@ fn a_full_quota_is_the_nospace_error() {
             .unwrap_err();
         assert!(matches!(err, StateError::NoSpace(_)), "{err:?}");
         assert_eq!(state.nodes().await.unwrap().len(), 1);
+    });
+
+    // The recovery docs/cluster.md gives, as written there (paths and
+    // address filled in), after removing what filled the quota.
+    let member = &site.members[0];
+    let dir = member.tls.ca.parent().unwrap().display().to_string();
+    let env = format!(
+        "export ETCDCTL_ENDPOINTS={} ETCDCTL_CACERT={dir}/ca.crt ETCDCTL_CERT={dir}/node.crt \
+         ETCDCTL_KEY={dir}/node.key\n",
+        member.endpoint
+    );
+    let shell = |script: &str| {
+        let out = member
+            .net
+            .command("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{script}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    shell(&format!(
+        "{env}etcdctl del --prefix /owui/v1/config/filler-"
+    ));
+    let doc =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cluster.md")).unwrap();
+    let recovery = doc
+        .split("#### Full quota")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("docs/cluster.md: a sh block under \"Full quota\"")
+        .replace("/var/lib/owui/cluster", &dir)
+        .replace("ADDRESS", &member.net.address.to_string());
+    shell(&recovery);
+    site.client(|| async {
+        let state = site.connect(&endpoints).await;
+        state.check_alarms().await.unwrap();
+        state
+            .put_config("after-recovery", b"1", Expect::Absent)
+            .await
+            .unwrap();
+    });
+}
+
+/// The agent on a control node reaches its own member over loopback, the
+/// member's certificate checked for the node's name.
+#[test]
+fn the_local_agent_reaches_its_member_over_loopback() {
+    let site = Site::start(1, None);
+    let member = &site.members[0];
+    on(&member.net, || async {
+        let state = ClusterState::connect(&[local_endpoint()], &member.tls, &name("c1"))
+            .await
+            .unwrap();
+        state
+            .put_config("local", b"1", Expect::Absent)
+            .await
+            .unwrap();
+        // Another name than the certificate's is refused.
+        let err = ClusterState::connect(&[local_endpoint()], &member.tls, &name("c2"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(unreachable_endpoints(&err), [local_endpoint()]);
     });
 }

@@ -76,6 +76,11 @@ pub fn client_endpoints(members: &[ControlNode]) -> Vec<String> {
         .collect()
 }
 
+/// Where the agent on a control node reaches its own member.
+pub fn local_endpoint() -> String {
+    url(IpAddr::V4(Ipv4Addr::LOCALHOST), ETCD_CLIENT_PORT)
+}
+
 /// The cluster token for a site's etcd.
 pub fn cluster_token(site: &NodeName) -> String {
     format!("owui-{site}")
@@ -189,7 +194,6 @@ pub fn render(node: &EtcdNode<'_>) -> Result<String> {
 
     let peer_url = url(me.address, ETCD_PEER_PORT);
     let client_url = url(me.address, ETCD_CLIENT_PORT);
-    let local_client_url = url(IpAddr::V4(Ipv4Addr::LOCALHOST), ETCD_CLIENT_PORT);
     let initial_cluster = node
         .members
         .iter()
@@ -206,7 +210,7 @@ pub fn render(node: &EtcdNode<'_>) -> Result<String> {
         ("ETCD_LISTEN_PEER_URLS", &peer_url),
         (
             "ETCD_LISTEN_CLIENT_URLS",
-            &format!("{client_url},{local_client_url}"),
+            &format!("{client_url},{}", local_endpoint()),
         ),
         ("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer_url),
         ("ETCD_ADVERTISE_CLIENT_URLS", &client_url),

@@ -378,23 +378,32 @@ impl ClusterState {
         }
         let ca = Certificate::from_pem(read_pem(&tls.ca)?);
         let identity = Identity::from_pem(read_pem(&tls.cert)?, read_pem(&tls.key)?);
-        let options = ConnectOptions::new()
-            .with_tls(TlsOptions::new().ca_certificate(ca).identity(identity))
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            // A member cut off from the majority answers "no leader" at
-            // once instead of waiting: the next member is tried.
-            .with_require_leader(true);
+        let tls_options = TlsOptions::new().ca_certificate(ca).identity(identity);
         let mut members = Vec::new();
         for endpoint in endpoints {
-            if !endpoint.starts_with("https://") {
+            let Some(host) = endpoint.strip_prefix("https://") else {
                 return Err(StateError::Invalid {
                     what: format!("etcd endpoint {endpoint:?}"),
                     detail: "must be an https:// URL (etcd is reached over mutual TLS only)".into(),
                 });
-            }
+            };
+            // The local member on loopback: its certificate names this node
+            // (and its cluster address, not 127.0.0.1), so check it for
+            // this node's name.
+            let tls_options = if host.starts_with("127.0.0.1:") || host.starts_with("[::1]:") {
+                tls_options.clone().domain_name(node.as_str())
+            } else {
+                tls_options.clone()
+            };
+            let options = ConnectOptions::new()
+                .with_tls(tls_options)
+                .with_connect_timeout(CONNECT_TIMEOUT)
+                .with_timeout(REQUEST_TIMEOUT)
+                // A member cut off from the majority answers "no leader" at
+                // once instead of waiting: the next member is tried.
+                .with_require_leader(true);
             // Connections are made lazily, on the first request.
-            let client = Client::connect([endpoint], Some(options.clone()))
+            let client = Client::connect([endpoint], Some(options))
                 .await
                 .map_err(|e| StateError::Invalid {
                     what: format!("etcd endpoint {endpoint:?}"),

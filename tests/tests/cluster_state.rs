@@ -471,6 +471,14 @@ fn node_records_age_out_and_older_writers_are_fenced() {
         assert!(matches!(err, StateError::Conflict { .. }), "{err}");
         new.publish(&record("app1", State::Healthy)).await.unwrap();
         assert_eq!(state.nodes().await.unwrap()[0].health.state, State::Healthy);
+        // The record gone, the old process is told to register again.
+        new.leave().await.unwrap();
+        let err = old
+            .publish(&record("app1", State::Failed))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StateError::LeaseExpired { .. }), "{err}");
+        assert!(state.nodes().await.unwrap().is_empty());
 
         // A node writes only its own record.
         let err = state

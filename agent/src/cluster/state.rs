@@ -89,9 +89,10 @@ pub enum StateError {
         found: Option<i64>,
     },
 
-    /// The node's lease expired (its keep-alives stopped reaching etcd for
-    /// longer than the TTL), so its record is gone: register again.
-    #[error("the lease of node {node}'s record expired: its record aged out; register again")]
+    /// The node's record is gone: its lease expired (its keep-alives
+    /// stopped reaching etcd for longer than the TTL) or a newer start of
+    /// the node left. Register again.
+    #[error("node {node}'s record is gone (its lease expired or it was removed); register again")]
     LeaseExpired { node: String },
 
     /// A value under our prefix that is not what we write.
@@ -851,7 +852,7 @@ impl Registration {
     /// older one ([`StateError::Conflict`]); a record that aged out gives
     /// [`StateError::LeaseExpired`].
     pub async fn publish(&mut self, record: &NodeRecord) -> Result<()> {
-        self.state.check_own(record)?;
+        // register() checked this node is the connection's own.
         if record.node.as_str() != self.node {
             return Err(StateError::Invalid {
                 what: format!("node record for {}", record.node),
@@ -881,11 +882,9 @@ impl Registration {
             Err(StateError::Conflict { found: None, .. }) => Err(StateError::LeaseExpired {
                 node: self.node.clone(),
             }),
-            Err(StateError::Refused { detail, .. }) if detail.contains("lease not found") => {
-                Err(StateError::LeaseExpired {
-                    node: self.node.clone(),
-                })
-            }
+            Err(e) if lease_gone(&e) => Err(StateError::LeaseExpired {
+                node: self.node.clone(),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -895,13 +894,24 @@ impl Registration {
     pub async fn leave(self) -> Result<()> {
         self.keep_alive.abort();
         let lease = self.lease;
-        self.state
+        let revoked = self
+            .state
             .request("revoking the node's lease", |mut client| async move {
                 client.lease_revoke(lease).await
             })
-            .await
-            .map(|_| ())
+            .await;
+        match revoked {
+            // Already gone: expired, or revoked by an attempt whose answer
+            // was lost.
+            Err(e) if lease_gone(&e) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
+}
+
+/// etcd's answer for a lease it does not know ("requested lease not found").
+fn lease_gone(error: &StateError) -> bool {
+    matches!(error, StateError::Refused { detail, .. } if detail.contains("lease not found"))
 }
 
 impl Drop for Registration {

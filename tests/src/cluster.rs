@@ -91,12 +91,7 @@ impl SiteNode {
         let root = self.root.to_str().expect("utf-8").to_string();
         let mut args = vec!["--root", &root, "cluster", "serve"];
         args.extend_from_slice(serve_args);
-        self.spawn(
-            "api",
-            &bin("owui-agent"),
-            &args,
-            &[("RUST_LOG".into(), "info".into())],
-        );
+        self.spawn("api", &bin("owui-agent"), &args, &[("RUST_LOG".into(), "info".into())]);
     }
 }
 
@@ -144,13 +139,7 @@ impl TestSite {
         builder(&["key", "generate", "--out", keys.to_str().expect("utf-8")]).ok();
         let dir = tmp.path().join("site");
         let mut args: Vec<String> = [
-            "cluster",
-            "init",
-            "--name",
-            name,
-            "--network",
-            "198.51.100.0/24",
-            "--out",
+            "cluster", "init", "--name", name, "--network", "198.51.100.0/24", "--out",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -108,6 +108,10 @@ pub enum StateError {
     #[error("{path}: {detail}")]
     Tls { path: String, detail: String },
 
+    /// A failure of ours, not of etcd or its data.
+    #[error("{what}: {detail} (an internal error of this program)")]
+    Internal { what: String, detail: String },
+
     /// etcd answered with an error that is none of the above.
     #[error("etcd refused {action} at {endpoint}: {detail}")]
     Refused {
@@ -783,9 +787,9 @@ fn first_kv(answer: &TxnResponse) -> Option<etcd_client::KeyValue> {
 }
 
 fn internal_json(key: &str, e: serde_json::Error) -> StateError {
-    StateError::Malformed {
-        key: key.to_string(),
-        detail: format!("serialising our own record failed: {e}"),
+    StateError::Internal {
+        what: format!("serialising the record for {key}"),
+        detail: e.to_string(),
     }
 }
 

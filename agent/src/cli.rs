@@ -124,9 +124,28 @@ pub enum ClusterCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Run the agent API (control nodes): enrolment and renewal, on port
+    /// 7443 of the node's cluster address.
+    Serve {
+        /// How long the certificates it issues last.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        cert_lifetime: std::time::Duration,
+    },
     /// Join tokens, made on a control node.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Remove a node from the site: its certificate is refused from now on.
+    Remove {
+        /// The node's name.
+        node: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Every node of the site, from etcd.
+    Nodes {
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -162,6 +162,19 @@ fn main() -> ExitCode {
             output.json,
             cluster::cmd::print_joined,
         ),
+        Command::Cluster(ClusterCommand::Serve { cert_lifetime }) => {
+            finish(cluster::cmd::serve(&root, cert_lifetime), false, |_| {})
+        }
+        Command::Cluster(ClusterCommand::Remove { node, output }) => finish(
+            cluster::cmd::remove(&root, &node),
+            output.json,
+            cluster::cmd::print_removed,
+        ),
+        Command::Cluster(ClusterCommand::Nodes { output }) => finish(
+            cluster::cmd::nodes(&root),
+            output.json,
+            cluster::cmd::print_nodes,
+        ),
         Command::Cluster(ClusterCommand::Token(TokenCommand::Create {
             node,
             role,

@@ -52,6 +52,10 @@ pub struct StatusDoc {
     /// no import recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<SeedOrigin>,
+    /// The site this node is in, read from etcd when `status` runs; absent
+    /// on a node alone (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<crate::cluster::site_view::SiteView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +192,7 @@ pub fn assemble(
             .then(|| not_built("the backup loop is not built yet")),
         hardening,
         seed: None,
+        site: None,
     })
 }
 
@@ -241,6 +246,7 @@ pub fn collect(root: &Root) -> Result<StatusDoc> {
     };
     doc.seed = seed_cmd::origin(root);
     doc.partitions = partitions(root)?;
+    doc.site = crate::cluster::site_view::collect(root);
     Ok(doc)
 }
 
@@ -354,6 +360,9 @@ pub fn render(doc: &StatusDoc, out: &mut impl Write, colour: bool) -> io::Result
     }
     writeln!(out)?;
     render_partitions(&doc.partitions, out, &p)?;
+    if let Some(site) = &doc.site {
+        crate::cluster::site_view::render(site, out, |t| shown(t).into_owned())?;
+    }
     if let Some(SeedOrigin::Unsigned { from }) = &doc.seed {
         writeln!(
             out,

@@ -145,6 +145,7 @@ pub fn seed(req: &SeedRequest) -> Result<SeedMade> {
     let token_expires = join_token.as_ref().map(|t| utc(t.expires()));
     seed.cluster = Some(SeedCluster {
         site: site.name.clone(),
+        network: site.network.clone(),
         ca_pin: site_dir.ca.pin()?,
         join_token,
         control: site.control.clone(),

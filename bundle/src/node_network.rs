@@ -135,22 +135,40 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    fn mask4(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    fn mask6(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
     /// Whether `other` is on this address's network.
     pub fn contains(&self, other: IpAddr) -> bool {
         match (self.address, other) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(a) & mask == u32::from(b) & mask
+                u32::from(a) & self.mask4() == u32::from(b) & self.mask4()
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(a) & mask == u128::from(b) & mask
+                u128::from(a) & self.mask6() == u128::from(b) & self.mask6()
             }
             _ => false,
+        }
+    }
+
+    /// The network itself: the address with its host bits cleared.
+    pub fn network(&self) -> Cidr {
+        let address = match self.address {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & self.mask4()).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & self.mask6()).into()),
+        };
+        Cidr {
+            address,
+            prefix: self.prefix,
         }
     }
 }

@@ -91,7 +91,12 @@ impl SiteNode {
         let root = self.root.to_str().expect("utf-8").to_string();
         let mut args = vec!["--root", &root, "cluster", "serve"];
         args.extend_from_slice(serve_args);
-        self.spawn("api", &bin("owui-agent"), &args, &[("RUST_LOG".into(), "info".into())]);
+        self.spawn(
+            "api",
+            &bin("owui-agent"),
+            &args,
+            &[("RUST_LOG".into(), "info".into())],
+        );
     }
 }
 
@@ -134,12 +139,24 @@ pub fn control_address(n: u8) -> String {
 impl TestSite {
     /// A site named `name` with control nodes c1..cN at 198.51.100.1..N.
     pub fn new(name: &str, controls: u8) -> TestSite {
+        TestSite::with_network(name, controls, "198.51.100.0/24")
+    }
+
+    /// As [`TestSite::new`], with site network `network` (the LAN stays a
+    /// /24, so a node can sit on it outside a smaller site network).
+    pub fn with_network(name: &str, controls: u8, network: &str) -> TestSite {
         let tmp = tempfile::tempdir().expect("tempdir");
         let keys = tmp.path().join("keys");
         builder(&["key", "generate", "--out", keys.to_str().expect("utf-8")]).ok();
         let dir = tmp.path().join("site");
         let mut args: Vec<String> = [
-            "cluster", "init", "--name", name, "--network", "198.51.100.0/24", "--out",
+            "cluster",
+            "init",
+            "--name",
+            name,
+            "--network",
+            network,
+            "--out",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -29,16 +29,22 @@ use super::wire::{self, Reply, Request};
 /// What must hold across all control nodes: which token ids were used and
 /// which nodes were removed. etcd keeps it ([`super::state`]).
 pub trait Ledger: Send + Sync + 'static {
-    /// True the first time `id` is claimed, false every time after, on any
-    /// control node.
+    /// None the first time `id` is claimed; every time after, on any
+    /// control node, who claimed it and when.
     fn claim_token(
         &self,
         id: &str,
         node: &NodeName,
-    ) -> impl std::future::Future<Output = Result<bool>> + Send;
-    /// True when `node` was removed from the site.
-    fn is_revoked(&self, node: &NodeName)
-        -> impl std::future::Future<Output = Result<bool>> + Send;
+    ) -> impl std::future::Future<Output = Result<Option<String>>> + Send;
+    /// Notes that certificate `serial` was issued to `node`, so that
+    /// removing the node revokes it.
+    fn record_issued(
+        &self,
+        node: &NodeName,
+        serial: &str,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// True when certificate `serial` was revoked (its node removed).
+    fn is_revoked(&self, serial: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
 }
 
 /// The CA side of a control node.
@@ -84,7 +90,7 @@ impl<L: Ledger> Authority<L> {
                         format!("the certificate is for site {:?}", client.site),
                     ));
                 }
-                if self.ledger.is_revoked(&client.node).await? {
+                if self.ledger.is_revoked(&client.serial).await? {
                     return Err(Error::refused(
                         format!("node {}", client.node),
                         "was removed from the site (`owui-agent cluster remove`); it enrols again only with a new join token",
@@ -102,6 +108,9 @@ impl<L: Ledger> Authority<L> {
             }
         };
         let issued = self.ca.issue_for_csr(&csr, &who, now, self.cert_lifetime)?;
+        // Recorded before the certificate leaves: a node is never holding
+        // a certificate that its removal would miss.
+        self.ledger.record_issued(&who.node, &issued.serial).await?;
         tracing::info!(
             node = %who.node, role = %who.role, serial = %issued.serial, address = %peer,
             "issued a node certificate"
@@ -136,11 +145,11 @@ impl<L: Ledger> Authority<L> {
                 ),
             ));
         }
-        if !self.ledger.claim_token(token.id(), &node).await? {
+        if let Some(used) = self.ledger.claim_token(token.id(), &node).await? {
             return Err(Error::refused(
                 "join token",
                 format!(
-                    "was used already (token {}); a token enrols one node once",
+                    "was used already ({used}; token id {}): a token enrols one node once",
                     token.id()
                 ),
             ));

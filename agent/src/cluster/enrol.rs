@@ -7,16 +7,18 @@
 //! the wait is said on the terminal.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use owui_bundle::cluster::ca::{
-    certified_node, key_and_csr, pem_der, unix_secs, CaPin, CertifiedNode, NodeIdentity,
+    certified_node, key_and_csr, pem_der, unix_secs, CaPin, CertifiedNode, NodeIdentity, BACKDATE,
     NODE_CERT_LIFETIME,
 };
 use owui_bundle::cluster::site::{ControlNode, AGENT_API_PORT};
 use owui_bundle::cluster::token::{utc, JoinToken};
 use owui_bundle::cluster::SeedCluster;
+use owui_bundle::fsutil::write_atomic;
 use owui_bundle::seed::Seed;
 use owui_bundle::{Error, Result};
 use rustls::pki_types::ServerName;
@@ -25,7 +27,9 @@ use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::etcd_config;
 use super::files::ClusterFiles;
+use super::firewall;
 use super::tls;
 use super::wire::{self, Reply, Request};
 use crate::config::load_seed;
@@ -99,8 +103,12 @@ pub async fn join(root: &Root, token: Option<JoinToken>, patience: Duration) -> 
     let seed = load_seed(root)?;
     let cluster = seed_cluster(&seed)?;
     let files = ClusterFiles::new(root)?;
+    firewall::apply(cluster, cluster.control_secrets.is_some())?;
     if let Some(have) = files.load(&cluster.ca_pin)? {
         if have.certified.node == seed.node && have.certified.role == seed.role {
+            if cluster.control_secrets.is_some() {
+                write_etcd_config(root, &seed, cluster, &files)?;
+            }
             return Ok(joined(&seed, "already enrolled", None, &have.certified));
         }
     }
@@ -122,6 +130,7 @@ pub async fn join(root: &Root, token: Option<JoinToken>, patience: Duration) -> 
         };
         let (issued, key) = ca.issue_with_key(&who, SystemTime::now(), NODE_CERT_LIFETIME)?;
         files.store(&ca.cert_pem, &issued.cert_pem, &key)?;
+        write_etcd_config(root, &seed, cluster, &files)?;
         let certified = read_certified(&issued.cert_pem)?;
         return Ok(joined(&seed, "self-certified", None, &certified));
     }
@@ -148,6 +157,40 @@ pub async fn join(root: &Root, token: Option<JoinToken>, patience: Duration) -> 
     Ok(joined(&seed, "enrolled", Some(via), &certified))
 }
 
+/// Where a control node's etcd keeps its data, on the data partition.
+pub const ETCD_DATA_DIR: &str = "/var/lib/owui/etcd";
+
+/// A control node's etcd environment file (owui-etcd.service reads it),
+/// written on every join so that it follows the agent's rules.
+fn write_etcd_config(
+    root: &Root,
+    seed: &Seed,
+    cluster: &SeedCluster,
+    files: &ClusterFiles,
+) -> Result<()> {
+    if !files.crl().exists() {
+        let ca = cluster
+            .control_secrets
+            .as_ref()
+            .ok_or_else(|| Error::internal("the node seed", "a control node without its CA"))?
+            .ca("the node seed: [cluster.control_secrets]")?;
+        write_atomic(
+            &files.crl(),
+            ca.crl(&[], 1, SystemTime::now())?.as_bytes(),
+            0o644,
+        )?;
+    }
+    let text = etcd_config::render(&etcd_config::EtcdNode {
+        site: &cluster.site,
+        crl: &files.crl(),
+        name: &seed.node,
+        members: &cluster.control,
+        data_dir: &root.host(Path::new(ETCD_DATA_DIR))?,
+        tls: &files.tls_files(),
+    })?;
+    write_atomic(&files.etcd_env(), text.as_bytes(), 0o600)
+}
+
 /// Renews this node's certificate over mutual TLS when two thirds of its
 /// life are gone, or always with `force`.
 pub async fn renew(root: &Root, force: bool, patience: Duration) -> Result<Joined> {
@@ -161,7 +204,10 @@ pub async fn renew(root: &Root, force: bool, patience: Duration) -> Result<Joine
         )
     })?;
     let c = &have.certified;
-    let renew_at = c.not_before + (c.not_after.saturating_sub(c.not_before)) * 2 / 3;
+    // Issued BACKDATE after its not-before: two thirds of the life it was
+    // issued for.
+    let issued_at = c.not_before + BACKDATE.as_secs();
+    let renew_at = issued_at + c.not_after.saturating_sub(issued_at) * 2 / 3;
     if !force && unix_secs(SystemTime::now()) < renew_at {
         return Ok(joined(&seed, "already enrolled", None, c));
     }

@@ -5,7 +5,7 @@
 //! /var/lib/owui/cluster/ca.crt     the cluster CA (its pin checked against the seed's)
 //! /var/lib/owui/cluster/node.crt   this node's certificate
 //! /var/lib/owui/cluster/node.key   its key (0600)
-//! /var/lib/owui/cluster/ca.crl     revoked certificates (control nodes; etcd reads it)
+//! /var/lib/owui/cluster/etcd.env   etcd's configuration (control nodes)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use owui_bundle::cluster::ca::{certified_node, pem_der, CaPin, CertifiedNode};
 use owui_bundle::fsutil::{read_regular_capped, write_atomic};
 use owui_bundle::{Error, Result};
 
+use super::etcd_config::TlsFiles;
 use super::tls::Identity;
 use crate::layout::Root;
 
@@ -62,6 +63,18 @@ impl ClusterFiles {
     }
     pub fn crl(&self) -> PathBuf {
         self.dir.join("ca.crl")
+    }
+    /// A control node's etcd configuration (owui-etcd.service).
+    pub fn etcd_env(&self) -> PathBuf {
+        self.dir.join("etcd.env")
+    }
+    /// The files etcd and the etcd client use.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca(),
+            cert: self.cert(),
+            key: self.key(),
+        }
     }
 
     fn read(path: &Path) -> Result<String> {

@@ -246,6 +246,10 @@ fn revoked_key(serial: &str) -> String {
     format!("{PREFIX}revoked/{serial}")
 }
 
+fn issued_key(node: &str, serial: &str) -> String {
+    format!("{PREFIX}issued/{node}/{serial}")
+}
+
 fn config_key(name: &str) -> String {
     format!("{PREFIX}config/{name}")
 }
@@ -675,6 +679,46 @@ impl ClusterState {
             self.txn("recording a revocation", txn).await?;
         }
         Ok(())
+    }
+
+    /// Records that certificate `serial` was issued to `node`, so that
+    /// removing the node finds every certificate it holds.
+    pub async fn record_issued(&self, node: &NodeName, serial: &str) -> Result<()> {
+        check_serial(serial)?;
+        let key = issued_key(node, serial);
+        self.request("recording an issued certificate", |mut client| {
+            let key = key.clone();
+            async move { client.put(key, now(), None).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The serials of every certificate issued to `node`.
+    pub async fn issued(&self, node: &NodeName) -> Result<Vec<String>> {
+        let prefix = issued_key(node, "");
+        let answer = self
+            .request("listing issued certificates", |mut client| {
+                let prefix = prefix.clone();
+                async move {
+                    client
+                        .get(
+                            prefix,
+                            Some(GetOptions::new().with_prefix().with_keys_only()),
+                        )
+                        .await
+                }
+            })
+            .await?;
+        Ok(answer
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                String::from_utf8_lossy(kv.key())
+                    .strip_prefix(&prefix)
+                    .map(str::to_string)
+            })
+            .collect())
     }
 
     /// Every revoked certificate serial (lower-case hex).

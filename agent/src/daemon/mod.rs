@@ -204,6 +204,13 @@ async fn serve(root: Root, seed: Seed, node: Node, cfg: AgentConfig) -> Result<(
     ));
 
     ctx.first_pass.notified().await;
+    if let Some(presence) = crate::cluster::presence::for_node(&root, &ctx.seed) {
+        let health_ctx = ctx.clone();
+        tokio::spawn(presence.run(move || {
+            let s = health_ctx.lock();
+            crate::cluster::presence::summary(s.checks.iter().map(|c| (c.name.as_str(), &c.state)))
+        }));
+    }
     let line = ctx.status_line();
     notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
     events::ready(&ctx.seed, &line);

@@ -10,6 +10,7 @@ pub mod token;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::node_network::Cidr;
 use crate::role::Role;
 use crate::seed::NodeName;
 use ca::{CaPin, ClusterCa};
@@ -23,6 +24,9 @@ use token::{JoinToken, TokenKey};
 #[serde(deny_unknown_fields)]
 pub struct SeedCluster {
     pub site: NodeName,
+    /// The cluster network: the only sources the node's cluster ports
+    /// answer, and where its services listen.
+    pub network: Cidr,
     /// sha256 of the CA's SubjectPublicKeyInfo: a control node whose
     /// certificate does not chain to it is never sent the token.
     pub ca_pin: CaPin,
@@ -64,6 +68,19 @@ impl SeedCluster {
     /// names the seed file.
     pub fn check(&self, what: &str, node: &NodeName, role: Role) -> Result<()> {
         let field = |f: &str| format!("{what}: [cluster] {f}");
+        if let Some(c) = self
+            .control
+            .iter()
+            .find(|c| !self.network.contains(c.address))
+        {
+            return Err(Error::invalid(
+                field("control"),
+                format!(
+                    "control node {} at {} is not in the network {}",
+                    c.node, c.address, self.network
+                ),
+            ));
+        }
         let is_control = self.control.iter().any(|c| &c.node == node);
         match (&self.join_token, &self.control_secrets) {
             (Some(_), Some(_)) => Err(Error::invalid(

@@ -46,7 +46,7 @@ pub struct Run {
     pub stderr: String,
 }
 
-impl Run {
+impl From<Output> for Run {
     fn from(out: Output) -> Run {
         use std::os::unix::process::ExitStatusExt;
         Run {
@@ -56,7 +56,9 @@ impl Run {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+}
 
+impl Run {
     /// Panics with the output unless the command exited 0.
     pub fn ok(self) -> Run {
         assert_eq!(

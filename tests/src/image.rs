@@ -50,16 +50,10 @@ pub fn builder(args: &[&str]) -> Run {
     run(&bin("owui-builder"), args, &[])
 }
 
-/// The arguments of `owui-builder build SPEC` with `agent` and this tree's
-/// units, at [`EPOCH`], `--json`, and `more` arguments.
-fn build_args(
-    spec: &Path,
-    key: &Path,
-    out: &Path,
-    cache: &Path,
-    agent: &Path,
-    more: &[&str],
-) -> Vec<String> {
+/// The arguments of `owui-builder build SPEC` with `--key`, `--out`,
+/// `--cache` and `--agent` and this tree's units, at [`EPOCH`], `--json`,
+/// and `more` arguments.
+fn build_args([spec, key, out, cache, agent]: [&Path; 5], more: &[&str]) -> Vec<String> {
     let path = |p: &Path| p.to_str().unwrap().to_string();
     let mut args = vec![
         "build".to_string(),
@@ -96,7 +90,7 @@ pub fn build_with_agent(
     agent: &Path,
     more: &[&str],
 ) -> Run {
-    let args = build_args(spec, key, out, cache, agent, more);
+    let args = build_args([spec, key, out, cache, agent], more);
     builder(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -131,7 +125,7 @@ pub fn build_unshared(
         ],
     };
     args.push(builder.to_str().unwrap());
-    let rest = build_args(spec, key, out, cache, &bin("owui-agent"), more);
+    let rest = build_args([spec, key, out, cache, &bin("owui-agent")], more);
     args.extend(rest.iter().map(String::as_str));
     run(Path::new("unshare"), &args, &[])
 }

@@ -252,7 +252,8 @@ pub struct NodeSpec<'a> {
 /// device undone and every namespace removed when dropped.
 pub struct Site {
     nodes: Vec<SiteNode>,
-    roots: Vec<PathBuf>,
+    /// Where each role's root is mounted (read-only, shared by its nodes).
+    roots: BTreeMap<String, PathBuf>,
     disk: LoopDisk,
     lan: Lan,
     dir: tempfile::TempDir,
@@ -266,32 +267,13 @@ impl Site {
         let disk = LoopDisk::new(&dir.path().join("disk.img"));
         let mut site = Site {
             nodes: Vec::new(),
-            roots: Vec::new(),
+            roots: BTreeMap::new(),
             disk,
             lan: Lan::new(),
             dir,
         };
-        let mut mounted: BTreeMap<&str, PathBuf> = BTreeMap::new();
         for spec in specs {
-            if !mounted.contains_key(spec.role) {
-                let image = role_image(spec.role);
-                let at = site.dir.path().join(format!("root-{}", spec.role));
-                fs::create_dir(&at).unwrap();
-                ok(Command::new("mount")
-                    .args(["-t", "erofs", "-o", "loop,ro"])
-                    .arg(&image.root)
-                    .arg(&at));
-                site.roots.push(at.clone());
-                mounted.insert(spec.role, at);
-            }
-            let node = SiteNode::new(
-                site.dir.path(),
-                spec,
-                &mounted[spec.role],
-                site.lan.node(spec.host_octet),
-                &site.disk,
-            );
-            site.nodes.push(node);
+            site.prepare(spec);
         }
         for node in &mut site.nodes {
             node.spawn();
@@ -300,6 +282,43 @@ impl Site {
             node.wait_ready();
         }
         site
+    }
+
+    /// Boots one more node on the LAN (a node added after the rollout)
+    /// and waits until it is ready.
+    pub fn add(&mut self, spec: &NodeSpec<'_>) -> &mut SiteNode {
+        self.prepare(spec);
+        let node = self.nodes.last_mut().unwrap();
+        node.start();
+        node
+    }
+
+    /// Mounts the node's root if no node of its role has, and makes its
+    /// state, its seed and its place on the LAN.
+    fn prepare(&mut self, spec: &NodeSpec<'_>) {
+        assert!(
+            self.nodes.iter().all(|n| n.name != spec.name),
+            "two nodes named {}",
+            spec.name
+        );
+        if !self.roots.contains_key(spec.role) {
+            let image = role_image(spec.role);
+            let at = self.dir.path().join(format!("root-{}", spec.role));
+            fs::create_dir(&at).unwrap();
+            ok(Command::new("mount")
+                .args(["-t", "erofs", "-o", "loop,ro"])
+                .arg(&image.root)
+                .arg(&at));
+            self.roots.insert(spec.role.to_string(), at);
+        }
+        let node = SiteNode::new(
+            self.dir.path(),
+            spec,
+            &self.roots[spec.role],
+            self.lan.node(spec.host_octet),
+            &self.disk,
+        );
+        self.nodes.push(node);
     }
 
     pub fn node(&self, name: &str) -> &SiteNode {
@@ -335,7 +354,7 @@ impl Drop for Site {
         for node in &mut self.nodes {
             node.reap();
         }
-        for root in &self.roots {
+        for root in self.roots.values() {
             let _ = Command::new("umount").arg(root).status();
         }
     }
@@ -556,6 +575,14 @@ impl SiteNode {
     pub fn start(&mut self) {
         self.spawn();
         self.wait_ready();
+    }
+
+    /// Cuts the node's power: SIGKILL to its PID 1 ends everything in it
+    /// at once, with no shutdown; its /var stays as the cut left it.
+    pub fn power_cut(&mut self) {
+        assert!(self.leader != 0, "{} is not running", self.name);
+        let _ = kill(Pid::from_raw(self.leader as i32), Signal::SIGKILL);
+        self.reap();
     }
 
     fn signal_stop(&self) {

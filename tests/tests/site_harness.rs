@@ -1,6 +1,7 @@
 //! The multi-node harness (tests/src/site_harness.rs): three nodes of the
 //! real app image boot from their own seeds, reach each other over the
-//! bridge, and a node stopped and started again keeps its /var.
+//! bridge, and a node stopped and started again keeps its /var; a node
+//! whose power is cut comes back.
 
 use std::process::Stdio;
 use std::time::Instant;
@@ -76,6 +77,12 @@ fn three_nodes_boot_from_their_seeds_reach_each_other_and_keep_their_state() {
     assert_eq!(mark.stdout, "kept\n");
     assert_eq!(node.status()["node"], "web-2");
     assert!(ping(site.node("web-2"), site.node("web-1")));
+
+    // A power cut: no shutdown, and the node still comes back.
+    let node = site.node_mut("web-3");
+    node.power_cut();
+    node.start();
+    assert_eq!(node.status()["node"], "web-3");
 }
 
 fn ping(from: &SiteNode, to: &SiteNode) -> bool {

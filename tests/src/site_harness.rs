@@ -263,7 +263,11 @@ impl Site {
     /// Boots every node at once and waits until each one's first-boot gate
     /// has opened and its agent answers `status`.
     pub fn boot(specs: &[NodeSpec<'_>]) -> Site {
-        let dir = tempfile::tempdir().unwrap();
+        sweep_killed_sites();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{SITE_DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .unwrap();
         let disk = LoopDisk::new(&dir.path().join("disk.img"));
         let mut site = Site {
             nodes: Vec::new(),
@@ -612,6 +616,82 @@ impl SiteNode {
         let _ = child.kill();
         let _ = child.wait();
         self.leader = 0;
+    }
+}
+
+/// Starts the name of a site's directory (in the temporary directory),
+/// before the test process's PID.
+const SITE_DIR_PREFIX: &str = "owui-site-";
+
+/// Undoes what the sites of killed test processes left (no drop ran for
+/// them): their containers, still running, are powered off, their roots
+/// unmounted, their loop disks detached and their directories removed.
+fn sweep_killed_sites() {
+    let entries = fs::read_dir(std::env::temp_dir()).into_iter().flatten();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(SITE_DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        eprintln!(
+            "removing the site of killed test process {pid}: {}",
+            dir.display()
+        );
+        stop_containers_under(&dir);
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mount_point in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if Path::new(mount_point).starts_with(&dir) {
+                let _ = Command::new("umount").arg(mount_point).status();
+            }
+        }
+        let out = Command::new("losetup")
+            .arg("--associated")
+            .arg(dir.join("disk.img"))
+            .output();
+        let listing = out.map(|o| o.stdout).unwrap_or_default();
+        for line in String::from_utf8_lossy(&listing).lines() {
+            if let Some((device, _)) = line.split_once(':') {
+                let _ = Command::new("partx").args(["-d", device]).status();
+                let _ = Command::new("losetup").args(["-d", device]).status();
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+/// SIGTERM to every systemd-nspawn booting a root under `dir`; waits
+/// until they are gone.
+fn stop_containers_under(dir: &Path) {
+    let booting_under = |pid: &str| {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"systemd-nspawn"))
+            && args.windows(2).any(|w| {
+                w[0] == b"-D" && Path::new(&*String::from_utf8_lossy(w[1])).starts_with(dir)
+            })
+    };
+    let pids: Vec<String> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && booting_under(pid))
+        .collect();
+    for pid in &pids {
+        if let Ok(pid) = pid.parse() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + STOP_LIMIT;
+    while pids.iter().any(|p| booting_under(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

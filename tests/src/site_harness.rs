@@ -69,9 +69,29 @@ pub struct RoleImage {
     pub root_hash: String,
 }
 
-/// The secret key every harness image trusts: sign seeds with it.
+/// The secret key every harness image trusts (made on first use): sign
+/// seeds with it.
 pub fn signing_key() -> PathBuf {
-    Path::new(CACHE).join("keys/owui.key")
+    let key = Path::new(CACHE).join("keys/owui.key");
+    if !key.exists() {
+        let _lock = lock_cache();
+        if !key.exists() {
+            let keys = key.parent().unwrap().to_str().unwrap();
+            builder(&["key", "generate", "--out", keys]).ok();
+        }
+    }
+    key
+}
+
+/// The cache, for this process alone until dropped: one builder at a time
+/// on this machine (two would race for the same rootfs stage), and one
+/// signing key.
+fn lock_cache() -> Flock<fs::File> {
+    fs::create_dir_all(CACHE).unwrap();
+    let file = fs::File::create(Path::new(CACHE).join("lock")).unwrap();
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
 }
 
 /// The root of `role`'s image, built on first use on this machine (once
@@ -89,19 +109,10 @@ pub fn role_image(role: &str) -> RoleImage {
 }
 
 fn build_role_image(role: &str) -> RoleImage {
-    let cache = Path::new(CACHE);
-    fs::create_dir_all(cache.join("roots")).unwrap();
-    // One builder at a time on this machine: two test processes would
-    // race for the same rootfs stage.
-    let lock = fs::File::create(cache.join("lock")).unwrap();
-    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
     let key = signing_key();
-    if !key.exists() {
-        let keys = key.parent().unwrap().to_str().unwrap();
-        builder(&["key", "generate", "--out", keys]).ok();
-    }
+    let cache = Path::new(CACHE);
+    let _lock = lock_cache();
+    fs::create_dir_all(cache.join("roots")).unwrap();
     // The stand-in agent: any ELF file the builder can strip, the same
     // bytes every build so the rootfs stage's key stays put.
     let stand_in = cache.join("agent-stand-in");
@@ -214,7 +225,7 @@ pub struct Seed {
 
 impl Seed {
     /// `owui-builder seed create --node NODE --role ROLE`, signed with
-    /// [`signing_key`], with `more` arguments (`--address`, `--lab`, …).
+    /// [`signing_key`], with `more` arguments (`--address`, `--admin-email`, …).
     pub fn create(node: &str, role: &str, more: &[&str]) -> Seed {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("seed.toml");

@@ -15,16 +15,30 @@
 //! verity; /var is a host directory and /efi a read-only host directory
 //! holding only the seed; the data partition the gate measures is a
 //! sparse 1 TiB loop disk shared by the site's nodes (only its size is
-//! read); the address is the harness's (the image's networkd files match
-//! physical ports, not the veth); the image has no content (containers,
+//! read); the address comes from the kernel command line (`ip=`, as on a
+//! network boot: the image's networkd files, and a seed's `[network]`
+//! without `--mac`, match physical ports, not the veth); the image has no
+//! content (containers,
 //! models), no Quadlet units and no GPU driver set. The agent is this
 //! tree's `target/<profile>/owui-agent`, bound over the image's copy: the
 //! image is built with a stand-in there, so a change to the agent does not
 //! rebuild the root.
 //!
-//! The root is built once per machine and role (a few minutes) into
-//! [`CACHE`], reusing the image tests' package cache; later runs only ask
-//! the builder, whose rootfs stage is then cached (seconds).
+//! The root is built once per machine and role (about two and a half
+//! minutes) in the builder's cache, which the image tests share, and
+//! linked into [`CACHE`]. The builder is asked again only when the spec,
+//! images/, units/, builder/assets/ or the builder's image code change
+//! (seconds, while its rootfs stage is cached). Each node boots in about
+//! ten seconds: the gate waits that long for a seed medium before it reads
+//! the seed on /efi, as on a real node.
+//!
+//! Use: [`Site::boot`] boots [`NodeSpec`]s at once and returns when each
+//! node's gate is open and its agent answers; [`Site::node`] gives
+//! [`SiteNode::exec`] (a command as root inside), `status`, `journal`,
+//! `console` and `in_root`; [`Site::node_mut`] stops, starts and cuts the
+//! power of a node; [`Site::add`] boots one more; [`Site::lan`] cuts
+//! cables and captures. Seeds ([`Seed::create`], [`Seed::read`]) are
+//! signed with [`signing_key`], the key every harness image trusts.
 //!
 //! Needs root, systemd-nspawn, iproute2, systemd-repart, losetup and
 //! partx, and the image build's tools (.ci/run installs them).
@@ -643,6 +657,21 @@ impl SiteNode {
     /// What systemd-nspawn and the console printed, every boot.
     pub fn console(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the console shows `text` within `limit` (systemd-nspawn
+    /// copies the console to its log a moment after the node wrote it).
+    pub fn console_shows(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.console().contains(text) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Powers the node off (SIGTERM to systemd-nspawn) and waits; its /var

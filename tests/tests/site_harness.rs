@@ -4,7 +4,7 @@
 //! whose power is cut comes back.
 
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use owui_tests::site_harness::{NodeSpec, Seed, Site, SiteNode};
 
@@ -53,7 +53,8 @@ fn three_nodes_boot_from_their_seeds_reach_each_other_and_keep_their_state() {
             tables.stdout
         );
         let banner = format!("OWUI-AGENT READY role={ROLE} node={}", node.name);
-        assert!(node.console().contains(&banner), "{}", node.console());
+        let shown = node.console_shows(&banner, Duration::from_secs(10));
+        assert!(shown, "{}", node.console());
     }
 
     // Every node reaches every other over the bridge, through the

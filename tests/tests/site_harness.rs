@@ -50,7 +50,12 @@ fn three_nodes_boot_from_their_seeds_reach_each_other_and_keep_their_state() {
         // netbase's /etc/protocols), and the READY banner is out.
         let state = node.exec(&["systemctl", "is-system-running", "--wait"]);
         let failed = node.exec(&["systemctl", "--failed", "--no-legend"]).stdout;
-        assert_eq!(state.stdout.trim(), "running", "{failed}{}", node.journal(None));
+        assert_eq!(
+            state.stdout.trim(),
+            "running",
+            "{failed}{}",
+            node.journal(None)
+        );
         let tables = node.exec(&["nft", "list", "tables"]).ok();
         assert!(
             tables.stdout.contains("table inet owui"),

@@ -46,8 +46,8 @@ pub struct Run {
     pub stderr: String,
 }
 
-impl From<Output> for Run {
-    fn from(out: Output) -> Run {
+impl Run {
+    pub fn of(out: Output) -> Run {
         use std::os::unix::process::ExitStatusExt;
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -56,9 +56,7 @@ impl From<Output> for Run {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
-}
 
-impl Run {
     /// Panics with the output unless the command exited 0.
     pub fn ok(self) -> Run {
         assert_eq!(
@@ -82,7 +80,7 @@ pub fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Run::from(cmd.output().expect("running a workspace binary"))
+    Run::of(cmd.output().expect("running a workspace binary"))
 }
 
 impl Site {

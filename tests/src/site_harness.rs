@@ -632,7 +632,7 @@ impl SiteNode {
             .stdin(Stdio::null())
             .output()
             .expect("nsenter (util-linux)");
-        Run::from(out)
+        Run::of(out)
     }
 
     /// `owui-agent status --json` on the node, parsed.

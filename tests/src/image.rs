@@ -50,9 +50,10 @@ pub fn builder(args: &[&str]) -> Run {
     run(&bin("owui-builder"), args, &[])
 }
 
-/// The arguments of `owui-builder build SPEC` with this tree's agent and
-/// units, at [`EPOCH`], `--json`, and `more` arguments.
-fn build_args(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Vec<String> {
+/// The arguments of `owui-builder build SPEC` with `--key`, `--out`,
+/// `--cache` and `--agent` and this tree's units, at [`EPOCH`], `--json`,
+/// and `more` arguments.
+fn build_args([spec, key, out, cache, agent]: [&Path; 5], more: &[&str]) -> Vec<String> {
     let path = |p: &Path| p.to_str().unwrap().to_string();
     let mut args = vec![
         "build".to_string(),
@@ -62,7 +63,7 @@ fn build_args(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) 
         "--out".into(),
         path(out),
         "--agent".into(),
-        path(&bin("owui-agent")),
+        path(agent),
         "--units".into(),
         path(&repo().join("units")),
         "--cache".into(),
@@ -75,9 +76,21 @@ fn build_args(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) 
     args
 }
 
-/// `owui-builder build SPEC` (see [`build_args`]).
+/// `owui-builder build SPEC` with this tree's agent (see [`build_args`]).
 pub fn build(spec: &Path, key: &Path, out: &Path, cache: &Path, more: &[&str]) -> Run {
-    let args = build_args(spec, key, out, cache, more);
+    build_with_agent(spec, key, out, cache, &bin("owui-agent"), more)
+}
+
+/// [`build`] with `agent` as the image's agent binary.
+pub fn build_with_agent(
+    spec: &Path,
+    key: &Path,
+    out: &Path,
+    cache: &Path,
+    agent: &Path,
+    more: &[&str],
+) -> Run {
+    let args = build_args([spec, key, out, cache, agent], more);
     builder(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -112,7 +125,7 @@ pub fn build_unshared(
         ],
     };
     args.push(builder.to_str().unwrap());
-    let rest = build_args(spec, key, out, cache, more);
+    let rest = build_args([spec, key, out, cache, &bin("owui-agent")], more);
     args.extend(rest.iter().map(String::as_str));
     run(Path::new("unshare"), &args, &[])
 }

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod sbom;
 pub mod serving;
 pub mod site;
+pub mod site_harness;
 
 use std::fs;
 use std::io;

@@ -296,7 +296,7 @@ impl Drop for Container {
 
 /// The child of systemd-nspawn `pid` that is PID 1 of its own PID
 /// namespace.
-fn leader_of(pid: u32) -> Option<u32> {
+pub fn leader_of(pid: u32) -> Option<u32> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     for task in tasks.flatten() {
         let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();

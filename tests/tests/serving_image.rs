@@ -33,10 +33,10 @@ const ADMIN_EMAIL: &str = "ops@site.example";
 const WEBUI_UP: Duration = Duration::from_secs(1200);
 
 /// The all-in-one spec of the repository less its GPU driver set and the
-/// services no test reaches (etcd, pgBackRest), with the pushed images
-/// pinned by digest under their ghcr.io names and the tiny model; a test
-/// overlay gives Open WebUI one worker (two emulated CPUs) and PostgreSQL
-/// memory for a 3 GiB guest.
+/// services no test reaches (pgBackRest; the base's etcd is masked), with
+/// the pushed images pinned by digest under their ghcr.io names and the
+/// tiny model; a test overlay gives Open WebUI one worker (two emulated
+/// CPUs) and PostgreSQL memory for a 3 GiB guest.
 fn write_spec(dir: &Path, open_webui: &str, llama_server: &str) -> std::path::PathBuf {
     let images = repo().join("images");
     let overlay = dir.join("overlay");

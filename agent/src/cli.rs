@@ -155,8 +155,10 @@ pub enum TokenCommand {
     /// Prints the token: give it to the node as `owui-agent cluster join
     /// --token TOKEN`. It holds a secret; it is not logged.
     Create {
+        /// The node the token is for (its seed's name).
         #[arg(long)]
         node: String,
+        /// The node's role: app, db or gpu.
         #[arg(long)]
         role: String,
         /// How long the token is valid (at most 30 days).

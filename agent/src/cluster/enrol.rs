@@ -7,6 +7,7 @@
 //! the wait is said on the terminal.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -180,12 +181,18 @@ fn write_etcd_config(
             0o644,
         )?;
     }
+    let data_dir = root.host(Path::new(ETCD_DATA_DIR))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .map_err(|e| Error::internal(data_dir.display().to_string(), e.to_string()))?;
     let text = etcd_config::render(&etcd_config::EtcdNode {
         site: &cluster.site,
         crl: &files.crl(),
         name: &seed.node,
         members: &cluster.control,
-        data_dir: &root.host(Path::new(ETCD_DATA_DIR))?,
+        data_dir: &data_dir,
         tls: &files.tls_files(),
     })?;
     write_atomic(&files.etcd_env(), text.as_bytes(), 0o600)

@@ -26,12 +26,12 @@ pub struct Presence {
     pub tls: TlsFiles,
 }
 
-/// This node's presence, when its seed names a site and it has enrolled
-/// (None otherwise: a node alone, or one `cluster join` has not finished).
+/// This node's presence, when its seed names a site (None: a node
+/// alone). A node still enrolling is retried like an unreachable etcd:
+/// its certificate is read at each attempt.
 pub fn for_node(root: &crate::layout::Root, seed: &Seed) -> Option<Presence> {
     let cluster = seed.cluster.as_ref()?;
     let files = super::files::ClusterFiles::new(root).ok()?;
-    files.load(&cluster.ca_pin).ok().flatten()?;
     let mut addresses: Vec<IpAddr> = Vec::new();
     if let Some(c) = cluster.control.iter().find(|c| c.node == seed.node) {
         addresses.push(c.address);

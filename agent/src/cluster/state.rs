@@ -696,37 +696,24 @@ impl ClusterState {
 
     /// The serials of every certificate issued to `node`.
     pub async fn issued(&self, node: &NodeName) -> Result<Vec<String>> {
-        let prefix = issued_key(node, "");
-        let answer = self
-            .request("listing issued certificates", |mut client| {
-                let prefix = prefix.clone();
-                async move {
-                    client
-                        .get(
-                            prefix,
-                            Some(GetOptions::new().with_prefix().with_keys_only()),
-                        )
-                        .await
-                }
-            })
-            .await?;
-        Ok(answer
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                String::from_utf8_lossy(kv.key())
-                    .strip_prefix(&prefix)
-                    .map(str::to_string)
-            })
-            .collect())
+        self.serials_under("listing issued certificates", &issued_key(node, ""))
+            .await
     }
 
     /// Every revoked certificate serial (lower-case hex).
     pub async fn revoked(&self) -> Result<BTreeSet<String>> {
-        let prefix = revoked_key("");
+        Ok(self
+            .serials_under("listing revocations", &revoked_key(""))
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// The serials that end the keys under `prefix`, each checked.
+    async fn serials_under(&self, action: &'static str, prefix: &str) -> Result<Vec<String>> {
         let answer = self
-            .request("listing revocations", |mut client| {
-                let prefix = prefix.clone();
+            .request(action, |mut client| {
+                let prefix = prefix.to_string();
                 async move {
                     client
                         .get(
@@ -742,10 +729,10 @@ impl ClusterState {
             .iter()
             .map(|kv| {
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
-                let serial = key.strip_prefix(&prefix).unwrap_or_default().to_string();
+                let serial = key.strip_prefix(prefix).unwrap_or_default().to_string();
                 check_serial(&serial).map_err(|_| StateError::Malformed {
                     key,
-                    detail: "is not a revocation key".into(),
+                    detail: "does not end in a certificate serial".into(),
                 })?;
                 Ok(serial)
             })

@@ -268,7 +268,9 @@ fn role_units(role: Role) -> &'static [&'static str] {
         "open-webui.service",
         "open-terminal.service",
     ];
-    const DB: &[&str] = &["postgresql.service", "redis-server.service", "etcd.service"];
+    // etcd is not the db role's: control nodes of any role run it
+    // (owui-etcd.service), and `status` shows each member in its site view.
+    const DB: &[&str] = &["postgresql.service", "redis-server.service"];
     const GPU: &[&str] = &["ollama.service", "vllm.service"];
     // images/allinone.toml: llama-server instead of Ollama and vLLM, no
     // Open Terminal (README, "What is not built").
@@ -502,7 +504,6 @@ mod tests {
             "redis",
             "unit:postgresql.service",
             "unit:redis-server.service",
-            "unit:etcd.service",
         ];
         assert_eq!(names(Role::Db), [&db[..], &common].concat());
         let gpu = [

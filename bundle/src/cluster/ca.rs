@@ -443,7 +443,9 @@ mod tests {
         let (issued, _) = ca
             .issue_with_key(&who("app-1", Role::App), now, NODE_CERT_LIFETIME)
             .unwrap();
-        let pem = ca.crl(std::slice::from_ref(&issued.serial), 7, now).unwrap();
+        let pem = ca
+            .crl(std::slice::from_ref(&issued.serial), 7, now)
+            .unwrap();
         let der = pem_der("crl", &pem, "X509 CRL").unwrap();
         let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
         let listed: Vec<String> = crl

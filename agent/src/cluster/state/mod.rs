@@ -39,7 +39,15 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use super::etcd_config::TlsFiles;
+
+mod error;
+mod registration;
+
 use crate::health::engine::State;
+use error::{no_space, reason, unreachable};
+pub use error::{EndpointFailure, Result, StateError};
+use registration::keep_alive;
+pub use registration::Registration;
 
 /// Every key the appliance writes starts with this; `v1` changes only with
 /// an incompatible layout, so two layouts can live side by side during an
@@ -58,85 +66,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest certificate or key file read (a PEM chain is a few KiB).
 const PEM_MAX: u64 = 64 * 1024;
-
-/// What went wrong talking to etcd. Each variant is one thing a caller or an
-/// operator acts on differently.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// No member answered; every endpoint tried is named with its reason.
-    #[error("no etcd member could be reached: {}", list_failures(.0))]
-    Unreachable(Vec<EndpointFailure>),
-
-    /// The backend reached its space quota: etcd raised its NOSPACE alarm
-    /// and refuses every write on every member until an operator frees
-    /// space and disarms the alarm.
-    #[error(
-        "etcd refuses writes: its database reached the space quota (NOSPACE alarm{}); \
-         compact and defragment it, then disarm the alarm (docs/cluster.md, \"Full quota\")",
-        .0.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
-    )]
-    NoSpace(Option<String>),
-
-    /// The key changed since this writer read it: a newer writer won.
-    #[error(
-        "{key}: changed by another writer (expected revision {expected}, found {}); \
-         re-read it before writing",
-        match .found { Some(r) => r.to_string(), None => "it deleted".to_string() }
-    )]
-    Conflict {
-        key: String,
-        expected: i64,
-        found: Option<i64>,
-    },
-
-    /// The node's record is gone: its lease expired (its keep-alives
-    /// stopped reaching etcd for longer than the TTL) or a newer start of
-    /// the node left. Register again.
-    #[error("node {node}'s record is gone (its lease expired or it was removed); register again")]
-    LeaseExpired { node: String },
-
-    /// A value under our prefix that is not what we write.
-    #[error("{key}: malformed record: {detail}")]
-    Malformed { key: String, detail: String },
-
-    /// An argument that cannot become a key (an empty or odd token id, a
-    /// serial that is not hex).
-    #[error("{what}: {detail}")]
-    Invalid { what: String, detail: String },
-
-    /// A TLS file that cannot be read or used.
-    #[error("{path}: {detail}")]
-    Tls { path: String, detail: String },
-
-    /// A failure of ours, not of etcd or its data.
-    #[error("{what}: {detail} (an internal error of this program)")]
-    Internal { what: String, detail: String },
-
-    /// etcd answered with an error that is none of the above.
-    #[error("etcd refused {action} at {endpoint}: {detail}")]
-    Refused {
-        action: &'static str,
-        endpoint: String,
-        detail: String,
-    },
-}
-
-/// One member that could not be reached, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EndpointFailure {
-    pub endpoint: String,
-    pub reason: String,
-}
-
-fn list_failures(failures: &[EndpointFailure]) -> String {
-    failures
-        .iter()
-        .map(|f| format!("{} ({})", f.endpoint, f.reason))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// A node's health in its record: the overall state and the checks that
 /// are not healthy.
@@ -299,58 +228,6 @@ fn random_hex() -> String {
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
     hex::encode(bytes)
-}
-
-/// An error and every cause under it, without repeats (tonic wraps the
-/// same message several times).
-fn reason(error: &etcd_client::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut add = |text: String| {
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    };
-    let mut source: Option<&dyn std::error::Error> = match error {
-        etcd_client::Error::GRpcStatus(status) => {
-            add(status.message().to_string());
-            std::error::Error::source(status)
-        }
-        etcd_client::Error::TransportError(e) => Some(e),
-        other => {
-            add(other.to_string());
-            None
-        }
-    };
-    while let Some(e) = source {
-        add(e.to_string());
-        source = e.source();
-    }
-    if parts.is_empty() {
-        error.to_string()
-    } else {
-        parts.join(": ")
-    }
-}
-
-/// Whether `error` says the member could not be reached or could not serve
-/// (no leader, timed out): another member may answer.
-fn unreachable(error: &etcd_client::Error) -> bool {
-    use tonic::Code;
-    match error {
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-        ),
-        _ => false,
-    }
-}
-
-/// etcd's answer when the NOSPACE alarm is raised.
-fn no_space(error: &etcd_client::Error) -> bool {
-    matches!(error, etcd_client::Error::GRpcStatus(status)
-        if status.code() == tonic::Code::ResourceExhausted
-            && status.message().contains("space exceeded"))
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>> {
@@ -864,120 +741,6 @@ impl Members {
             }
         }
         Err(StateError::Unreachable(failures))
-    }
-}
-
-/// A node's published record and the lease that keeps it alive.
-pub struct Registration {
-    state: ClusterState,
-    key: String,
-    node: String,
-    lease: i64,
-    /// The revision of our last write: the fence for the next one.
-    revision: i64,
-    incarnation: String,
-    expired: Arc<AtomicBool>,
-    keep_alive: tokio::task::JoinHandle<()>,
-}
-
-impl Registration {
-    /// Replaces the record with `record` (new health, last_seen), if the
-    /// stored record is still the one this registration wrote last: a newer
-    /// start of the node that re-registered is never overwritten by this
-    /// older one ([`StateError::Conflict`]); a record that aged out gives
-    /// [`StateError::LeaseExpired`].
-    pub async fn publish(&mut self, record: &NodeRecord) -> Result<()> {
-        // register() checked this node is the connection's own.
-        if record.node.as_str() != self.node {
-            return Err(StateError::Invalid {
-                what: format!("node record for {}", record.node),
-                detail: format!("this registration is node {}'s", self.node),
-            });
-        }
-        if self.expired.load(Ordering::Relaxed) {
-            return Err(StateError::LeaseExpired {
-                node: self.node.clone(),
-            });
-        }
-        let value = stored_record(record, &self.incarnation)?;
-        let written = conditional_put(
-            &self.state,
-            "updating the node record",
-            &self.key,
-            &value,
-            Expect::Revision(self.revision),
-            Some(self.lease),
-        )
-        .await;
-        match written {
-            Ok(revision) => {
-                self.revision = revision;
-                Ok(())
-            }
-            Err(StateError::Conflict { found: None, .. }) => Err(StateError::LeaseExpired {
-                node: self.node.clone(),
-            }),
-            Err(e) if lease_gone(&e) => Err(StateError::LeaseExpired {
-                node: self.node.clone(),
-            }),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Leaves the cluster's view at once: revokes the lease, which deletes
-    /// the record (a clean shutdown; a crash lets it age out instead).
-    pub async fn leave(self) -> Result<()> {
-        self.keep_alive.abort();
-        let lease = self.lease;
-        let revoked = self
-            .state
-            .request("revoking the node's lease", |mut client| async move {
-                client.lease_revoke(lease).await
-            })
-            .await;
-        match revoked {
-            // Already gone: expired, or revoked by an attempt whose answer
-            // was lost.
-            Err(e) if lease_gone(&e) => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
-}
-
-/// etcd's answer for a lease it does not know ("requested lease not found").
-fn lease_gone(error: &StateError) -> bool {
-    matches!(error, StateError::Refused { detail, .. } if detail.contains("lease not found"))
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.keep_alive.abort();
-    }
-}
-
-/// Renews `lease` every `every` on whichever member answers, until the
-/// task is aborted or etcd says the lease is gone (then `expired` is set).
-async fn keep_alive(members: Arc<Members>, lease: i64, every: Duration, expired: Arc<AtomicBool>) {
-    let every = every.max(Duration::from_millis(200));
-    loop {
-        tokio::time::sleep(every).await;
-        let renewed = members
-            .request("renewing the node's lease", |mut client| async move {
-                let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
-                keeper.keep_alive().await?;
-                answers.message().await
-            })
-            .await;
-        match renewed {
-            // TTL 0: etcd no longer knows the lease; the record is gone.
-            Ok(Some(answer)) if answer.ttl() <= 0 => {
-                expired.store(true, Ordering::Relaxed);
-                return;
-            }
-            Ok(_) => {}
-            // Nothing answered this time; the lease outlives a few misses.
-            Err(e) => tracing::warn!(lease, error = %e, "could not renew the node's lease"),
-        }
     }
 }
 

@@ -163,6 +163,10 @@ impl<L: Ledger> Authority<L> {
     }
 }
 
+/// The most connections the API holds at once (enrolments are a few a
+/// minute even in a rack rollout).
+const CONNECTIONS_MAX: usize = 64;
+
 /// Serves the API on `listen` until the process ends. Each connection is
 /// handled on its own task: one slow client cannot hold up the rest.
 pub async fn serve<L: Ledger>(
@@ -175,6 +179,7 @@ pub async fn serve<L: Ledger>(
         .map_err(|e| Error::internal(format!("agent API on {listen}"), e.to_string()))?;
     tracing::info!(%listen, "agent API listening");
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -184,12 +189,19 @@ pub async fn serve<L: Ledger>(
                 continue;
             }
         };
+        // A flood of idle connections costs each one LINE_TIMEOUT at most,
+        // and never more than CONNECTIONS_MAX at once: beyond, closed at once.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "agent API: {CONNECTIONS_MAX} connections open, closing one more");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let authority = authority.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(acceptor, stream, peer, &authority).await {
                 tracing::warn!(%peer, error = %e, "agent API connection");
             }
+            drop(permit);
         });
     }
 }

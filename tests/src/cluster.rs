@@ -228,3 +228,16 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The node names in a `status --json` document's site view (empty when
+/// it has none).
+pub fn site_node_names(status: &serde_json::Value) -> Vec<String> {
+    status["site"]["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["node"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use owui_tests::cluster::{wait_for, SiteNode, TestSite};
+use owui_tests::cluster::{site_node_names, wait_for, SiteNode, TestSite};
 use owui_tests::site::{snapshot, Run};
 
 fn joined(node: &SiteNode, extra: &[&str]) -> Run {
@@ -409,15 +409,7 @@ fn status_shows_the_site_and_a_dead_node_ages_out() {
     }
     let site_nodes = |n: &SiteNode| -> Vec<String> {
         let out = n.agent(&["status", "--json"]);
-        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        doc["site"]["nodes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| r["node"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        site_node_names(&serde_json::from_str(&out.stdout).unwrap_or_default())
     };
     wait_for(
         "both nodes in app-1's status",

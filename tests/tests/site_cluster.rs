@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use owui_tests::cluster::site_node_names;
 use owui_tests::site::Run;
 use owui_tests::site_harness::{signing_key, NodeSpec, Seed, Site, SiteNode};
 
@@ -19,14 +20,7 @@ fn builder(args: &[&str]) -> Run {
 }
 
 fn site_nodes(node: &SiteNode) -> Vec<String> {
-    node.status()["site"]["nodes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| r["node"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    site_node_names(&node.status())
 }
 
 #[test]
